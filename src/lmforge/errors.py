@@ -1,0 +1,20 @@
+"""The one exception type users see.
+
+Every failure a user can cause (unknown model, missing file, corrupt GGUF, prompt longer than the
+context, bad sampling values, unreachable registry) raises `LmforgeError` with one readable line.
+The CLI prints that line and exits with code 2; the server (a later issue) maps it to an
+OpenAI-style 4xx body. Anything else is a bug and keeps its traceback.
+"""
+
+
+class LmforgeError(Exception):
+    """A user-facing error: `str(err)` is one line that names the problem and what to do."""
+
+
+class ContextOverflowError(LmforgeError):
+    """The prompt (plus the room reserved for the answer) does not fit the model's context."""
+
+    def __init__(self, message: str, *, prompt_tokens: int, context_length: int) -> None:
+        super().__init__(message)
+        self.prompt_tokens = prompt_tokens
+        self.context_length = context_length

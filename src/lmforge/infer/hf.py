@@ -1,0 +1,191 @@
+"""transformers backend: any Hugging Face checkpoint (or a GGUF dequantized by transformers).
+
+Used for training-time evaluation, for models llama.cpp cannot run, and as the reference side of
+the GGUF export parity check. Generation is a plain KV-cached loop (not `model.generate`) so that
+it streams, can be cancelled between tokens and shares `stream_tokens` with the other backends;
+the sampling steps themselves are transformers' own logits processors.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from lmforge.errors import LmforgeError
+from lmforge.infer.base import Chunk, stream_tokens
+from lmforge.infer.sampling import SamplingParams
+
+
+class TransformersBackend:
+    kind = "transformers"
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        model_name: str = "",
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+        embedding: bool = False,
+        dtype: str = "float32",
+    ) -> None:
+        import torch
+        from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+        if n_threads:
+            torch.set_num_threads(n_threads)
+        self._torch = torch
+        folder, gguf_file = (path.parent, path.name) if path.is_file() else (path, None)
+        kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(folder), **kwargs)
+            cls = AutoModel if embedding else AutoModelForCausalLM
+            self.model = cls.from_pretrained(str(folder), dtype=getattr(torch, dtype), **kwargs).eval()
+        except (OSError, ValueError, KeyError) as e:
+            raise LmforgeError(f"transformers could not load {path}: {e}") from e
+        self.model_name = model_name or path.name
+        self._embedding = embedding
+        trained = int(getattr(self.model.config, "max_position_embeddings", 0) or 2048)
+        if n_ctx is not None and n_ctx > trained:
+            raise LmforgeError(f"context {n_ctx} exceeds what {path.name} was trained for ({trained})")
+        self._ctx = n_ctx or trained
+        eos = self.model.generation_config.eos_token_id if not embedding else None
+        eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
+        if self.tokenizer.eos_token_id is not None:
+            eos_ids.add(self.tokenizer.eos_token_id)
+        self._eos = eos_ids
+        self._lock = threading.Lock()
+
+    @property
+    def context_length(self) -> int:
+        return self._ctx
+
+    @property
+    def chat_template(self) -> str | None:
+        tmpl = getattr(self.tokenizer, "chat_template", None)
+        return tmpl if isinstance(tmpl, str) else None
+
+    @property
+    def special_tokens(self) -> dict[str, str]:
+        return {"bos_token": self.tokenizer.bos_token or "", "eos_token": self.tokenizer.eos_token or ""}
+
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=add_special)["input_ids"])
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _processors(self, p: SamplingParams):
+        from transformers.generation.logits_process import (
+            LogitsProcessorList,
+            MinPLogitsWarper,
+            RepetitionPenaltyLogitsProcessor,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        procs = LogitsProcessorList()
+        if p.repetition_penalty != 1.0:
+            procs.append(RepetitionPenaltyLogitsProcessor(p.repetition_penalty))
+        if p.temperature > 0:
+            procs.append(TemperatureLogitsWarper(p.temperature))
+            if p.top_k > 0:
+                procs.append(TopKLogitsWarper(p.top_k))
+            if p.top_p < 1.0:
+                procs.append(TopPLogitsWarper(p.top_p))
+            if p.min_p > 0:
+                procs.append(MinPLogitsWarper(p.min_p))
+        return procs
+
+    def _token_ids(self, prompt: list[int], p: SamplingParams) -> Iterator[int]:
+        torch = self._torch
+        gen = torch.Generator()
+        gen.manual_seed(p.seed if p.seed is not None else int(torch.seed() % 2**32))
+        procs = self._processors(p)
+        ids = torch.tensor([prompt])  # (1, T)
+        seen = ids
+        counts: dict[int, int] = {}
+        with torch.inference_mode():
+            out = self.model(input_ids=ids, use_cache=True)
+            while True:
+                logits = out.logits[:, -1, :].float()  # (1, V)
+                if counts and (p.presence_penalty or p.frequency_penalty):
+                    idx = torch.tensor(list(counts))
+                    cnt = torch.tensor(list(counts.values()), dtype=logits.dtype)
+                    logits[0, idx] -= p.presence_penalty + p.frequency_penalty * cnt
+                scores = procs(seen, logits)
+                if p.temperature == 0:
+                    tok = int(scores.argmax(dim=-1))
+                else:
+                    probs = torch.softmax(scores, dim=-1)
+                    tok = int(torch.multinomial(probs, 1, generator=gen))
+                counts[tok] = counts.get(tok, 0) + 1
+                yield tok
+                nxt = torch.tensor([[tok]])  # (1, 1)
+                seen = torch.cat([seen, nxt], dim=1)
+                out = self.model(input_ids=nxt, past_key_values=out.past_key_values, use_cache=True)
+
+    def generate(
+        self, prompt: list[int], params: SamplingParams, cancel: threading.Event | None = None
+    ) -> Iterator[Chunk]:
+        params.validate()
+        if self._embedding:
+            raise LmforgeError(f"{self.model_name} is an embedding model; it cannot generate text")
+        if not prompt:
+            raise LmforgeError("empty prompt: nothing to continue from")
+        if len(prompt) >= self._ctx:
+            raise LmforgeError(
+                f"prompt is {len(prompt)} tokens but the context holds {self._ctx}; shorten it or raise --ctx"
+            )
+        generated: list[int] = []
+        shown = [""]
+
+        def piece(tok: int) -> str:
+            # Decode the whole answer so far and hand out the new tail; hold a trailing
+            # replacement char (a multi-byte character split across tokens) until it completes.
+            generated.append(tok)
+            full = self.tokenizer.decode(generated, skip_special_tokens=True)
+            if full.endswith("\ufffd"):
+                return ""
+            new, shown[0] = full[len(shown[0]) :], full
+            return new
+
+        def final_piece() -> str:
+            full = self.tokenizer.decode(generated, skip_special_tokens=True)
+            return full[len(shown[0]) :]
+
+        with self._lock:
+            yield from stream_tokens(
+                self._token_ids(prompt, params),
+                piece=piece,
+                final_piece=final_piece,
+                is_end=lambda t: t in self._eos,
+                prompt_len=len(prompt),
+                budget=min(params.max_tokens, self._ctx - len(prompt)),
+                stop=params.stop,
+                cancel=cancel,
+            )
+
+    def score(self, ids: list[int]) -> list[float]:
+        """log p(ids[i] | ids[:i]) for i = 1..len-1 (natural log)."""
+        torch = self._torch
+        with torch.inference_mode():
+            logits = self.model(input_ids=torch.tensor([ids])).logits[0, :-1].float()  # (T-1, V)
+            logp = torch.log_softmax(logits, dim=-1)
+            return logp.gather(1, torch.tensor(ids[1:]).unsqueeze(1)).squeeze(1).tolist()
+
+    def embed(self, texts: list[str], *, is_query: bool = False) -> list[list[float]]:
+        if not self._embedding:
+            raise LmforgeError(f"{self.model_name} is not an embedding model")
+        torch = self._torch
+        batch = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+        with torch.inference_mode():
+            hidden = self.model(**batch).last_hidden_state  # (B, T, H)
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, H) mean pooling
+            return torch.nn.functional.normalize(pooled, dim=-1).tolist()
+
+    def close(self) -> None:
+        self.model = None
