@@ -242,3 +242,55 @@ class Registry:
         trash = self.staging_dir / f"rm-{name}-{uuid.uuid4().hex[:8]}"
         os.rename(self.models_dir / name, trash)  # atomic unpublish, then delete at leisure
         shutil.rmtree(trash, ignore_errors=True)
+
+
+def copy_into(path: Path, dest: Path) -> None:
+    """Hard-link when possible (same filesystem, no extra space), else copy; folders recursively."""
+    if path.is_dir():
+        shutil.copytree(path, dest, copy_function=_link_or_copy)
+    else:
+        _link_or_copy(str(path), str(dest))
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def register_local(registry: Registry, path: Path, name: str, *, kind: str | None = None) -> Manifest:
+    """`lmforge models add`: register a local .gguf file or Hugging Face folder (validated first)."""
+    from lmforge.formats import inspect_model
+
+    path = path.expanduser().resolve()
+    info = inspect_model(path)
+    check_name(name)
+    manifest = Manifest(
+        name=name,
+        kind=kind or ("embedding" if info.is_embedding else ("chat" if info.has_chat_template else "base")),
+        format=info.format,
+        path=path.name if info.format == "gguf" else "model",
+        source=f"local:{path}",
+        config={"architecture": info.architecture, "context_length": info.context_length,
+                "file_type": info.file_type},  # fmt: skip
+        params=info.params,
+    )
+
+    def fill(stage: Path) -> None:
+        copy_into(path, stage / manifest.path)
+        target = stage / manifest.path
+        manifest.data_fingerprint = file_sha256(target) if target.is_file() else _folder_fingerprint(target)
+
+    return registry.put(manifest, fill)
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(folder)).encode())
+            h.update(file_sha256(p).encode())
+    return h.hexdigest()

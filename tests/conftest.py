@@ -1,0 +1,85 @@
+"""Shared fixtures: a tiny BPE tokenizer and tiny Qwen2/Llama models trained for a few seconds.
+
+The models are trained (not just random) so that greedy continuations are confident and the GGUF
+parity check compares something meaningful: a random 2-layer model has near-uniform logits, and
+fp16 rounding would flip its argmax at random.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+
+
+def corpus_lines() -> list[str]:
+    return [ln for ln in (DATA / "tiny_corpus.txt").read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
+def build_tiny_model(out: Path, tokenizer_dir: Path, arch: str, steps: int = 150, seed: int = 0) -> Path:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    common = dict(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=arch == "qwen2",
+    )
+    model = Qwen2ForCausalLM(Qwen2Config(**common)) if arch == "qwen2" else LlamaForCausalLM(LlamaConfig(**common))
+    text = "\n".join(corpus_lines())
+    ids = torch.tensor(tok(text)["input_ids"])
+    seq = 64
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(steps):
+        starts = torch.randint(0, max(1, len(ids) - seq - 1), (8,))
+        batch = torch.stack([ids[s : s + seq] for s in starts])  # (8, seq)
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory) -> Path:
+    from lmforge.tokenizer.bpe import BPEConfig, train_bpe
+
+    out = tmp_path_factory.mktemp("tok")
+    train_bpe(corpus_lines() * 4, out, BPEConfig(vocab_size=400, min_frequency=2))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("qwen2") / "model", tiny_tokenizer_dir, "qwen2")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("llama") / "model", tiny_tokenizer_dir, "llama")
+
+
+@pytest.fixture()
+def registry(tmp_path, monkeypatch):
+    from lmforge.home import Registry
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("LMFORGE_HOME", str(home))
+    return Registry(home)
