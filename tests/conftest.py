@@ -83,3 +83,24 @@ def registry(tmp_path, monkeypatch):
     home = tmp_path / "home"
     monkeypatch.setenv("LMFORGE_HOME", str(home))
     return Registry(home)
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory, tiny_qwen2_dir) -> Path:
+    """The tiny Qwen2 model exported to GGUF f16 once per session (through the real export path)."""
+    from lmforge.compress.export import ExportConfig, export_gguf
+    from lmforge.home import Registry, register_local
+
+    reg = Registry(tmp_path_factory.mktemp("session-home"))
+    register_local(reg, tiny_qwen2_dir, "tiny-qwen2")
+    m = export_gguf(reg, "tiny-qwen2", ExportConfig(quant="f16", parity=False))
+    return reg.model_path(m)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_backend(tiny_gguf):
+    from lmforge.infer.llamacpp import LlamaCppBackend
+
+    backend = LlamaCppBackend(tiny_gguf, model_name="tiny", n_ctx=256, n_threads=2)
+    yield backend
+    backend.close()

