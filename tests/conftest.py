@@ -37,13 +37,17 @@ def build_tiny_model(out: Path, tokenizer_dir: Path, arch: str, steps: int = 150
         pad_token_id=tok.pad_token_id,
         tie_word_embeddings=arch == "qwen2",
     )
-    model = Qwen2ForCausalLM(Qwen2Config(**common)) if arch == "qwen2" else LlamaForCausalLM(LlamaConfig(**common))
+    model = (
+        Qwen2ForCausalLM(Qwen2Config(**common))
+        if arch == "qwen2"
+        else LlamaForCausalLM(LlamaConfig(**common))
+    )
     text = "\n".join(corpus_lines())
     ids = torch.tensor(tok(text)["input_ids"])
     seq = 64
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
-    for step in range(steps):
+    for _step in range(steps):
         starts = torch.randint(0, max(1, len(ids) - seq - 1), (8,))
         batch = torch.stack([ids[s : s + seq] for s in starts])  # (8, seq)
         loss = model(input_ids=batch, labels=batch).loss

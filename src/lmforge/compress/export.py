@@ -90,7 +90,9 @@ def ensure_converter(version: str | None = None) -> Path:
         sdists = list(Path(tmp).glob("*.tar.gz"))
         if proc.returncode != 0 or not sdists:
             last = (proc.stderr.strip().splitlines() or ["no sdist"])[-1]
-            raise LmforgeError(f"could not fetch the llama-cpp-python {version} sdist for the converter: {last}")
+            raise LmforgeError(
+                f"could not fetch the llama-cpp-python {version} sdist for the converter: {last}"
+            )
         stage = Path(tempfile.mkdtemp(prefix="conv-", dir=tmp))
         with tarfile.open(sdists[0]) as tar:
             prefix = f"{tar.getnames()[0].split('/')[0]}/vendor/llama.cpp/"

@@ -129,7 +129,7 @@ def stream_tokens(
     text_stream = TextStream(stop)
     n = 0
     finish: FinishReason = "length"
-    last = ""
+    last, last_token = "", None
     for token in tokens:
         if cancel is not None and cancel.is_set():
             finish = "cancelled"
@@ -143,10 +143,10 @@ def stream_tokens(
             yield Chunk(text, token, "stop", prompt_len, n)
             return
         if n >= budget:
-            last = text
+            last, last_token = text, token
             break
         yield Chunk(text, token, None, prompt_len, n)
     tail = last + text_stream.push(final_piece())
     if text_stream.stopped:
         finish = "stop"
-    yield Chunk(tail + text_stream.flush(), None, finish, prompt_len, n)
+    yield Chunk(tail + text_stream.flush(), last_token, finish, prompt_len, n)

@@ -33,9 +33,7 @@ def answer_room(params: SamplingParams, context_length: int) -> int:
     return min(params.max_tokens, context_length // 2)
 
 
-def fit_messages(
-    backend: Backend, messages: list[dict[str, Any]], params: SamplingParams
-) -> FittedPrompt:
+def fit_messages(backend: Backend, messages: list[dict[str, Any]], params: SamplingParams) -> FittedPrompt:
     """Render `messages` with the model's template, dropping the oldest turns if needed."""
     template = backend.chat_template or CHATML
     specials = backend.special_tokens
