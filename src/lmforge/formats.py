@@ -95,7 +95,7 @@ def inspect_hf(path: Path) -> ModelInfo:
         for w in st:
             try:
                 with safe_open(str(w), framework="numpy") as f:
-                    for k in f:
+                    for k in f.keys():  # noqa: SIM118 (safe_open is not iterable)
                         shape = f.get_slice(k).get_shape()
                         n = 1
                         for d in shape:
