@@ -106,11 +106,11 @@ def catalog() -> None:
 def models_ls() -> None:
     """Registered models: name, kind, size, format, params, created."""
     rows = _registry().list()
-    print(f"{'NAME':34} {'KIND':9} {'FORMAT':6} {'SIZE':>9} {'PARAMS':>8}  CREATED")
+    print(f"{'NAME':34} {'KIND':9} {'FORMAT':11} {'SIZE':>9} {'PARAMS':>8}  CREATED")
     for m in rows:
         params = f"{m.params / 1e6:.1f}M" if m.params else "-"
         fmt = m.format + (f":{m.config['quant']}" if "quant" in m.config else "")
-        print(f"{m.name:34} {m.kind:9} {fmt:6} {_human(m.size_bytes):>9} {params:>8}  {m.created[:19]}")
+        print(f"{m.name:34} {m.kind:9} {fmt:11} {_human(m.size_bytes):>9} {params:>8}  {m.created[:19]}")
 
 
 @models_app.command("show")
@@ -246,6 +246,8 @@ def chat(
                 if session.last_notice and chunk.completion_tokens <= 1:
                     print(session.last_notice, file=sys.stderr)
                 print(chunk.text, end="", flush=True)
+                if chunk.finish_reason == "length":
+                    print(f"\n[answer cut at max_tokens={params.max_tokens}]", end="", file=sys.stderr)
         except KeyboardInterrupt:
             cancel.set()
             stream.close()

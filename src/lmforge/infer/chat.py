@@ -53,9 +53,9 @@ def fit_messages(backend: Backend, messages: list[dict[str, Any]], params: Sampl
         if len(ids) + room <= ctx:
             break
         if len(rest) <= 1:
-            what = "the system prompt and your message" if system else "your message"
+            what = "the system prompt and your message take" if system else "your message takes"
             raise ContextOverflowError(
-                f"{what} take {len(ids)} tokens; with {room} kept for the answer that exceeds the "
+                f"{what} {len(ids)} tokens; with {room} kept for the answer that exceeds the "
                 f"{ctx}-token context. Shorten it, lower max_tokens, or load the model with a larger --ctx",
                 prompt_tokens=len(ids),
                 context_length=ctx,
