@@ -35,6 +35,8 @@ class Chunk:
     """Set on the last chunk only."""
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    logprobs: dict | None = None
+    """When asked for: {'logprob': float, 'top': [(token_id, logprob), ...]} for token_id."""
 
 
 @runtime_checkable
