@@ -20,6 +20,8 @@ app = typer.Typer(
 )
 models_app = typer.Typer(no_args_is_help=True, help="List, inspect, add and remove registered models.")
 app.add_typer(models_app, name="models")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys for the server (stored hashed).")
+app.add_typer(keys_app, name="keys")
 
 # Shared option types (one definition per knob; defaults come from SamplingParams / LoadConfig).
 MaxTokens = Annotated[int, typer.Option("--max-tokens", "-n", help="Most tokens to generate.")]
@@ -292,6 +294,119 @@ def export(
             f"perplexity {p['ppl_parent']:.3f} (parent) vs {p['ppl_export']:.3f} (gguf), "
             f"{p['ppl_rel_diff']:.2%} apart on {p['eval_tokens']} tokens"
         )
+
+
+def _keystore():
+    from lmforge.serve.auth import KeyStore
+
+    return KeyStore(_registry().root / "keys.sqlite")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option("--name", help="Who or what uses this key.")],
+    scopes: Annotated[
+        str, typer.Option(help="Comma-separated: chat,embed,kb:read,kb:write,admin")
+    ] = "chat,embed",
+    rpm: Annotated[int, typer.Option(help="Requests per minute.")] = 60,
+    tpm: Annotated[int, typer.Option(help="Tokens per minute.")] = 20000,
+    groups: Annotated[str, typer.Option(help="Comma-separated document groups this key may read.")] = "",
+) -> None:
+    """Create an API key; the secret is printed once and never stored."""
+    secret = _keystore().create(
+        name, tuple(s.strip() for s in scopes.split(",") if s.strip()), rpm, tpm,
+        tuple(g.strip() for g in groups.split(",") if g.strip()),
+    )  # fmt: skip
+    print(secret)
+    print(f"key {name!r} created; store the secret now, it is not shown again", file=sys.stderr)
+
+
+@keys_app.command("ls")
+def keys_ls() -> None:
+    """List keys (names, scopes, limits, groups, state), never secrets."""
+    print(f"{'NAME':20} {'STATE':8} {'SCOPES':28} {'RPM':>5} {'TPM':>7}  GROUPS")
+    for k in _keystore().list():
+        state = "revoked" if k.revoked else "active"
+        print(f"{k.name:20} {state:8} {','.join(k.scopes):28} {k.rpm:>5} {k.tpm:>7}  {','.join(k.groups)}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: str) -> None:
+    """Revoke a key: requests with it get 401 from now on."""
+    _keystore().revoke(name)
+    print(f"revoked: {name}")
+
+
+@app.command()
+def serve(
+    model: Annotated[
+        list[str] | None, typer.Option("--model", "-m", help="Model(s) to load at start (repeatable).")
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; anything but loopback requires API keys.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    slots: Annotated[int, typer.Option(help="Parallel sequences per llama.cpp model.")] = 4,
+    ctx: Ctx = None,
+    threads: Threads = None,
+    max_queue: Annotated[int, typer.Option(help="Requests that may wait per model beyond the slots.")] = 16,
+    timeout: Annotated[float, typer.Option(help="Per-request time limit in seconds.")] = 600.0,
+    keep_alive: Annotated[
+        float, typer.Option(help="Unload a model this many seconds after last use (0 = never).")
+    ] = 300.0,
+    audit_prompts: Annotated[bool, typer.Option(help="Store prompt text in the audit log.")] = False,
+) -> None:
+    """Start the OpenAI-compatible server and web console."""
+    import uvicorn
+
+    from lmforge.infer.pool import ModelPool, PoolConfig
+    from lmforge.infer.scheduler import Scheduler, SchedulerConfig
+    from lmforge.serve.app import ServerSettings, create_app
+
+    reg = _registry()
+    for name in model or []:
+        reg.get(name)  # unknown model: fail before binding the port
+    pool = ModelPool(reg, PoolConfig(n_slots=slots, n_ctx=ctx, n_threads=threads, keep_alive_s=keep_alive))
+    settings = ServerSettings(host=host, port=port, audit_prompts=audit_prompts)
+    scheduler = Scheduler(pool, SchedulerConfig(max_queue=max_queue, timeout_s=timeout))
+    app_ = create_app(settings, reg, pool, _keystore(), scheduler)
+    for name in model or []:
+        print(f"loading {name} ...", file=sys.stderr)
+        pool.release(pool.acquire(name))
+    print(f"lmforge serving on http://{host}:{port}  (console: http://{host}:{port}/)", file=sys.stderr)
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+@app.command()
+def ps(
+    url: Annotated[str, typer.Option(help="Server address.")] = "http://127.0.0.1:8000",
+    api_key: Annotated[
+        str | None, typer.Option(envvar="LMFORGE_API_KEY", help="Key, if the server needs one.")
+    ] = None,
+) -> None:
+    """Models loaded in a running server (like `ollama ps`)."""
+    import json as _json
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url.rstrip("/") + "/api/ps")
+    if api_key:
+        req.add_header("Authorization", f"Bearer {api_key}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            data = _json.load(r)
+    except urllib.error.HTTPError as e:
+        raise LmforgeError(
+            f"server at {url} answered {e.code}: {e.read().decode(errors='replace')[:200]}"
+        ) from e
+    except OSError as e:
+        raise LmforgeError(f"no lmforge server at {url} ({e})") from e
+    print(f"{'NAME':34} {'BACKEND':12} {'MEMORY':>9} {'ACTIVE':>6} {'QUEUED':>6} {'IDLE s':>7}  UNLOADS IN")
+    for m in data["models"]:
+        queued = data["queue"].get(m["name"], 0) - (m["active_sequences"] or 0)
+        until = "-" if m["unloads_in_s"] is None else f"{m['unloads_in_s']:.0f} s"
+        print(f"{m['name']:34} {m['backend']:12} {_human(m['est_bytes']):>9} {m['active_sequences'] or 0:>6} "
+              f"{max(0, queued):>6} {m['idle_s']:>7.0f}  {until}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

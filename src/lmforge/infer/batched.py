@@ -64,6 +64,7 @@ class BatchedLlamaEngine:
     """A GGUF model serving up to `n_slots` concurrent generations. Implements Backend."""
 
     kind = "llamacpp"
+    supports_grammar = True
 
     def __init__(
         self,
@@ -285,27 +286,15 @@ class BatchedLlamaEngine:
             b.n_tokens = 0
             rows: list[tuple[_Slot, int]] = []  # (slot, batch row whose logits it samples from)
 
-            def add(slot: _Slot, tok: int, want_logits: bool) -> None:
-                i = b.n_tokens
-                b.token[i] = tok
-                b.pos[i] = slot.n_past
-                b.n_seq_id[i] = 1
-                b.seq_id[i][0] = slot.seq
-                b.logits[i] = want_logits
-                b.n_tokens = i + 1
-                slot.n_past += 1
-                if want_logits:
-                    rows.append((slot, i))
-
             for slot in self._slots:
                 if slot.last is not None:
-                    add(slot, slot.last, True)
+                    self._add(slot, slot.last, True, rows)
             for slot in self._slots:
                 if slot.last is None:
                     room = self._n_batch - b.n_tokens
                     todo = slot.req.prompt[slot.fed : slot.fed + room]
                     for k, tok in enumerate(todo):
-                        add(slot, tok, slot.fed + k == len(slot.req.prompt) - 1)
+                        self._add(slot, tok, slot.fed + k == len(slot.req.prompt) - 1, rows)
                     slot.fed += len(todo)
             if b.n_tokens == 0:
                 continue
@@ -323,6 +312,19 @@ class BatchedLlamaEngine:
                 slot.produced += 1
                 if slot.produced >= slot.req.budget or self._base.is_end_of_generation(tok):
                     self._release(slot)
+
+    def _add(self, slot: _Slot, tok: int, want_logits: bool, rows: list[tuple[_Slot, int]]) -> None:
+        b = self._batch
+        i = b.n_tokens
+        b.token[i] = tok
+        b.pos[i] = slot.n_past
+        b.n_seq_id[i] = 1
+        b.seq_id[i][0] = slot.seq
+        b.logits[i] = want_logits
+        b.n_tokens = i + 1
+        slot.n_past += 1
+        if want_logits:
+            rows.append((slot, i))
 
     def _logprobs(self, row: int, tok: int, k: int) -> dict:
         import numpy as np

@@ -33,8 +33,16 @@ def answer_room(params: SamplingParams, context_length: int) -> int:
     return min(params.max_tokens, context_length // 2)
 
 
-def fit_messages(backend: Backend, messages: list[dict[str, Any]], params: SamplingParams) -> FittedPrompt:
-    """Render `messages` with the model's template, dropping the oldest turns if needed."""
+def fit_messages(
+    backend: Backend,
+    messages: list[dict[str, Any]],
+    params: SamplingParams,
+    *,
+    allow_truncation: bool = True,
+    tools: list[dict[str, Any]] | None = None,
+) -> FittedPrompt:
+    """Render `messages` with the model's template, dropping the oldest turns if needed (or, with
+    `allow_truncation=False`, raising ContextOverflowError instead of dropping anything)."""
     template = backend.chat_template or CHATML
     specials = backend.special_tokens
     ctx = backend.context_length
@@ -44,7 +52,7 @@ def fit_messages(backend: Backend, messages: list[dict[str, Any]], params: Sampl
     dropped = 0
     while True:
         kept = system + rest
-        text = render(template, kept, special_tokens=specials)
+        text = render(template, kept, special_tokens=specials, tools=tools)
         ids = backend.tokenize(text, add_special=False)
         bos = specials.get("bos_token")
         if ids and bos and not text.startswith(bos):  # templates without BOS: let the model add it
@@ -52,6 +60,13 @@ def fit_messages(backend: Backend, messages: list[dict[str, Any]], params: Sampl
             ids = with_bos if len(with_bos) > len(ids) else ids
         if len(ids) + room <= ctx:
             break
+        if not allow_truncation:
+            raise ContextOverflowError(
+                f"the messages take {len(ids)} tokens; with {room} kept for the answer that exceeds the "
+                f"{ctx}-token context. Shorten them, lower max_tokens, or send truncate=true to drop the oldest turns",
+                prompt_tokens=len(ids),
+                context_length=ctx,
+            )
         if len(rest) <= 1:
             what = "the system prompt and your message take" if system else "your message takes"
             raise ContextOverflowError(
