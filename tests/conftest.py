@@ -108,3 +108,101 @@ def tiny_llama_backend(tiny_gguf):
     backend = LlamaCppBackend(tiny_gguf, model_name="tiny", n_ctx=256, n_threads=2)
     yield backend
     backend.close()
+
+
+class LiveServer:
+    """A real uvicorn server on a free loopback port, in a background thread."""
+
+    def __init__(self, app) -> None:
+        import socket
+        import threading
+
+        import uvicorn
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.app = app
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        import time
+
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            if time.time() > deadline or not self.thread.is_alive():
+                raise RuntimeError("server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def make_server(
+    home: Path,
+    gguf: Path,
+    *,
+    keys=None,
+    slots: int = 2,
+    max_queue: int = 8,
+    timeout_s: float = 120.0,
+    loader=None,
+    host="127.0.0.1",
+    extra_models=(),
+):
+    """App over a fresh registry holding the tiny GGUF as 'tiny' (plus extra (path, name) pairs)."""
+    from lmforge.home import Registry, register_local
+    from lmforge.infer.pool import ModelPool, PoolConfig, default_loader
+    from lmforge.infer.scheduler import Scheduler, SchedulerConfig
+    from lmforge.serve.app import ServerSettings, create_app
+    from lmforge.serve.auth import KeyStore
+
+    reg = Registry(home)
+    if not reg.exists("tiny"):
+        register_local(reg, gguf, "tiny")
+    for path, name in extra_models:
+        if not reg.exists(name):
+            register_local(reg, path, name)
+    pool = ModelPool(reg, PoolConfig(n_slots=slots, n_ctx=256, n_threads=2), loader=loader or default_loader)
+    keys = keys or KeyStore(home / "keys.sqlite")
+    app = create_app(
+        ServerSettings(host=host, max_body_bytes=1 << 20),
+        reg,
+        pool,
+        keys,
+        Scheduler(pool, SchedulerConfig(max_queue=max_queue, timeout_s=timeout_s)),
+    )
+    return app
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory, tiny_tokenizer_dir):
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
+    cfg = BertConfig(
+        vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=128, pad_token_id=tok.pad_token_id,
+    )  # fmt: skip
+    out = tmp_path_factory.mktemp("bert") / "model"
+    BertModel(cfg).save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory, tiny_gguf, tiny_bert_dir):
+    app = make_server(
+        tmp_path_factory.mktemp("serve-home"), tiny_gguf, extra_models=[(tiny_bert_dir, "tiny-embed")]
+    )
+    with LiveServer(app) as srv:
+        yield srv

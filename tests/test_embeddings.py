@@ -10,28 +10,6 @@ from lmforge.infer.loader import load_backend
 from lmforge.infer.sampling import SamplingParams
 
 
-@pytest.fixture(scope="module")
-def tiny_bert_dir(tmp_path_factory, tiny_tokenizer_dir):
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
-    cfg = BertConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        pad_token_id=tok.pad_token_id,
-    )
-    out = tmp_path_factory.mktemp("bert") / "model"
-    BertModel(cfg).save_pretrained(str(out))
-    tok.save_pretrained(str(out))
-    return out
-
-
 def test_embedding_model_registers_and_embeds(registry, tiny_bert_dir):
     m = register_local(registry, tiny_bert_dir, "tiny-embed")
     assert m.kind == "embedding"

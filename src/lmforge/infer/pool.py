@@ -49,19 +49,20 @@ def physical_memory() -> int:
 
 def default_loader(registry: Registry, name: str, cfg: PoolConfig) -> Backend:
     m = registry.get(name)
+    trained = m.config.get("context_length")
+    # the server's --ctx is a ceiling: models trained for less get their own length
+    n_ctx = (
+        None if m.kind == "embedding" else (min(cfg.n_ctx, trained) if cfg.n_ctx and trained else cfg.n_ctx)
+    )
     if m.format == "gguf" and m.kind != "embedding":
         from lmforge.infer.batched import BatchedLlamaEngine
 
         return BatchedLlamaEngine(
-            registry.model_path(m),
-            model_name=name,
-            n_slots=cfg.n_slots,
-            n_ctx=cfg.n_ctx,
-            n_threads=cfg.n_threads,
+            registry.model_path(m), model_name=name, n_slots=cfg.n_slots, n_ctx=n_ctx, n_threads=cfg.n_threads
         )
     from lmforge.infer.loader import LoadConfig, load_backend
 
-    return load_backend(registry, name, LoadConfig(n_ctx=cfg.n_ctx, n_threads=cfg.n_threads))
+    return load_backend(registry, name, LoadConfig(n_ctx=n_ctx, n_threads=cfg.n_threads))
 
 
 class ModelPool:

@@ -111,7 +111,7 @@ class CompletionRequest(_SamplingFields):
 class EmbeddingRequest(_Lenient):
     model: str
     input: str | list[str] = Field(min_length=1)
-    encoding_format: Literal["float"] = "float"
+    encoding_format: Literal["float", "base64"] = "float"
     input_type: Literal["query", "passage"] = "passage"  # lmforge: E5-style prefixes
 
 

@@ -58,7 +58,10 @@ def grammar_for(req: ChatCompletionRequest) -> str | None:
     if not schema:
         raise LmforgeError("response_format json_schema needs json_schema.schema")
     try:
-        return json_schema_to_gbnf(json.dumps(schema))
+        # llama-cpp-python's converter lets raw control characters into strings, which JSON forbids
+        return json_schema_to_gbnf(json.dumps(schema)).replace(
+            'char ::= [^"\\\\] |', 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
+        )
     except (ValueError, KeyError, TypeError, NotImplementedError) as e:
         raise LmforgeError(f"response_format json_schema is not supported: {e}") from e
 
@@ -438,6 +441,12 @@ class ChatService:
                 n_tokens = sum(len(t.split()) for t in texts)
         finally:
             self.scheduler.close(ticket)
+        if req.encoding_format == "base64":  # what the openai SDK asks for: little-endian float32
+            import base64
+
+            import numpy as np
+
+            vecs = [base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode() for v in vecs]
         data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vecs)]
         return {
             "object": "list",

@@ -1,0 +1,211 @@
+"""The server through the official openai SDK (sync, async, streaming) and LangChain, on loopback."""
+
+import asyncio
+import json
+
+import httpx
+import pytest
+from openai import AsyncOpenAI, OpenAI
+
+MSG = [{"role": "user", "content": "The capital of France is"}]
+
+
+@pytest.fixture(scope="module")
+def client(live):
+    return OpenAI(base_url=live.url + "/v1", api_key="unused", max_retries=0)
+
+
+def test_models_list(client):
+    ids = {m.id for m in client.models.list().data}
+    assert {"tiny", "tiny-embed"} <= ids
+
+
+def test_chat_non_streaming(client):
+    r = client.chat.completions.create(model="tiny", messages=MSG, temperature=0, max_tokens=12)
+    c = r.choices[0]
+    assert c.message.role == "assistant" and c.message.content
+    assert c.finish_reason in ("stop", "length")
+    assert (
+        r.usage.prompt_tokens > 0
+        and r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    )
+
+
+def test_streaming_equals_non_streaming(client):
+    full = (
+        client.chat.completions.create(model="tiny", messages=MSG, temperature=0, max_tokens=16)
+        .choices[0]
+        .message.content
+    )
+    parts, usage, finish = [], None, None
+    for ch in client.chat.completions.create(
+        model="tiny",
+        messages=MSG,
+        temperature=0,
+        max_tokens=16,
+        stream=True,
+        stream_options={"include_usage": True},
+    ):
+        if ch.usage:
+            usage = ch.usage
+        for choice in ch.choices:
+            parts.append(choice.delta.content or "")
+            finish = choice.finish_reason or finish
+    assert "".join(parts) == full and finish in ("stop", "length") and usage.completion_tokens > 0
+
+
+def test_async_client_concurrent_requests(live):
+    async def main():
+        ac = AsyncOpenAI(base_url=live.url + "/v1", api_key="unused", max_retries=0)
+        rs = await asyncio.gather(
+            *[
+                ac.chat.completions.create(model="tiny", messages=MSG, temperature=0, max_tokens=8)
+                for _ in range(4)
+            ]
+        )
+        stream = await ac.chat.completions.create(
+            model="tiny", messages=MSG, temperature=0, max_tokens=8, stream=True
+        )
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        return [r.choices[0].message.content for r in rs], text
+
+    outs, streamed = asyncio.run(main())
+    assert len(set(outs)) == 1 and outs[0] and streamed == outs[0]  # batched decoding is still deterministic
+
+
+def test_n_choices_and_seed_reproducible(client):
+    kw = dict(model="tiny", messages=MSG, temperature=1.0, max_tokens=10, n=3, seed=5)
+    a = client.chat.completions.create(**kw)
+    b = client.chat.completions.create(**kw)
+    assert [c.index for c in a.choices] == [0, 1, 2]
+    assert [c.message.content for c in a.choices] == [c.message.content for c in b.choices]
+
+
+def test_stop_sequence(client):
+    full = (
+        client.chat.completions.create(model="tiny", messages=MSG, temperature=0, max_tokens=16)
+        .choices[0]
+        .message.content
+    )
+    word = full.split()[0]
+    r = client.chat.completions.create(model="tiny", messages=MSG, temperature=0, max_tokens=16, stop=[word])
+    assert word not in r.choices[0].message.content and r.choices[0].finish_reason == "stop"
+
+
+def test_json_schema_output_always_parses(client):
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 12}, "ok": {"type": "boolean"}},
+        "required": ["city", "ok"],
+        "additionalProperties": False,
+    }
+    for seed in range(3):
+        r = client.chat.completions.create(
+            model="tiny", messages=MSG, temperature=0.8, seed=seed, max_tokens=64,
+            response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}},
+        )  # fmt: skip
+        obj = json.loads(r.choices[0].message.content)
+        assert set(obj) == {"city", "ok"} and isinstance(obj["ok"], bool)
+
+
+def test_logprobs(client):
+    r = client.chat.completions.create(
+        model="tiny", messages=MSG, temperature=0, max_tokens=4, logprobs=True, top_logprobs=3
+    )
+    lp = r.choices[0].logprobs.content
+    assert len(lp) == r.usage.completion_tokens and all(len(t.top_logprobs) == 3 for t in lp)
+    assert all(
+        t.logprob <= 0 and t.logprob == pytest.approx(t.top_logprobs[0].logprob) for t in lp
+    )  # greedy picks the top
+
+
+def test_completions_with_logprobs_and_echo(client):
+    r = client.completions.create(
+        model="tiny", prompt="Once upon a time", max_tokens=6, temperature=0, logprobs=2, echo=True
+    )
+    c = r.choices[0]
+    assert c.text.startswith("Once upon a time") and len(c.logprobs.tokens) == r.usage.completion_tokens
+    s = "".join(
+        ch.choices[0].text
+        for ch in client.completions.create(
+            model="tiny", prompt="Once upon a time", max_tokens=6, temperature=0, stream=True
+        )
+    )
+    assert c.text == "Once upon a time" + s
+
+
+def test_embeddings(client):
+    r = client.embeddings.create(model="tiny-embed", input=["hello fox", "今天天气很好"])
+    assert [d.index for d in r.data] == [0, 1] and len(r.data[0].embedding) == 32
+    assert sum(x * x for x in r.data[0].embedding) == pytest.approx(1.0, rel=1e-4)
+
+
+def test_tool_call_parsing_from_model_output():
+    from lmforge.serve.service import parse_tool_calls
+
+    content, calls = parse_tool_calls(
+        'Sure.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "巴黎"}}\n</tool_call>',
+        {"get_weather"},
+    )
+    assert content == "Sure." and calls[0]["function"]["name"] == "get_weather"
+    assert json.loads(calls[0]["function"]["arguments"]) == {"city": "巴黎"}
+    assert parse_tool_calls(
+        '```json\n{"name": "get_weather", "arguments": {"city": "Rome"}}\n```', {"get_weather"}
+    )[1]
+    assert parse_tool_calls('{"name": "rm_rf", "arguments": {}}', {"get_weather"}) == (
+        '{"name": "rm_rf", "arguments": {}}',
+        [],
+    )
+    assert parse_tool_calls("<tool_call>{broken json</tool_call>", {"get_weather"})[1] == []
+
+
+def test_tools_round_trip_through_template(client):
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
+    msgs = MSG + [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+    ]
+    r = client.chat.completions.create(model="tiny", messages=msgs, tools=tools, temperature=0, max_tokens=8)
+    assert r.choices[0].finish_reason in ("stop", "length", "tool_calls")
+
+
+def test_langchain_chat_openai(live):
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(
+        base_url=live.url + "/v1", api_key="unused", model="tiny", temperature=0, max_tokens=8, max_retries=0
+    )
+    a = llm.invoke("The capital of France is").content
+    b = "".join(c.content for c in llm.stream("The capital of France is"))
+    assert a and a == b
+
+
+def test_health_metrics_ps_and_models_page(live, client):
+    client.chat.completions.create(model="tiny", messages=MSG, temperature=0, max_tokens=2)
+    assert httpx.get(live.url + "/health").json()["status"] == "ok"
+    metrics = httpx.get(live.url + "/metrics").text
+    assert 'lmforge_requests_total{model="tiny",route="chat",status="200"}' in metrics
+    assert "lmforge_request_latency_seconds_bucket" in metrics and "lmforge_queue_depth" in metrics
+    ps = httpx.get(live.url + "/api/ps").json()
+    assert ps["models"][0]["name"] == "tiny" and ps["models"][0]["backend"] == "llamacpp"
+    models = httpx.get(live.url + "/api/models").json()["models"]
+    assert any(m["name"] == "tiny" and m["lineage"][0]["name"] == "tiny" for m in models)
+    assert "<html" in httpx.get(live.url + "/").text.lower()
