@@ -113,9 +113,12 @@ def test_keys_cli(tmp_path):
     import sys
 
     env = {**os.environ, "LMFORGE_HOME": str(tmp_path / "home")}
-    run = lambda *a: subprocess.run(
-        [sys.executable, "-m", "lmforge", "keys", *a], capture_output=True, text=True, env=env
-    )  # noqa: E731
+
+    def run(*a):
+        return subprocess.run(
+            [sys.executable, "-m", "lmforge", "keys", *a], capture_output=True, text=True, env=env
+        )  # noqa: E731
+
     made = run("create", "--name", "ci", "--scopes", "chat,kb:read", "--groups", "hr,eng", "--rpm", "5")
     assert made.returncode == 0 and made.stdout.strip().startswith("lmf-")
     ls = run("ls")
