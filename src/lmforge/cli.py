@@ -142,6 +142,33 @@ def models_add(
     print(f"added: {m.name} ({m.kind}, {m.format}, {_human(m.size_bytes)})")
 
 
+@models_app.command("add-remote")
+def models_add_remote(
+    name: str,
+    url: Annotated[
+        str, typer.Option("--url", help="Base URL of the OpenAI-compatible API, e.g. http://gpu-host:8000/v1")
+    ],
+    model: Annotated[str, typer.Option("--model", help="Model id at the upstream.")],
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Environment variable holding the upstream key.")
+    ] = None,
+    kind: Annotated[str, typer.Option(help="chat | embedding")] = "chat",
+    context_length: Annotated[int, typer.Option(help="Upstream context window (for display).")] = 32768,
+) -> None:
+    """Register a model served elsewhere (vLLM, Ollama, a cloud API); requests are forwarded to it."""
+    import os
+
+    from lmforge.home import register_remote
+
+    key = None
+    if api_key_env:
+        key = os.environ.get(api_key_env)
+        if not key:
+            raise LmforgeError(f"environment variable {api_key_env} is not set")
+    m = register_remote(_registry(), name, url, model, api_key=key, kind=kind, context_length=context_length)
+    print(f"added remote: {m.name} -> {url} ({model})")
+
+
 @models_app.command("rm")
 def models_rm(name: str) -> None:
     """Remove a registered model (its folder and manifest)."""

@@ -297,3 +297,19 @@ def _folder_fingerprint(folder: Path) -> str:
             h.update(str(p.relative_to(folder)).encode())
             h.update(file_sha256(p).encode())
     return h.hexdigest()
+
+
+def register_remote(
+    registry: Registry, name: str, base_url: str, model: str, *, api_key: str | None = None,
+    kind: str = "chat", context_length: int = 32768,
+) -> Manifest:  # fmt: skip
+    """`lmforge models add-remote`: a model served by an OpenAI-compatible endpoint elsewhere."""
+    from lmforge.infer.remote import CONFIG_FILE, write_remote
+
+    if not base_url.startswith(("http://", "https://")):
+        raise LmforgeError(f"--url must be an http(s) URL, got {base_url!r}")
+    manifest = Manifest(
+        name=check_name(name), kind=kind, format="openai", path=CONFIG_FILE, source=f"remote:{base_url}",
+        config={"base_url": base_url, "model": model, "context_length": context_length},
+    )  # fmt: skip
+    return registry.put(manifest, lambda stage: write_remote(stage, base_url, model, api_key, context_length))

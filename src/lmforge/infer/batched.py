@@ -102,8 +102,13 @@ class BatchedLlamaEngine:
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(model.vocab)
         self.n_slots = n_slots
+        self.cached_tokens = 0
+        """Prompt tokens served from the prefix cache so far (not decoded again)."""
         self._waiting: queue.Queue[_Request] = queue.Queue()
         self._free = list(range(n_slots))
+        self._kv: dict[int, list[int]] = {
+            i: [] for i in range(n_slots)
+        }  # tokens whose KV each sequence holds
         self._slots: list[_Slot] = []
         self._piece_cache: dict[int, bytes] = {}
         self._stop = threading.Event()
@@ -261,16 +266,23 @@ class BatchedLlamaEngine:
             if req.cancel.is_set():
                 req.out.put(END)
                 continue
-            seq = self._free.pop(0)
-            self._lc.llama_memory_seq_rm(self._ctx.memory, seq, -1, -1)
-            self._slots.append(_Slot(seq, req, self._make_sampler(req)))
+            # prefix cache: reuse the free sequence whose KV shares the longest prefix with this prompt
+            # (the next chat turn, or requests with a common system prompt, skip re-reading it)
+            seq = max(self._free, key=lambda s: _common_prefix(self._kv[s], req.prompt))
+            keep = min(_common_prefix(self._kv[seq], req.prompt), len(req.prompt) - 1)
+            self._free.remove(seq)
+            if not self._lc.llama_memory_seq_rm(self._ctx.memory, seq, keep, -1):
+                keep = 0  # this cache type cannot cut a sequence in the middle: start over
+                self._lc.llama_memory_seq_rm(self._ctx.memory, seq, -1, -1)
+            del self._kv[seq][keep:]
+            self.cached_tokens += keep
+            self._slots.append(_Slot(seq, req, self._make_sampler(req), n_past=keep, fed=keep))
 
     def _release(self, slot: _Slot) -> None:
         slot.req.out.put(END)
         slot.sampler.close()
-        self._lc.llama_memory_seq_rm(self._ctx.memory, slot.seq, -1, -1)
         self._slots.remove(slot)
-        self._free.append(slot.seq)
+        self._free.append(slot.seq)  # its KV stays, for prefix reuse by a later request
 
     def _loop(self) -> None:
         b = self._batch
@@ -303,6 +315,9 @@ class BatchedLlamaEngine:
                 for slot in list(self._slots):
                     slot.req.error = f"llama.cpp could not decode this request (llama_decode returned {rc})"
                     self._release(slot)
+                for seq in self._kv:  # the KV state is no longer trustworthy: forget it all
+                    self._lc.llama_memory_seq_rm(self._ctx.memory, seq, -1, -1)
+                    self._kv[seq] = []
                 continue
             for slot, i in rows:
                 tok = self._lc.llama_sampler_sample(slot.sampler.sampler, self._ctx.ctx, i)
@@ -323,6 +338,7 @@ class BatchedLlamaEngine:
         b.logits[i] = want_logits
         b.n_tokens = i + 1
         slot.n_past += 1
+        self._kv[slot.seq].append(tok)
         if want_logits:
             rows.append((slot, i))
 
@@ -342,3 +358,12 @@ class BatchedLlamaEngine:
             "logprob": float(logits[tok] - logz),
             "top": [(int(t), float(logits[t] - logz)) for t in top],
         }
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

