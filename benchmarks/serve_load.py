@@ -218,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             str(args.threads),
             "--n_threads_batch",
             str(args.threads),
+            "--interrupt_requests",  # queue overlapping requests instead of aborting the running one
+            "False",
         ],  # fmt: skip
     }
     if args.skip_reference:

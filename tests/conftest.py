@@ -7,6 +7,7 @@ fp16 rounding would flip its argmax at random.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,31 @@ def live(tmp_path_factory, tiny_gguf, tiny_bert_dir):
     )
     with LiveServer(app) as srv:
         yield srv
+
+
+class Wrapped:
+    """Wraps the real engine; `slow` sleeps between tokens, `crash` dies on the second token."""
+
+    def __init__(self, inner, *, crash: bool = False, slow: float = 0.0) -> None:
+        self.inner, self.crash, self.slow = inner, crash, slow
+        self.kind, self.model_name = inner.kind, inner.model_name
+        self.supports_grammar = True
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def generate(self, prompt, params, cancel=None, **kw):
+        for i, chunk in enumerate(self.inner.generate(prompt, params, cancel, **kw)):
+            if self.crash and i == 1:
+                raise RuntimeError("simulated engine crash")
+            time.sleep(self.slow)
+            yield chunk
+
+    def close(self):
+        self.inner.close()
+
+
+def slow_loader(seconds: float):
+    from lmforge.infer.pool import default_loader
+
+    return lambda reg, name, cfg: Wrapped(default_loader(reg, name, cfg), slow=seconds)

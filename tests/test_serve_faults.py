@@ -5,7 +5,7 @@ import time
 
 import httpx
 import pytest
-from conftest import LiveServer, make_server
+from conftest import LiveServer, Wrapped, make_server, slow_loader
 
 CHAT = "/v1/chat/completions"
 OK = {
@@ -110,34 +110,6 @@ def test_client_disconnect_mid_stream_frees_the_slot(live):
     else:
         pytest.fail(f"slot not freed after disconnect: {ps}")
     assert httpx.post(live.url + CHAT, json=OK, timeout=60).status_code == 200
-
-
-class Wrapped:
-    """Wraps the real engine; `slow` sleeps between tokens, `crash` dies on the second token."""
-
-    def __init__(self, inner, *, crash: bool = False, slow: float = 0.0) -> None:
-        self.inner, self.crash, self.slow = inner, crash, slow
-        self.kind, self.model_name = inner.kind, inner.model_name
-        self.supports_grammar = True
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def generate(self, prompt, params, cancel=None, **kw):
-        for i, chunk in enumerate(self.inner.generate(prompt, params, cancel, **kw)):
-            if self.crash and i == 1:
-                raise RuntimeError("simulated engine crash")
-            time.sleep(self.slow)
-            yield chunk
-
-    def close(self):
-        self.inner.close()
-
-
-def slow_loader(seconds: float):
-    from lmforge.infer.pool import default_loader
-
-    return lambda reg, name, cfg: Wrapped(default_loader(reg, name, cfg), slow=seconds)
 
 
 def test_queue_full_gets_429_with_retry_after(tmp_path, tiny_gguf):

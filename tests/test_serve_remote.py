@@ -2,9 +2,9 @@
 
 import httpx
 import pytest
+from conftest import LiveServer, make_server
 from openai import OpenAI
 
-from conftest import LiveServer, make_server
 from lmforge.home import Registry, register_remote
 from lmforge.serve.auth import KeyStore
 
@@ -25,7 +25,9 @@ def test_remote_model_forwards_chat_with_its_own_key(tmp_path, tiny_gguf, upstre
     home = tmp_path / "gateway"
     app = make_server(home, tiny_gguf)
     register_remote(Registry(home), "far-tiny", up.url + "/v1", "tiny", api_key=secret)
-    assert "gateway" not in (home / "models" / "far-tiny" / "manifest.json").read_text()  # key not in the manifest
+    assert (
+        "gateway" not in (home / "models" / "far-tiny" / "manifest.json").read_text()
+    )  # key not in the manifest
     with LiveServer(app) as gw:
         local = OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)
         direct = OpenAI(base_url=up.url + "/v1", api_key=secret, max_retries=0)
@@ -35,7 +37,9 @@ def test_remote_model_forwards_chat_with_its_own_key(tmp_path, tiny_gguf, upstre
         assert got.usage.prompt_tokens == want.usage.prompt_tokens
         streamed = "".join(
             c.choices[0].delta.content or ""
-            for c in local.chat.completions.create(model="far-tiny", messages=MSG, temperature=0, max_tokens=8, stream=True)
+            for c in local.chat.completions.create(
+                model="far-tiny", messages=MSG, temperature=0, max_tokens=8, stream=True
+            )
             if c.choices
         )
         assert streamed == want.choices[0].message.content
@@ -49,6 +53,17 @@ def test_unreachable_or_unauthorised_upstream_is_502(tmp_path, tiny_gguf, upstre
     register_remote(Registry(home), "nokey", up.url + "/v1", "tiny", api_key="lmf-wrong")
     with LiveServer(app) as gw:
         for name in ("dead", "nokey"):
-            r = httpx.post(gw.url + "/v1/chat/completions", json={"model": name, "messages": MSG, "max_tokens": 4}, timeout=60)
+            r = httpx.post(
+                gw.url + "/v1/chat/completions",
+                json={"model": name, "messages": MSG, "max_tokens": 4},
+                timeout=60,
+            )
             assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_error"
-        assert httpx.post(gw.url + "/v1/chat/completions", json={"model": "tiny", "messages": MSG, "max_tokens": 2}, timeout=60).status_code == 200
+        assert (
+            httpx.post(
+                gw.url + "/v1/chat/completions",
+                json={"model": "tiny", "messages": MSG, "max_tokens": 2},
+                timeout=60,
+            ).status_code
+            == 200
+        )

@@ -1,0 +1,84 @@
+"""The web console in a real browser (Debian chromium driven by Playwright), against a live server."""
+
+import shutil
+
+import httpx
+import pytest
+from conftest import LiveServer, make_server, slow_loader
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(
+    not shutil.which("chromium"), reason="Debian chromium not installed (scripts/test.sh installs it)"
+)
+
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def test_typed_message_streams_an_answer_and_survives_reload(live, browser):
+    page = browser.new_page()
+    page.goto(live.url + "/")
+    page.wait_for_selector("#model-select option[value=tiny]", state="attached")
+    page.select_option("#model-select", "tiny")
+    page.click("#settings summary")
+    page.fill("#temperature", "0")
+    page.fill("#max-tokens", "12")
+    page.fill("#prompt", "The capital of France is")
+    page.press("#prompt", "Enter")
+    page.wait_for_function("document.body.dataset.streaming === '1'")
+    page.wait_for_function("document.body.dataset.streaming === '0'", timeout=60000)
+    answer = page.inner_text(".msg.assistant .body")
+    expected = httpx.post(live.url + "/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": "The capital of France is"}],
+                          "temperature": 0, "max_tokens": 12, "top_p": 0.95}, timeout=60).json()["choices"][0]["message"]["content"]  # fmt: skip
+    assert answer.strip() and answer.strip() == expected.strip()
+    assert page.inner_text(".msg.user") == "The capital of France is"
+    page.reload()
+    page.wait_for_selector(".msg.assistant")
+    assert page.inner_text(".msg.assistant .body").strip() == answer.strip()  # kept across reloads
+    assert "The capital of France" in page.inner_text("#conversations")
+
+
+def test_stop_button_keeps_partial_answer(tmp_path, tiny_gguf, browser):
+    with LiveServer(make_server(tmp_path / "home", tiny_gguf, loader=slow_loader(0.3))) as slow:
+        _stop_in(slow, browser)
+
+
+def _stop_in(live, browser):
+    page = browser.new_page()
+    page.goto(live.url + "/")
+    page.wait_for_selector("#model-select option[value=tiny]", state="attached")
+    page.click("#settings summary")
+    page.fill("#max-tokens", "200")
+    page.fill("#prompt", "Once upon a time")
+    page.click("#send")
+    page.wait_for_function("document.body.dataset.streaming === '1'")
+    page.wait_for_function(
+        "document.querySelector('.msg.assistant .body').textContent.length > 0", timeout=30000
+    )
+    page.click("#stop")
+    page.wait_for_function("document.body.dataset.streaming === '0'", timeout=30000)
+    assert page.is_visible("#send")
+    text = page.inner_text(".msg.assistant .body")
+    assert text.endswith("[stopped]") and len(text) > len("[stopped]")  # the partial answer is kept
+
+
+def test_language_toggle_models_page_and_phone_layout(live, browser):
+    page = browser.new_page(viewport={"width": 375, "height": 740}, locale="en-US")
+    page.goto(live.url + "/")
+    assert page.inner_text(".tab[data-view=chat]") == "Chat"
+    page.click("#lang")
+    assert page.inner_text(".tab[data-view=chat]") == "对话" and page.inner_text("#send") == "发送"
+    assert page.is_visible("#prompt") and page.is_visible("#send")  # usable on a phone
+    page.click(".tab[data-view=models]")
+    page.wait_for_selector("#models-table td:has-text('tiny')")
+    assert "tiny [chat, gguf]" in page.inner_text("#models-table")
