@@ -258,14 +258,26 @@ def create_app(
             usage: dict = {}
             status = 200
 
+            def post(item) -> bool:
+                """Hand an item to the event loop; False once the server is shutting down."""
+                if loop.is_closed():
+                    return False
+                try:
+                    loop.call_soon_threadsafe(q.put_nowait, item)
+                except RuntimeError:  # closed between the check and the call
+                    return False
+                return True
+
             def pump():
                 try:
                     for ev in events:
-                        loop.call_soon_threadsafe(q.put_nowait, ev)
+                        if not post(ev):
+                            break
                 except Exception as e:  # any failure becomes an SSE error event; the server stays up
-                    loop.call_soon_threadsafe(q.put_nowait, e)
+                    post(e)
                 finally:
-                    loop.call_soon_threadsafe(q.put_nowait, done)
+                    events.close()  # frees the slot if we stopped early
+                    post(done)
 
             threading.Thread(target=pump, daemon=True).start()
             try:
