@@ -209,3 +209,21 @@ def test_health_metrics_ps_and_models_page(live, client):
     models = httpx.get(live.url + "/api/models").json()["models"]
     assert any(m["name"] == "tiny" and m["lineage"][0]["name"] == "tiny" for m in models)
     assert "<html" in httpx.get(live.url + "/").text.lower()
+
+
+def test_lmforge_ps_cli(live, client):
+    import subprocess
+    import sys
+
+    client.chat.completions.create(model="tiny", messages=MSG, temperature=0, max_tokens=2)
+    out = subprocess.run(
+        [sys.executable, "-m", "lmforge", "ps", "--url", live.url], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0 and "tiny" in out.stdout and "llamacpp" in out.stdout
+    down = subprocess.run(
+        [sys.executable, "-m", "lmforge", "ps", "--url", "http://127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert down.returncode == 2 and down.stderr.startswith("error: no lmforge server")

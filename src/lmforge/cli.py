@@ -382,6 +382,10 @@ def serve(
         float, typer.Option(help="Unload a model this many seconds after last use (0 = never).")
     ] = 300.0,
     audit_prompts: Annotated[bool, typer.Option(help="Store prompt text in the audit log.")] = False,
+    engine: Annotated[
+        str, typer.Option(help="auto | vllm (HF checkpoints through a supervised `vllm serve`).")
+    ] = "auto",
+    tensor_parallel_size: Annotated[int, typer.Option(help="vllm: GPUs per model (tensor parallel).")] = 1,
 ) -> None:
     """Start the OpenAI-compatible server and web console."""
     import uvicorn
@@ -393,7 +397,13 @@ def serve(
     reg = _registry()
     for name in model or []:
         reg.get(name)  # unknown model: fail before binding the port
-    pool = ModelPool(reg, PoolConfig(n_slots=slots, n_ctx=ctx, n_threads=threads, keep_alive_s=keep_alive))
+    from lmforge.infer.vllm import VllmConfig
+
+    if engine not in ("auto", "vllm"):
+        raise LmforgeError(f"unknown engine {engine!r}; use auto or vllm")
+    pool_cfg = PoolConfig(n_slots=slots, n_ctx=ctx, n_threads=threads, keep_alive_s=keep_alive, engine=engine,
+                          vllm=VllmConfig(tensor_parallel_size=tensor_parallel_size, max_model_len=ctx))  # fmt: skip
+    pool = ModelPool(reg, pool_cfg)
     settings = ServerSettings(host=host, port=port, audit_prompts=audit_prompts)
     scheduler = Scheduler(pool, SchedulerConfig(max_queue=max_queue, timeout_s=timeout))
     app_ = create_app(settings, reg, pool, _keystore(), scheduler)

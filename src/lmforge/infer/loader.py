@@ -38,7 +38,7 @@ def load_backend(registry: Registry, name: str, cfg: LoadConfig | None = None) -
     if m.format == "openai":
         from lmforge.infer.remote import OpenAIRemoteBackend
 
-        return OpenAIRemoteBackend(registry.artifact_dir(name), model_name=name)
+        return OpenAIRemoteBackend.from_folder(registry.artifact_dir(name), model_name=name)
     path = registry.model_path(m)
     choice = cfg.backend
     if choice == "auto":

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from lmforge.errors import LmforgeError
 from lmforge.home import Manifest, Registry
 from lmforge.infer.base import Backend
+from lmforge.infer.vllm import VllmConfig
 
 
 @dataclass
@@ -30,6 +31,9 @@ class PoolConfig:
     """Unload a model this long after its last request; <= 0 keeps models loaded forever."""
     memory_budget_bytes: int | None = None
     """Total estimated bytes of loaded models; default 75% of physical memory."""
+    engine: str = "auto"
+    """'auto' (llama.cpp for GGUF, transformers for HF folders) or 'vllm' (HF folders on GPU hosts)."""
+    vllm: VllmConfig = field(default_factory=VllmConfig)
 
 
 @dataclass
@@ -54,6 +58,10 @@ def default_loader(registry: Registry, name: str, cfg: PoolConfig) -> Backend:
     n_ctx = (
         None if m.kind == "embedding" else (min(cfg.n_ctx, trained) if cfg.n_ctx and trained else cfg.n_ctx)
     )
+    if cfg.engine == "vllm" and m.format == "hf":
+        from lmforge.infer.vllm import VllmBackend
+
+        return VllmBackend(registry.model_path(m), model_name=name, cfg=cfg.vllm)
     if m.format == "gguf" and m.kind != "embedding":
         from lmforge.infer.batched import BatchedLlamaEngine
 
@@ -181,5 +189,5 @@ class ModelPool:
 
 
 def _healthy(backend: Backend) -> bool:
-    worker = getattr(backend, "_worker", None)
-    return worker is None or worker.is_alive()
+    worker = getattr(backend, "_worker", None)  # in-process engines: their decode thread
+    return (worker is None or worker.is_alive()) and getattr(backend, "alive", True)  # vllm: its process

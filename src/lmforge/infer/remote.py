@@ -40,19 +40,30 @@ class OpenAIRemoteBackend:
     kind = "openai"
     supports_grammar = False
 
-    def __init__(self, folder: Path, *, model_name: str = "") -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        model_name: str = "",
+        context_length: int = 32768,
+    ) -> None:
         from openai import OpenAI
 
+        self.model_name = model_name or model
+        self.upstream_model = model
+        self._ctx = context_length
+        self._client = OpenAI(base_url=base_url, api_key=api_key or "none", max_retries=1)
+
+    @classmethod
+    def from_folder(cls, folder: Path, *, model_name: str = "") -> OpenAIRemoteBackend:
+        """The backend for a registered remote model (remote.json + optional 0600 api_key file)."""
         cfg = json.loads((folder / CONFIG_FILE).read_text())
         key_file = folder / KEY_FILE
-        self.model_name = model_name or cfg["model"]
-        self.upstream_model = cfg["model"]
-        self._ctx = int(cfg.get("context_length") or 32768)
-        self._client = OpenAI(
-            base_url=cfg["base_url"],
-            api_key=key_file.read_text().strip() if key_file.exists() else "none",
-            max_retries=1,
-        )
+        key = key_file.read_text().strip() if key_file.exists() else None
+        ctx = int(cfg.get("context_length") or 32768)
+        return cls(cfg["base_url"], cfg["model"], api_key=key, model_name=model_name, context_length=ctx)
 
     @property
     def context_length(self) -> int:

@@ -1,202 +1,303 @@
-// lmforge web console: chat with streaming, conversations in localStorage, models page. No dependencies.
+// lmforge web console: streaming chat, conversations in localStorage, models page. No dependencies, works offline.
 (() => {
   "use strict";
   const $ = (id) => document.getElementById(id);
+  const el = (tag, cls, text) => { const e = document.createElement(tag); if (cls) e.className = cls; if (text != null) e.textContent = text; return e; };
   const T = {
-    en: { chat: "Chat", models: "Models", newChat: "New chat", settings: "Settings", system: "System prompt",
-      send: "Send", stop: "Stop", copy: "Copy", copied: "Copied", del: "Delete", save: "Save",
-      needKey: "This server needs an API key:", placeholder: "Ask anything (Enter to send, Shift+Enter for a new line)",
-      name: "Name", kind: "Kind", format: "Format", params: "Params", created: "Created", lineage: "Lineage",
-      metrics: "Metrics", untitled: "New conversation", stopped: "[stopped]", noModels: "No chat model registered: run `lmforge pull qwen2.5-coder-0.5b-instruct`" },
-    zh: { chat: "对话", models: "模型", newChat: "新对话", settings: "设置", system: "系统提示词",
-      send: "发送", stop: "停止", copy: "复制", copied: "已复制", del: "删除", save: "保存",
-      needKey: "此服务器需要 API 密钥：", placeholder: "输入问题（回车发送，Shift+回车换行）",
-      name: "名称", kind: "类型", format: "格式", params: "参数量", created: "创建时间", lineage: "谱系",
-      metrics: "指标", untitled: "新对话", stopped: "[已停止]", noModels: "尚未注册对话模型：运行 `lmforge pull qwen2.5-coder-0.5b-instruct`" },
+    en: { chat: "Chat", models: "Models", newChat: "New chat", settings: "Settings", system: "System prompt", model: "Model",
+      send: "Send", stop: "Stop", copy: "Copy", copied: "Copied", del: "Delete", save: "Save", clear: "Clear", apiKey: "API key",
+      conversations: "Conversations", needKey: "API key:", placeholder: "Ask anything (Enter to send, Shift+Enter for a new line)",
+      name: "Name", kind: "Kind", format: "Format", sizeMB: "Size (MB)", params: "Params (M)", created: "Created", metrics: "Metrics",
+      untitled: "New conversation", stopped: "[stopped]", truncated: "Answer cut off: max_tokens reached.", loading: "Loading…",
+      noModelsPage: "No models registered.", unauthorized: "This server needs an API key: paste it above.",
+      noModels: "No chat model registered: run `lmforge pull qwen2.5-coder-0.5b-instruct`" },
+    zh: { chat: "对话", models: "模型", newChat: "新对话", settings: "设置", system: "系统提示词", model: "模型",
+      send: "发送", stop: "停止", copy: "复制", copied: "已复制", del: "删除", save: "保存", clear: "清除", apiKey: "API 密钥",
+      conversations: "对话列表", needKey: "API 密钥：", placeholder: "输入问题（回车发送，Shift+回车换行）",
+      name: "名称", kind: "类型", format: "格式", sizeMB: "大小 (MB)", params: "参数量 (M)", created: "创建时间", metrics: "指标",
+      untitled: "新对话", stopped: "[已停止]", truncated: "回答被截断：已达到 max_tokens。", loading: "加载中…",
+      noModelsPage: "尚未注册任何模型。", unauthorized: "此服务器需要 API 密钥：请在上方粘贴。",
+      noModels: "尚未注册对话模型：运行 `lmforge pull qwen2.5-coder-0.5b-instruct`" },
   };
-  let lang = localStorage.getItem("lmforge.lang") || ((navigator.language || "").toLowerCase().startsWith("zh") ? "zh" : "en");
-  const t = (k) => T[lang][k] || k;
+  const ls = {
+    get(k, d = null) { try { const v = localStorage.getItem("lmforge." + k); return v === null ? d : v; } catch { return d; } },
+    set(k, v) { try { if (v == null) localStorage.removeItem("lmforge." + k); else localStorage.setItem("lmforge." + k, v); } catch { /* quota or disabled */ } },
+  };
+  let lang = ls.get("lang") || ((navigator.language || "").toLowerCase().startsWith("zh") ? "zh" : "en");
+  const t = (k) => T[lang][k] ?? T.en[k] ?? k;
+  let view = "chat";
+
   function applyLang() {
     document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
-    document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
-    document.querySelectorAll("[data-i18n-placeholder]").forEach((el) => { el.placeholder = t(el.dataset.i18nPlaceholder); });
+    document.querySelectorAll("[data-i18n]").forEach((e) => { e.textContent = t(e.dataset.i18n); });
+    document.querySelectorAll("[data-i18n-placeholder]").forEach((e) => { e.placeholder = t(e.dataset.i18nPlaceholder); });
+    document.querySelectorAll("[data-i18n-title]").forEach((e) => { e.title = t(e.dataset.i18nTitle); e.setAttribute("aria-label", e.title); });
     $("lang").textContent = lang === "zh" ? "EN" : "中文";
     renderConversations(); renderMessages();
+    if (view === "models") loadModelsPage();
   }
 
-  // -- API ------------------------------------------------------------------------------------
-  const headers = () => {
-    const h = { "Content-Type": "application/json" };
-    const key = localStorage.getItem("lmforge.key");
+  // -- API --------------------------------------------------------------------------------------
+  function headers(json) {
+    const h = json ? { "Content-Type": "application/json" } : {};
+    const key = ls.get("key");
     if (key) h.Authorization = "Bearer " + key;
     return h;
-  };
+  }
+  function showKeyBar() { $("api-key").value = ls.get("key") || ""; $("key-bar").hidden = false; }
+  async function errorOf(r) {
+    if (r.status === 401) showKeyBar();
+    let msg = `HTTP ${r.status} ${r.statusText}`;
+    try { const j = await r.json(); if (j?.error?.message) msg = j.error.message; } catch { /* not JSON */ }
+    return Object.assign(new Error(msg), { status: r.status });
+  }
   async function api(path) {
-    const r = await fetch(path, { headers: headers() });
-    if (r.status === 401) { $("key-bar").hidden = false; throw new Error("401"); }
-    if (!r.ok) throw new Error((await r.json()).error?.message || r.statusText);
+    const r = await fetch(path, { headers: headers(false) });
+    if (!r.ok) throw await errorOf(r);
     return r.json();
   }
 
-  // -- conversations --------------------------------------------------------------------------
-  const store = {
-    load() { try { return JSON.parse(localStorage.getItem("lmforge.convs")) || []; } catch { return []; } },
-    save() { localStorage.setItem("lmforge.convs", JSON.stringify(convs)); localStorage.setItem("lmforge.current", current); },
-  };
-  let convs = store.load();
-  let current = localStorage.getItem("lmforge.current");
+  // -- conversations ------------------------------------------------------------------------------
+  let convs; try { convs = JSON.parse(ls.get("convs")) || []; } catch { convs = []; }
+  if (!Array.isArray(convs)) convs = [];
+  let current = ls.get("current");
+  if (!convs.some((c) => c.id === current)) current = convs[0]?.id || null;
   const conv = () => convs.find((c) => c.id === current);
+  function save() { ls.set("convs", JSON.stringify(convs)); ls.set("current", current); }
   function newConversation() {
-    const c = { id: String(Date.now()), title: "", model: $("model-select").value, system: $("system-prompt").value, messages: [] };
-    convs.unshift(c); current = c.id; store.save(); renderConversations(); renderMessages();
+    const c = { id: Date.now().toString(36) + Math.random().toString(36).slice(2, 6), title: "", model: $("model-select").value,
+      system: $("system-prompt").value, messages: [] };
+    convs.unshift(c); current = c.id; save(); renderConversations(); renderMessages(); closeSidebar();
+    $("prompt").focus();
+    return c;
+  }
+  function selectConversation(c) {
+    current = c.id; save();
+    $("system-prompt").value = c.system || "";
+    if (c.model && [...$("model-select").options].some((o) => o.value === c.model)) $("model-select").value = c.model;
+    renderConversations(); renderMessages(); closeSidebar();
+  }
+  function deleteConversation(c) {
+    if (live?.conv === c) controller?.abort();
+    convs = convs.filter((x) => x !== c);
+    if (current === c.id) { current = convs[0]?.id || null; $("system-prompt").value = conv()?.system || $("system-prompt").value; }
+    save(); renderConversations(); renderMessages();
   }
   function renderConversations() {
     const ul = $("conversations"); ul.textContent = "";
     for (const c of convs) {
-      const li = document.createElement("li");
-      if (c.id === current) li.className = "active";
-      const span = document.createElement("span"); span.textContent = c.title || t("untitled");
-      const del = document.createElement("button"); del.textContent = "×"; del.title = t("del");
-      del.onclick = (e) => { e.stopPropagation(); convs = convs.filter((x) => x.id !== c.id); if (current === c.id) current = convs[0]?.id || null; store.save(); renderConversations(); renderMessages(); };
-      li.onclick = () => { current = c.id; store.save(); $("system-prompt").value = c.system || ""; if (c.model) $("model-select").value = c.model; renderConversations(); renderMessages(); document.body.classList.remove("show-sidebar"); };
-      li.append(span, del); ul.append(li);
+      const li = el("li", c.id === current ? "active" : "");
+      const title = el("button", "title", c.title || t("untitled")); title.type = "button"; title.title = c.title || "";
+      title.onclick = () => selectConversation(c);
+      const del = el("button", "del", "×"); del.type = "button"; del.title = t("del"); del.setAttribute("aria-label", t("del"));
+      del.onclick = () => deleteConversation(c);
+      li.append(title, del); ul.append(li);
     }
   }
+  const openSidebar = (on) => { document.body.classList.toggle("show-sidebar", on); $("toggle-sidebar").setAttribute("aria-expanded", String(on)); };
+  const closeSidebar = () => openSidebar(false);
 
-  // -- rendering (never innerHTML with model text) ---------------------------------------------
-  function renderText(el, text) {
-    el.textContent = "";
+  // -- rendering: text only via textContent / text nodes, never innerHTML ---------------------------
+  function renderText(box, text) {
+    box.textContent = "";
     const parts = text.split("```");
     parts.forEach((part, i) => {
-      if (i % 2 === 1) {
-        const pre = document.createElement("pre"); const code = document.createElement("code");
-        code.textContent = part.replace(/^[\w+-]*\n/, ""); pre.append(code); el.append(pre);
-      } else if (part) el.append(document.createTextNode(part));
+      if (i % 2 === 1) { // inside a fence (also while the closing fence has not streamed in yet)
+        const pre = el("pre"); pre.append(el("code", "", part.replace(/^[^\n`]*\n/, "").replace(/\n$/, ""))); box.append(pre);
+      } else {
+        if (i > 0) part = part.replace(/^[^\S\n]*\n/, ""); // newline right after a closing fence
+        if (i < parts.length - 1) part = part.replace(/\n[^\S\n]*$/, ""); // and right before an opening one
+        if (part) box.append(document.createTextNode(part));
+      }
     });
   }
-  function addCopy(el, getText) {
-    const b = document.createElement("button"); b.className = "copy"; b.type = "button"; b.textContent = t("copy");
-    b.onclick = async () => {
-      const text = getText();
-      try { await navigator.clipboard.writeText(text); } catch {
-        const ta = document.createElement("textarea"); ta.value = text; document.body.append(ta); ta.select(); document.execCommand("copy"); ta.remove();
-      }
-      b.textContent = t("copied"); setTimeout(() => { b.textContent = t("copy"); }, 1200);
-    };
-    el.append(b);
+  async function copyText(text) {
+    try { await navigator.clipboard.writeText(text); return; } catch { /* insecure origin or denied: fall back */ }
+    const ta = el("textarea"); ta.value = text; ta.setAttribute("readonly", ""); ta.style.cssText = "position:fixed;top:-1000px;opacity:0";
+    document.body.append(ta); ta.select(); try { document.execCommand("copy"); } finally { ta.remove(); }
+  }
+  const nearBottom = () => { const m = $("messages"); return m.scrollHeight - m.scrollTop - m.clientHeight < 80; };
+  const toBottom = () => { const m = $("messages"); m.scrollTop = m.scrollHeight; };
+  function renderBody(body, m) {
+    renderText(body, m.content || "");
+    if (m.stopped) { body.append(" "); body.append(el("span", "stopped", t("stopped"))); }
   }
   function bubble(m) {
     const box = $("messages");
-    if (m.role === "notice") { const n = document.createElement("div"); n.className = "notice"; n.textContent = m.content; box.append(n); return n; }
-    const el = document.createElement("div");
-    el.className = "msg " + m.role + (m.error ? " error" : "");
-    const body = document.createElement("div"); body.className = "body"; renderText(body, m.content || "");
-    el.append(body);
-    if (m.role === "assistant") addCopy(el, () => m.content);
-    box.append(el); box.scrollTop = box.scrollHeight;
+    if (m.role === "notice" || m.role === "error" || m.error) {
+      const n = el("div", m.role === "notice" ? "notice" : "msg-error", m.content); box.append(n); return n;
+    }
+    const div = el("div", "msg " + (m.role === "user" ? "user" : "assistant"));
+    const body = el("div", "body"); renderBody(body, m); div.append(body);
+    if (m.role === "assistant") {
+      const b = el("button", "copy", t("copy")); b.type = "button";
+      b.onclick = async () => { await copyText(m.content || ""); b.textContent = t("copied"); setTimeout(() => { b.textContent = t("copy"); }, 1200); };
+      div.append(b);
+    }
+    if (live && live.answer === m) { live.body = body; div.classList.add("live"); }
+    box.append(div);
     return body;
   }
   function renderMessages() {
-    $("messages").textContent = "";
-    const c = conv(); if (!c) return;
-    c.messages.forEach(bubble);
+    const box = $("messages"); box.textContent = "";
+    const c = conv();
+    if (c) c.messages.forEach(bubble);
+    if (!modelCount && modelsLoaded) box.append(el("div", "notice", t("noModels")));
+    toBottom();
+  }
+  function addToConv(c, m) { // insert a notice/error; shown now only if that conversation is on screen
+    c.messages.push(m);
+    if (conv() === c) { const stick = nearBottom(); bubble(m); if (stick) toBottom(); }
   }
 
-  // -- chat -----------------------------------------------------------------------------------
-  let controller = null;
+  // -- chat -------------------------------------------------------------------------------------
+  let controller = null, live = null;
   function setStreaming(on) {
     document.body.dataset.streaming = on ? "1" : "0";
     $("send").hidden = on; $("stop").hidden = !on;
   }
-  async function send(text) {
-    if (!conv()) newConversation();
-    const c = conv();
-    c.model = $("model-select").value; c.system = $("system-prompt").value;
-    if (!c.title) c.title = text.slice(0, 40);
-    c.messages.push({ role: "user", content: text }); bubble(c.messages.at(-1));
-    const history = c.messages.filter((m) => m.role === "user" || (m.role === "assistant" && !m.error));
+  const num = (id) => { const v = $(id).value.trim(); return v === "" || Number.isNaN(+v) ? undefined : +v; };
+  function buildRequest(c) {
+    const history = c.messages.filter((m) => (m.role === "user" || m.role === "assistant") && !m.error && (m.content || "") !== "");
     const messages = (c.system ? [{ role: "system", content: c.system }] : []).concat(history.map(({ role, content }) => ({ role, content })));
-    const answer = { role: "assistant", content: "" }; c.messages.push(answer);
-    const body = bubble(answer);
-    const req = { model: c.model, messages, stream: true, temperature: +$("temperature").value, top_p: +$("top-p").value, max_tokens: +$("max-tokens").value };
-    if ($("seed").value !== "") req.seed = +$("seed").value;
-    controller = new AbortController(); setStreaming(true); store.save(); renderConversations();
-    try {
-      const r = await fetch("/v1/chat/completions", { method: "POST", headers: headers(), body: JSON.stringify(req), signal: controller.signal });
-      if (!r.ok) {
-        if (r.status === 401) $("key-bar").hidden = false;
-        let msg = r.statusText; try { msg = (await r.json()).error.message; } catch {}
-        throw new Error(msg);
+    const req = { model: c.model, messages, stream: true };
+    const opts = { temperature: num("temperature"), top_p: num("top-p"), max_tokens: num("max-tokens"), seed: num("seed") };
+    for (const [k, v] of Object.entries(opts)) if (v !== undefined) req[k] = k === "max_tokens" || k === "seed" ? Math.trunc(v) : v;
+    return req;
+  }
+  async function send(text) {
+    const c = conv() || newConversation();
+    c.model = $("model-select").value; c.system = $("system-prompt").value;
+    if (!c.title) c.title = text.replace(/\s+/g, " ").trim().slice(0, 48);
+    c.messages.push({ role: "user", content: text }); bubble(c.messages.at(-1));
+    const req = buildRequest(c);
+    const answer = { role: "assistant", content: "" };
+    c.messages.push(answer);
+    live = { conv: c, answer, body: null }; bubble(answer); toBottom();
+    controller = new AbortController(); setStreaming(true); save(); renderConversations();
+    let lastSave = Date.now(), finish = null;
+    const handle = (data) => {
+      if (data === "[DONE]") return;
+      const ev = JSON.parse(data);
+      if (ev.error) throw new Error(ev.error.message || String(ev.error));
+      if (ev.lmforge?.notice) addToConv(c, { role: "notice", content: ev.lmforge.notice });
+      const ch = ev.choices?.[0];
+      if (ch?.delta?.content) {
+        answer.content += ch.delta.content;
+        if (conv() === c && live.body) { const stick = nearBottom(); renderBody(live.body, answer); if (stick) toBottom(); }
+        if (Date.now() - lastSave > 1000) { save(); lastSave = Date.now(); }
       }
-      const reader = r.body.getReader(); const dec = new TextDecoder(); let buf = "";
-      for (;;) {
-        const { value, done } = await reader.read(); if (done) break;
-        buf += dec.decode(value, { stream: true });
+      if (ch?.finish_reason) finish = ch.finish_reason;
+    };
+    try {
+      const r = await fetch("/v1/chat/completions", { method: "POST", headers: headers(true), body: JSON.stringify(req), signal: controller.signal });
+      if (!r.ok) throw await errorOf(r);
+      const reader = r.body.getReader(), dec = new TextDecoder();
+      let buf = "";
+      const lines = (final) => {
         let i;
         while ((i = buf.indexOf("\n")) >= 0) {
-          const line = buf.slice(0, i).trim(); buf = buf.slice(i + 1);
-          if (!line.startsWith("data: ") || line === "data: [DONE]") continue;
-          const ev = JSON.parse(line.slice(6));
-          if (ev.error) throw new Error(ev.error.message);
-          if (ev.lmforge?.notice) { const n = { role: "notice", content: ev.lmforge.notice }; c.messages.splice(c.messages.length - 1, 0, n); bubble(n); }
-          const piece = ev.choices?.[0]?.delta?.content;
-          if (piece) { answer.content += piece; renderText(body, answer.content); $("messages").scrollTop = $("messages").scrollHeight; }
+          const line = buf.slice(0, i).replace(/\r$/, ""); buf = buf.slice(i + 1);
+          if (line.startsWith("data:")) handle(line.slice(5).trim());
         }
+        if (final && buf.startsWith("data:")) { handle(buf.slice(5).trim()); buf = ""; }
+      };
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) { buf += dec.decode(); lines(true); break; }
+        buf += dec.decode(value, { stream: true }); lines(false);
       }
+      if (finish === "length") addToConv(c, { role: "notice", content: t("truncated") });
     } catch (e) {
-      if (e.name === "AbortError") { answer.content += " " + t("stopped"); renderText(body, answer.content); }
-      else { answer.content = e.message; answer.error = true; body.parentElement.classList.add("error"); renderText(body, e.message); }
+      if (e.name === "AbortError") answer.stopped = true;
+      else addToConv(c, { role: "error", content: e.message || String(e) });
     } finally {
-      controller = null; setStreaming(false); store.save();
+      if (!answer.content && !answer.stopped) c.messages.splice(c.messages.indexOf(answer), 1); // nothing came back
+      controller = null; live = null; setStreaming(false); save();
+      if (conv() === c) renderMessages();
     }
   }
 
-  // -- models ---------------------------------------------------------------------------------
+  // -- models -----------------------------------------------------------------------------------
+  let modelCount = 0, modelsLoaded = false;
   async function loadModels() {
-    const data = await api("/v1/models");
-    const sel = $("model-select"); sel.textContent = "";
-    const chat = data.data.filter((m) => ["chat", "base"].includes(m.lmforge?.kind));
-    for (const m of chat) { const o = document.createElement("option"); o.value = o.textContent = m.id; sel.append(o); }
-    if (!chat.length) { const n = document.createElement("div"); n.className = "notice"; n.textContent = t("noModels"); $("messages").append(n); }
-    const saved = conv()?.model || localStorage.getItem("lmforge.model");
-    if (saved && chat.some((m) => m.id === saved)) sel.value = saved;
+    let data;
+    try { data = await api("/v1/models"); } catch (e) { if ($("messages").lastChild?.textContent !== e.message) $("messages").append(el("div", "msg-error", e.message)); return; }
+    const sel = $("model-select"), prev = sel.value; sel.textContent = "";
+    const chat = (data.data || []).filter((m) => ["chat", "base"].includes(m.lmforge?.kind));
+    for (const m of chat) { const o = el("option", "", m.id); o.value = m.id; sel.append(o); }
+    modelCount = chat.length; modelsLoaded = true;
+    const want = [conv()?.model, prev, ls.get("model")].find((id) => id && chat.some((m) => m.id === id));
+    if (want) sel.value = want;
+    renderMessages();
+  }
+  const fmtNum = (v, div) => (typeof v === "number" && v > 0 ? (v / div).toFixed(v / div >= 100 ? 0 : 1) : "–");
+  function fmtDate(v) {
+    if (v == null || v === "") return "–";
+    if (typeof v === "number") return new Date(v * 1000).toISOString().slice(0, 16).replace("T", " ");
+    return String(v).slice(0, 16).replace("T", " ");
   }
   async function loadModelsPage() {
-    const data = await api("/api/models");
-    const tb = document.querySelector("#models-table tbody"); tb.textContent = "";
-    for (const m of data.models) {
-      const tr = document.createElement("tr");
-      const cells = [m.name, m.kind, m.format, (m.size_bytes / 1e6).toFixed(1), m.params ? (m.params / 1e6).toFixed(1) + "M" : "-", (m.created || "").slice(0, 19)];
-      cells.forEach((v, i) => {
-        const td = document.createElement("td"); td.textContent = v;
-        if (i === 0) {
-          const lin = document.createElement("div"); lin.className = "lineage";
-          lin.textContent = m.lineage.map((a) => "  ".repeat(a.depth) + (a.depth ? "└ " : "") + `${a.name} [${a.kind}, ${a.format}] ${a.source || ""}`).join("\n");
-          const det = document.createElement("details"); const s = document.createElement("summary"); s.textContent = t("metrics");
-          const pre = document.createElement("pre"); pre.textContent = JSON.stringify(m.metrics, null, 1);
-          det.append(s, pre); td.append(lin, det);
-        }
-        tr.append(td);
-      });
+    const tb = document.querySelector("#models-table tbody"), status = $("models-status");
+    status.className = "notice"; status.textContent = t("loading");
+    let data;
+    try { data = await api("/api/models"); } catch (e) { status.className = "msg-error"; status.textContent = e.status === 401 ? t("unauthorized") : e.message; return; }
+    tb.textContent = "";
+    const models = data.models || [];
+    status.textContent = models.length ? "" : t("noModelsPage");
+    for (const m of models) {
+      const tr = el("tr"), first = el("td");
+      first.append(el("strong", "", m.name));
+      const lineage = (m.lineage || []).map((a) => "  ".repeat(a.depth) + (a.depth ? "└ " : "") + `${a.name} [${a.kind}, ${a.format}]` + (a.source ? "  " + a.source : ""));
+      if (lineage.length) first.append(el("div", "lineage", lineage.join("\n")));
+      const det = el("details"); det.append(el("summary", "", t("metrics")), el("pre", "metrics", JSON.stringify(m.metrics ?? {})));
+      first.append(det);
+      tr.append(first);
+      for (const v of [m.kind, m.format, fmtNum(m.size_bytes, 1e6), fmtNum(m.params, 1e6), fmtDate(m.created)]) tr.append(el("td", "", v ?? "–"));
       tb.append(tr);
     }
   }
+  function showView(v) {
+    view = v;
+    document.querySelectorAll(".tab").forEach((x) => { x.classList.toggle("active", x.dataset.view === v); x.setAttribute("aria-selected", String(x.dataset.view === v)); });
+    $("view-chat").hidden = v !== "chat"; $("view-models").hidden = v !== "models";
+    document.body.dataset.view = v; closeSidebar();
+    if (v === "models") loadModelsPage();
+  }
 
-  // -- wiring ---------------------------------------------------------------------------------
-  document.querySelectorAll(".tab").forEach((b) => b.onclick = () => {
-    document.querySelectorAll(".tab").forEach((x) => x.classList.toggle("active", x === b));
-    $("view-chat").hidden = b.dataset.view !== "chat"; $("view-models").hidden = b.dataset.view !== "models";
-    if (b.dataset.view === "models") loadModelsPage().catch(() => {});
-  });
-  $("lang").onclick = () => { lang = lang === "zh" ? "en" : "zh"; localStorage.setItem("lmforge.lang", lang); applyLang(); };
-  $("toggle-sidebar").onclick = () => document.body.classList.toggle("show-sidebar");
+  // -- settings kept across reloads -------------------------------------------------------------
+  const SETTINGS = ["temperature", "top-p", "max-tokens", "seed"];
+  try { const s = JSON.parse(ls.get("settings")) || {}; for (const id of SETTINGS) if (id in s) $(id).value = s[id]; } catch { /* none */ }
+  const saveSettings = () => ls.set("settings", JSON.stringify(Object.fromEntries(SETTINGS.map((id) => [id, $(id).value]))));
+
+  // -- wiring -----------------------------------------------------------------------------------
+  document.querySelectorAll(".tab").forEach((b) => { b.onclick = () => showView(b.dataset.view); });
+  $("lang").onclick = () => { lang = lang === "zh" ? "en" : "zh"; ls.set("lang", lang); applyLang(); };
+  $("toggle-sidebar").onclick = () => openSidebar(!document.body.classList.contains("show-sidebar"));
+  $("view-chat").addEventListener("pointerdown", closeSidebar);
   $("new-chat").onclick = newConversation;
-  $("save-key").onclick = () => { localStorage.setItem("lmforge.key", $("api-key").value.trim()); $("key-bar").hidden = true; loadModels().catch(() => {}); };
-  $("model-select").onchange = () => { localStorage.setItem("lmforge.model", $("model-select").value); if (conv()) { conv().model = $("model-select").value; store.save(); } };
-  $("composer").onsubmit = (e) => { e.preventDefault(); const text = $("prompt").value.trim(); if (!text || controller) return; $("prompt").value = ""; send(text); };
-  $("prompt").onkeydown = (e) => { if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); $("composer").requestSubmit(); } };
+  $("key-toggle").onclick = () => { if ($("key-bar").hidden) showKeyBar(); else $("key-bar").hidden = true; };
+  const keyChanged = () => { $("key-bar").hidden = true; loadModels(); if (view === "models") loadModelsPage(); };
+  $("save-key").onclick = () => { ls.set("key", $("api-key").value.trim() || null); keyChanged(); };
+  $("clear-key").onclick = () => { ls.set("key", null); $("api-key").value = ""; keyChanged(); };
+  $("api-key").onkeydown = (e) => { if (e.key === "Enter") $("save-key").click(); };
+  $("model-select").onchange = () => { ls.set("model", $("model-select").value); const c = conv(); if (c) { c.model = $("model-select").value; save(); } };
+  $("system-prompt").onchange = () => { const c = conv(); if (c) { c.system = $("system-prompt").value; save(); } };
+  for (const id of SETTINGS) $(id).addEventListener("change", saveSettings);
+  $("composer").onsubmit = (e) => {
+    e.preventDefault();
+    const text = $("prompt").value.trim();
+    if (!text || controller) return;
+    $("prompt").value = ""; send(text);
+  };
+  $("prompt").onkeydown = (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing && e.keyCode !== 229) { e.preventDefault(); $("composer").requestSubmit(); }
+  };
   $("stop").onclick = () => controller?.abort();
+  window.addEventListener("beforeunload", save);
+  document.body.dataset.streaming = "0";
   if (conv()) $("system-prompt").value = conv().system || "";
+  showView("chat");
   applyLang();
-  loadModels().catch(() => {});
+  loadModels();
 })();
