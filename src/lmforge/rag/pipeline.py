@@ -1,0 +1,440 @@
+"""Knowledge bases on disk and the ingestion pipeline.
+
+`KnowledgeBases(root)` holds every KB under `LMFORGE_HOME/kb/`; `KnowledgeBase.add(paths)` runs
+load → chunk → embed → store in batches of `batch_docs` documents. Each batch is one SQLite
+transaction and one KB version: killing the process mid-batch leaves the KB exactly as the last
+committed batch left it, and running the same command again skips what is already in (the
+content hash decides skip / replace). One writer at a time per KB (an flock on `.lock`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import hashlib
+import json
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from lmforge.errors import LmforgeError
+from lmforge.home import check_name, default_home
+from lmforge.rag.chunking import ChunkConfig, chunk_blocks
+from lmforge.rag.embed import DEFAULT_EMBEDDER, Embedder, load_embedder
+from lmforge.rag.lexical import Analyzer
+from lmforge.rag.loaders import SUPPORTED, LoaderError, load
+from lmforge.rag.store import DocRow, Store, require_dim
+
+EMBED_BATCH = 64
+
+
+@dataclass(frozen=True)
+class KBConfig:
+    embedder: str = DEFAULT_EMBEDDER
+    """Embedding model: 'multilingual-e5-small', a registered embedding model, or openai:<model>@<url>."""
+    chunk_size: int = 200
+    """Estimated tokens per chunk."""
+    chunk_overlap: int = 40
+    """Tokens repeated at the start of the next chunk."""
+    shard_size: int = 65536
+    """Chunks per shard; a query fans out over shards."""
+    batch_docs: int = 32
+    """Documents per committed batch (one KB version each)."""
+    max_file_mb: int = 512
+    """Larger files are refused."""
+
+
+@dataclass
+class IngestProgress:
+    files_done: int
+    files_total: int
+    chunks: int
+    chunks_per_s: float
+    eta_s: float | None
+    current: str
+
+
+@dataclass
+class IngestReport:
+    added: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    chunks: int = 0
+    pages: int = 0
+    seconds: float = 0.0
+    version: int = 0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["failed"] = [{"document": n, "error": e} for n, e in self.failed]
+        return d
+
+
+_BAD_NAME = re.compile(r"[\x00-\x1f\\]")
+
+
+def check_doc_name(name: str) -> str:
+    """A document name is a relative POSIX path without '..', drive letters or control characters."""
+    parts = name.split("/")
+    if (
+        not name
+        or len(name) > 512
+        or name.startswith("/")
+        or _BAD_NAME.search(name)
+        or re.match(r"^[A-Za-z]:", name)
+        or any(p in ("", ".", "..") for p in parts)
+    ):
+        raise LmforgeError(
+            f"invalid document name {name!r}: no '..', absolute paths, backslashes or control characters"
+        )
+    return name
+
+
+def expand(paths: Iterable[str | Path]) -> list[tuple[Path, str]]:
+    """(file, document name) for files, folders (recursive; hidden and unsupported files skipped)
+    and glob patterns. Names are relative to the folder given, or the bare file name."""
+    out: list[tuple[Path, str]] = []
+    for raw in paths:
+        raw = str(raw)
+        matches = (
+            [Path(p) for p in sorted(glob.glob(raw, recursive=True))] if glob.has_magic(raw) else [Path(raw)]
+        )
+        if not matches:
+            raise LmforgeError(f"{raw}: no file matches")
+        for p in matches:
+            if p.is_dir():
+                for f in sorted(p.rglob("*")):
+                    rel = f.relative_to(p)
+                    if (
+                        f.is_file()
+                        and f.suffix.lower() in SUPPORTED
+                        and not any(s.startswith(".") for s in rel.parts)
+                    ):
+                        out.append((f, f"{p.name}/{rel.as_posix()}" if p.name else rel.as_posix()))
+            elif p.is_file():
+                out.append((p, p.name))
+            else:
+                raise LmforgeError(f"{p}: no such file or folder")
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def embed_text(title: str, heading: tuple[str, ...], text: str) -> str:
+    """What the embedder and BM25 see: the heading path in front of the chunk text."""
+    path = " > ".join(h for h in heading if h)
+    return f"{path}\n{text}" if path and path != title else text
+
+
+class KnowledgeBase:
+    def __init__(self, name: str, folder: Path, cfg: KBConfig, embedders: EmbedderCache) -> None:
+        self.name, self.folder, self.cfg = name, folder, cfg
+        self.store = Store(folder, shard_size=cfg.shard_size)
+        self._embedders = embedders
+        self._write_lock = threading.Lock()
+
+    @property
+    def embedder(self) -> Embedder:
+        return self._embedders.get(self.cfg.embedder)
+
+    @property
+    def analyzer(self) -> Analyzer:
+        return self._embedders.analyzer()
+
+    @property
+    def version(self) -> int:
+        return self.store.version
+
+    def info(self, caller: frozenset[str] | None = None) -> dict:
+        docs = self.store.documents(caller)
+        return {"name": self.name, "embedder": self.cfg.embedder, "version": self.version,
+                "documents": len(docs), "chunks": sum(d.chunks for d in docs),
+                "config": asdict(self.cfg)}  # fmt: skip
+
+    # -- writing -------------------------------------------------------------------------------
+    def add(
+        self,
+        paths: Iterable[str | Path],
+        *,
+        groups: Iterable[str] = (),
+        names: list[str] | None = None,
+        progress: Callable[[IngestProgress], None] | None = None,
+    ) -> IngestReport:
+        files = (
+            expand(paths)
+            if names is None
+            else [(Path(p), check_doc_name(n)) for p, n in zip(paths, names, strict=True)]
+        )
+        groups_t = tuple(sorted({g.strip() for g in groups if g.strip()}))
+        report = IngestReport()
+        t0 = time.monotonic()
+        embedder = self.embedder
+        with self._writer():
+            require_dim(self.store, embedder.dim, embedder.identity)
+            for start in range(0, len(files), self.cfg.batch_docs):
+                batch = files[start : start + self.cfg.batch_docs]
+                self._batch(batch, groups_t, embedder, report, t0, start, len(files), progress)
+        report.seconds = time.monotonic() - t0
+        report.version = self.version
+        self.store.shards()  # build the indexes now, so the first query is fast
+        return report
+
+    def _batch(self, batch, groups, embedder, report, t0, done_before, total, progress) -> None:  # noqa: ANN001
+        with self.store.connect() as db:
+            version = self.store.begin(db)
+            try:
+                if self.store.meta("embedder") is None:
+                    self.store.set_meta(db, "embedder", embedder.identity)
+                    self.store.set_meta(db, "dim", str(embedder.dim))
+                changed = False
+                for i, (path, name) in enumerate(batch):
+                    if progress:
+                        el = time.monotonic() - t0
+                        rate = report.chunks / el if el > 0 else 0.0
+                        left = (
+                            (total - done_before - i) * (el / max(1, done_before + i))
+                            if done_before + i
+                            else None
+                        )
+                        progress(IngestProgress(done_before + i, total, report.chunks, rate, left, name))
+                    changed |= self._one(db, path, name, groups, embedder, version, report)
+                if changed:
+                    self.store.commit(db, version)
+                else:
+                    db.execute("ROLLBACK")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        if progress:
+            el = time.monotonic() - t0
+            progress(
+                IngestProgress(
+                    done_before + len(batch), total, report.chunks, report.chunks / max(el, 1e-9), 0.0, ""
+                )
+            )
+
+    def _one(
+        self, db, path: Path, name: str, groups, embedder: Embedder, version: int, report: IngestReport
+    ) -> bool:  # noqa: ANN001
+        try:
+            size = path.stat().st_size
+            if size > self.cfg.max_file_mb * 2**20:
+                raise LoaderError(
+                    f"{name}: {size / 2**20:.0f} MB is over the {self.cfg.max_file_mb} MB limit"
+                )
+            sha = _sha256(path)
+        except OSError as e:
+            report.failed.append((name, f"cannot read: {e.strerror}"))
+            return False
+        existing = self.store.document(name)
+        if existing and existing.sha256 == sha and existing.groups == groups:
+            report.unchanged.append(name)
+            return False
+        twin = db.execute("SELECT name FROM docs WHERE sha256=? AND name<>?", (sha, name)).fetchone()
+        if twin and not existing:
+            report.failed.append((name, f"duplicate: same content as {twin[0]!r} (skipped)"))
+            return False
+        db.execute("SAVEPOINT doc")
+        try:
+            doc = load(path)
+            if existing:
+                self.store.delete_doc(db, existing.id, version)
+            doc_id = self.store.insert_doc(db, name=name, sha256=sha, title=doc.title, groups=groups, pages=doc.pages,
+                                           nbytes=size, encoding=doc.encoding, version=version)  # fmt: skip
+            n = 0
+            for chunks in _batched(
+                chunk_blocks(doc.blocks, ChunkConfig(self.cfg.chunk_size, self.cfg.chunk_overlap)),
+                EMBED_BATCH,
+            ):
+                texts = [embed_text(doc.title, c.heading, c.text) for c in chunks]
+                vectors = embedder.passages(texts)
+                rows = [(c.ord, c.text, c.page, " > ".join(h for h in c.heading if h), c.kind, c.tokens,
+                         " ".join(self.analyzer.terms(f"{doc.title}\n{t}"))) for c, t in zip(chunks, texts, strict=True)]  # fmt: skip
+                self.store.insert_chunks(db, doc_id, version, rows, vectors)
+                n += len(chunks)
+            if n == 0:
+                raise LoaderError(f"{name}: no text found")
+        except LoaderError as e:
+            db.execute("ROLLBACK TO doc")
+            db.execute("RELEASE doc")
+            report.failed.append((name, str(e).removeprefix(f"{path.name}: ")))
+            return False
+        db.execute("RELEASE doc")
+        (report.replaced if existing else report.added).append(name)
+        report.chunks += n
+        report.pages += doc.pages or 1
+        return True
+
+    def remove(self, name: str) -> int:
+        """Remove a document from the KB and every index; returns the new version."""
+        with self._writer(), self.store.connect() as db:
+            doc = self.store.document(name)
+            if doc is None:
+                raise LmforgeError(f"no document {name!r} in knowledge base {self.name!r}")
+            version = self.store.begin(db)
+            try:
+                self.store.delete_doc(db, doc.id, version)
+                self.store.commit(db, version)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        self.store.shards()
+        return version
+
+    def documents(self, caller: frozenset[str] | None = None) -> list[DocRow]:
+        return self.store.documents(caller)
+
+    def _writer(self):  # noqa: ANN202 - context manager
+        return _Writer(self.folder / ".lock", self._write_lock)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class _Writer:
+    """Thread lock + flock: one writer per KB across threads and processes."""
+
+    def __init__(self, path: Path, lock: threading.Lock) -> None:
+        self.path, self.lock, self.fh = path, lock, None
+
+    def __enter__(self) -> None:
+        self.lock.acquire()
+        self.fh = self.path.open("a")
+        fcntl.flock(self.fh, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.fh is not None
+        fcntl.flock(self.fh, fcntl.LOCK_UN)
+        self.fh.close()
+        self.lock.release()
+
+
+def _batched(items: Iterator, n: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class EmbedderCache:
+    """Embedders and the analyzer are loaded once per process and shared by every KB."""
+
+    def __init__(self, loader: Callable[[str], Embedder] | None = None) -> None:
+        self._loader = loader or load_embedder
+        self._embedders: dict[str, Embedder] = {}
+        self._analyzer: Analyzer | None = None
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Embedder:
+        with self._lock:
+            if name not in self._embedders:
+                self._embedders[name] = self._loader(name)
+            return self._embedders[name]
+
+    def analyzer(self) -> Analyzer:
+        with self._lock:
+            if self._analyzer is None:
+                self._analyzer = Analyzer()
+            return self._analyzer
+
+    def close(self) -> None:
+        for e in self._embedders.values():
+            e.close()
+        self._embedders.clear()
+
+
+class KnowledgeBases:
+    """Every KB under `root` (default LMFORGE_HOME/kb)."""
+
+    def __init__(self, root: Path | None = None, embedders: EmbedderCache | None = None) -> None:
+        self.root = (root or default_home() / "kb").expanduser().resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.embedders = embedders or EmbedderCache()
+        self._open: dict[str, KnowledgeBase] = {}
+        self._lock = threading.Lock()
+
+    def names(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if (p / "manifest.json").is_file())
+
+    def create(self, name: str, cfg: KBConfig | None = None) -> KnowledgeBase:
+        check_name(name)
+        cfg = cfg or KBConfig()
+        folder = self.root / name
+        if folder.exists():
+            raise LmforgeError(f"knowledge base {name!r} already exists")
+        embedder = self.embedders.get(cfg.embedder)  # fail now if the embedder cannot load
+        stage = self.root / f".staging-{name}-{uuid.uuid4().hex[:8]}"
+        stage.mkdir()
+        try:
+            manifest = {"name": name, "kind": "kb", "format": "lmforge-kb", "parents": [cfg.embedder],
+                        "config": asdict(cfg), "embedder": embedder.identity,
+                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "metrics": {}}  # fmt: skip
+            (stage / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2))
+            Store(stage).close()
+            os.rename(stage, folder)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        return self.open(name)
+
+    def open(self, name: str) -> KnowledgeBase:
+        check_name(name)
+        with self._lock:
+            if name in self._open:
+                return self._open[name]
+            manifest = self.root / name / "manifest.json"
+            if not manifest.is_file():
+                known = ", ".join(self.names()) or "none yet"
+                raise LmforgeError(
+                    f"unknown knowledge base {name!r} (have: {known}); create it with `lmforge kb create`"
+                )
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+            kb = KnowledgeBase(name, self.root / name, KBConfig(**data["config"]), self.embedders)
+            self._open[name] = kb
+            return kb
+
+    def manifest(self, name: str) -> dict:
+        self.open(name)
+        return json.loads((self.root / name / "manifest.json").read_text(encoding="utf-8"))
+
+    def update_metrics(self, name: str, metrics: dict) -> None:
+        data = self.manifest(name)
+        data["metrics"].update(metrics)
+        path = self.root / name / "manifest.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2))
+        os.replace(tmp, path)
+
+    def drop(self, name: str) -> None:
+        kb = self.open(name)
+        with kb._writer():
+            with self._lock:
+                self._open.pop(name, None)
+            kb.close()
+            trash = self.root / f".trash-{name}-{uuid.uuid4().hex[:8]}"
+            os.rename(kb.folder, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def close(self) -> None:
+        for kb in self._open.values():
+            kb.close()
+        self._open.clear()
+        self.embedders.close()

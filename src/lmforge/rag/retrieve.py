@@ -1,0 +1,183 @@
+"""Hybrid retrieval: dense (cosine, exact) + lexical (BM25) fused by reciprocal rank fusion.
+
+    score(chunk) = w_dense / (rrf_k + rank_dense) + w_lexical / (rrf_k + rank_lexical)
+
+Each retriever fetches `candidates` per shard inside the caller's ACL mask; shards are merged by
+score; fusion then keeps the top k. An optional rerank stage reorders the fused list (an LLM
+judging relevance, see `LLMReranker`). Results are cached per (KB, KB version, caller groups,
+query, parameters): a repeat costs a dict lookup, and any change to the KB bumps its version,
+which retires the old entries. `search_many` answers many queries over many KBs in one call,
+embedding all queries in one batch.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Literal
+
+import numpy as np
+
+from lmforge.errors import LmforgeError
+from lmforge.rag.pipeline import KnowledgeBase
+
+Mode = Literal["hybrid", "dense", "lexical"]
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    k: int = 5
+    """Results returned."""
+    mode: Mode = "hybrid"
+    dense_weight: float = 1.0
+    lexical_weight: float = 1.0
+    candidates: int = 50
+    """Results each retriever contributes before fusion."""
+    rrf_k: int = 60
+    rerank: bool = False
+    """Reorder the fused results with the reranker (slower; needs a chat model)."""
+
+    def check(self) -> SearchParams:
+        if not 1 <= self.k <= 100:
+            raise LmforgeError(f"k must be between 1 and 100, got {self.k}")
+        if self.mode not in ("hybrid", "dense", "lexical"):
+            raise LmforgeError(f"mode must be hybrid, dense or lexical, got {self.mode!r}")
+        if self.dense_weight < 0 or self.lexical_weight < 0 or self.dense_weight + self.lexical_weight == 0:
+            raise LmforgeError("weights must be >= 0 and not both 0")
+        return replace(self, candidates=max(self.candidates, self.k))
+
+
+@dataclass
+class Hit:
+    chunk_id: int
+    document: str
+    title: str
+    page: int | None
+    heading: str
+    text: str
+    score: float
+    dense: float | None  # cosine similarity, when the dense retriever found it
+    lexical: float | None  # BM25 score, when the lexical retriever found it
+    kb: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def rrf(rankings: list[tuple[float, list[int]]], rrf_k: int) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion of (weight, ids best-first) lists → (id, score) best first."""
+    scores: dict[int, float] = {}
+    for weight, ids in rankings:
+        for rank, cid in enumerate(ids, start=1):
+            scores[cid] = scores.get(cid, 0.0) + weight / (rrf_k + rank)
+    return sorted(scores.items(), key=lambda x: (-x[1], x[0]))
+
+
+class Retriever:
+    """Searches knowledge bases; thread-safe; owns the retrieval cache."""
+
+    def __init__(
+        self, cache_size: int = 4096, reranker: Callable[[str, list[Hit]], list[Hit]] | None = None
+    ) -> None:
+        self._cache: OrderedDict[tuple, list[Hit]] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self.reranker = reranker
+        self.stats = {"hits": 0, "misses": 0}
+
+    def search(self, kb: KnowledgeBase, query: str, params: SearchParams | None = None, *,
+               caller: frozenset[str] | None = None, qvec: np.ndarray | None = None) -> list[Hit]:  # fmt: skip
+        params = (params or SearchParams()).check()
+        query = query.strip()
+        if not query:
+            raise LmforgeError("empty query")
+        key = (kb.store.uid, kb.version, caller, query, params)
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                self.stats["hits"] += 1
+                return list(cached)
+            self.stats["misses"] += 1
+        hits = self._search(kb, query, params, caller, qvec)
+        with self._lock:
+            self._cache[key] = hits
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return list(hits)
+
+    def _search(self, kb: KnowledgeBase, query: str, params: SearchParams, caller, qvec) -> list[Hit]:  # noqa: ANN001
+        shards = kb.store.shards()
+        dense: list[tuple[int, float]] = []
+        lexical: list[tuple[int, float]] = []
+        if params.mode != "lexical" and params.dense_weight > 0:
+            q = qvec if qvec is not None else kb.embedder.queries([query])[0]
+            for shard in shards:
+                dense.extend(shard.dense(q, params.candidates, kb.store.mask(shard, caller)))
+            dense.sort(key=lambda x: -x[1])
+            dense = dense[: params.candidates]
+        if params.mode != "dense" and params.lexical_weight > 0:
+            terms = kb.analyzer.terms(query)
+            for shard in shards:
+                lexical.extend(shard.lexical_search(terms, params.candidates, kb.store.mask(shard, caller)))
+            lexical.sort(key=lambda x: -x[1])
+            lexical = lexical[: params.candidates]
+        rankings = []
+        if dense:
+            rankings.append((params.dense_weight if params.mode == "hybrid" else 1.0, [c for c, _ in dense]))
+        if lexical:
+            rankings.append(
+                (params.lexical_weight if params.mode == "hybrid" else 1.0, [c for c, _ in lexical])
+            )
+        fused = rrf(rankings, params.rrf_k)[: params.k if not params.rerank else params.candidates]
+        rows = kb.store.chunks([c for c, _ in fused])
+        d_score, l_score = dict(dense), dict(lexical)
+        hits = [
+            Hit(
+                cid,
+                rows[cid].doc,
+                rows[cid].title,
+                rows[cid].page,
+                rows[cid].heading,
+                rows[cid].text,
+                score,
+                d_score.get(cid),
+                l_score.get(cid),
+                kb.name,
+            )  # fmt: skip
+            for cid, score in fused
+            if cid in rows  # a chunk deleted between index and lookup is simply not returned
+        ]
+        if params.rerank:
+            if self.reranker is None:
+                raise LmforgeError("rerank requested but no reranker is configured (needs a chat model)")
+            hits = self.reranker(query, hits[: min(len(hits), 4 * params.k)])
+        return hits[: params.k]
+
+    def search_many(self, kbs: list[KnowledgeBase], queries: list[str], params: SearchParams | None = None, *,
+                    caller: frozenset[str] | None = None) -> list[list[Hit]]:  # fmt: skip
+        """For each query, the top k over all `kbs` (merged by fused score). Queries are embedded
+        once per embedder, in one batch."""
+        params = (params or SearchParams()).check()
+        if not queries:
+            raise LmforgeError("no queries")
+        vecs: dict[str, np.ndarray] = {}
+        if params.mode != "lexical":
+            for kb in kbs:
+                if kb.cfg.embedder not in vecs:
+                    vecs[kb.cfg.embedder] = kb.embedder.queries([q.strip() or " " for q in queries])
+        out = []
+        for i, q in enumerate(queries):
+            merged: list[Hit] = []
+            for kb in kbs:
+                qv = vecs[kb.cfg.embedder][i] if kb.cfg.embedder in vecs else None
+                merged.extend(self.search(kb, q, params, caller=caller, qvec=qv))
+            merged.sort(key=lambda h: -h.score)
+            out.append(merged[: params.k])
+        return out
+
+    def clear(self) -> None:
+        with self._lock:
+            self._cache.clear()
