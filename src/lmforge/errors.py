@@ -18,3 +18,11 @@ class ContextOverflowError(LmforgeError):
         super().__init__(message)
         self.prompt_tokens = prompt_tokens
         self.context_length = context_length
+
+
+class NotFoundError(LmforgeError):
+    """The named thing (knowledge base, document) does not exist or is not visible to the caller."""
+
+
+class ForbiddenError(LmforgeError):
+    """The caller is known but not allowed to do this."""

@@ -180,7 +180,11 @@ class TransformersBackend:
         if not self._embedding:
             raise LmforgeError(f"{self.model_name} is not an embedding model")
         torch = self._torch
-        batch = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+        limit = min(
+            int(self.tokenizer.model_max_length or 512),
+            int(getattr(self.model.config, "max_position_embeddings", 512)),
+        )
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=limit, return_tensors="pt")
         with torch.inference_mode():
             hidden = self.model(**batch).last_hidden_state  # (B, T, H)
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)

@@ -335,12 +335,13 @@ def _load_docx(path: Path) -> LoadedDocument:
     import zipfile
 
     import docx
+    from docx.opc.exceptions import OpcError
     from docx.table import Table
     from docx.text.paragraph import Paragraph
 
     try:
         document = docx.Document(str(path))
-    except (zipfile.BadZipFile, KeyError, ValueError) as e:
+    except (zipfile.BadZipFile, KeyError, ValueError, OpcError) as e:
         raise LoaderError(f"{path.name}: not a readable .docx ({e})") from e
 
     def blocks() -> Iterator[Block]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -23,12 +24,16 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Str
 from fastapi.staticfiles import StaticFiles
 
 from lmforge import __version__
-from lmforge.errors import ContextOverflowError, LmforgeError
+from lmforge.errors import ContextOverflowError, ForbiddenError, LmforgeError, NotFoundError
 from lmforge.home import Registry
 from lmforge.infer.pool import ModelPool
 from lmforge.infer.remote import UpstreamError
 from lmforge.infer.scheduler import EngineFailure, QueueFullError, RequestTimeoutError, Scheduler
+from lmforge.rag.embed import load_embedder
+from lmforge.rag.pipeline import EmbedderCache, KnowledgeBases
+from lmforge.rag.retrieve import Retriever
 from lmforge.serve.auth import ApiKey, KeyStore, RateLimiter
+from lmforge.serve.kb_routes import kb_router
 from lmforge.serve.metrics import Metrics
 from lmforge.serve.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, error_body
 from lmforge.serve.service import ChatService
@@ -42,6 +47,8 @@ class ServerSettings:
     port: int = 8000
     max_body_bytes: int = 8 * 2**20
     """Larger request bodies get 413."""
+    max_upload_bytes: int = 512 * 2**20
+    """Limit for document uploads to a knowledge base (streamed to disk, not held in memory)."""
     audit_prompts: bool = False
     """Store prompt text in the audit log (off by default: prompts are private)."""
     reap_interval_s: float = 15.0
@@ -67,15 +74,17 @@ def keys_required(settings: ServerSettings, keys: KeyStore) -> bool:
 class BodyLimit:
     """ASGI middleware: refuse bodies over the limit with 413 before the app reads them."""
 
-    def __init__(self, app, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, upload_limit: int | None = None) -> None:
+        self.app, self.base_limit, self.upload_limit = app, limit, upload_limit or limit
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        is_upload = scope.get("method") == "POST" and _UPLOAD.match(scope.get("path", ""))
+        limit = self.upload_limit if is_upload else self.base_limit
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await self._reject(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return await self._reject(send, limit)
         seen = 0
 
         async def limited():
@@ -83,18 +92,18 @@ class BodyLimit:
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
-                if seen > self.limit:
+                if seen > limit:
                     raise _TooLarge
             return msg
 
         try:
             return await self.app(scope, limited, send)
         except _TooLarge:
-            return await self._reject(send)
+            return await self._reject(send, limit)
 
-    async def _reject(self, send) -> None:
+    async def _reject(self, send, limit: int) -> None:
         body = json.dumps(
-            error_body(f"request body exceeds {self.limit} bytes", "invalid_request_error", "body_too_large")
+            error_body(f"request body exceeds {limit} bytes", "invalid_request_error", "body_too_large")
         ).encode()
         await send(
             {
@@ -104,6 +113,9 @@ class BodyLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+_UPLOAD = re.compile(r"^/v1/kb/[^/]+/documents/?$")
 
 
 class _TooLarge(Exception):
@@ -116,6 +128,7 @@ def create_app(
     pool: ModelPool,
     keys: KeyStore,
     scheduler: Scheduler | None = None,
+    kbs: KnowledgeBases | None = None,
 ) -> FastAPI:
     scheduler = scheduler or Scheduler(pool)
     metrics = Metrics()
@@ -137,10 +150,12 @@ def create_app(
         stop.set()
         task.cancel()
         await asyncio.to_thread(pool.close)
+        await asyncio.to_thread(kbs.close)
 
     app = FastAPI(title="lmforge", version=__version__, lifespan=lifespan)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, upload_limit=settings.max_upload_bytes)
     app.state.pool, app.state.scheduler, app.state.keys = pool, scheduler, keys
+    kbs = kbs or KnowledgeBases(registry.root / "kb", EmbedderCache(lambda n: load_embedder(n, registry)))
 
     # -- errors, OpenAI-shaped ----------------------------------------------------------------
     @app.exception_handler(ApiError)
@@ -227,6 +242,10 @@ def create_app(
             return ApiError(500, str(e), "server_error", "engine_failure")
         if isinstance(e, UpstreamError):
             return ApiError(502, str(e), "server_error", "upstream_error")
+        if isinstance(e, NotFoundError):
+            return ApiError(404, str(e), "invalid_request_error", "not_found")
+        if isinstance(e, ForbiddenError):
+            return ApiError(403, str(e), "permission_error", "forbidden")
         if isinstance(e, LmforgeError):
             msg = str(e)
             if msg.startswith("unknown model"):
@@ -388,6 +407,30 @@ def create_app(
     @app.get("/api/audit")
     async def api_audit(limit: int = 100, key=authorize("admin")) -> dict:
         return {"rows": await asyncio.to_thread(keys.audit_rows, min(max(limit, 1), 1000))}
+
+    # -- knowledge bases ----------------------------------------------------------------------
+    def kb_chat(model: str, messages: list[dict], max_tokens: int) -> str:
+        req = ChatCompletionRequest.model_validate(
+            {"model": model, "messages": messages, "temperature": 0, "max_tokens": max_tokens, "seed": 0}
+        )
+        return service.chat(req)["choices"][0]["message"]["content"] or ""
+
+    def kb_chat_stream(model: str, messages: list[dict], max_tokens: int):
+        req = ChatCompletionRequest.model_validate(
+            {
+                "model": model,
+                "messages": messages,
+                "temperature": 0,
+                "max_tokens": max_tokens,
+                "seed": 0,
+                "stream": True,
+            }
+        )
+        return service.chat_stream(req)
+
+    app.include_router(
+        kb_router(kbs, Retriever(), authorize, run_json, to_api_error, kb_chat, kb_chat_stream, run_stream)
+    )
 
     console = resources.files("lmforge.serve").joinpath("console")
     app.mount("/console", StaticFiles(directory=str(console)), name="console")

@@ -1,0 +1,253 @@
+"""HTTP API of the knowledge bases (`/v1/kb/...`), mounted by `create_app`.
+
+Scopes: reading and searching need `kb:read`, changing needs `kb:write`, asking needs `kb:read`
+and `chat`. The caller's groups (from the API key; none on an open loopback server, none for an
+`admin` key) are passed down to the store query, so hidden documents never reach a result, a
+snippet, a citation, a count or the retrieval cache. A writer restricted to groups can only
+tag uploads with its own groups (by default, all of them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import APIRouter, File, Form, UploadFile
+from pydantic import BaseModel, Field
+
+from lmforge.errors import ForbiddenError, LmforgeError, NotFoundError
+from lmforge.rag.answer import NO_ANSWER, AnswerConfig, prepare, response, verify
+from lmforge.rag.pipeline import KBConfig, KnowledgeBases, check_doc_name
+from lmforge.rag.retrieve import Retriever, SearchParams
+from lmforge.serve.auth import ApiKey
+
+
+class KBCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=128)
+    embedder: str = "multilingual-e5-small"
+    chunk_size: int = Field(default=200, ge=32, le=1000)
+    chunk_overlap: int = Field(default=40, ge=0, le=500)
+
+
+class KBSearch(BaseModel):
+    query: str = Field(min_length=1, max_length=4000)
+    k: int = Field(default=5, ge=1, le=100)
+    mode: Literal["hybrid", "dense", "lexical"] = "hybrid"
+    dense_weight: float = Field(default=1.0, ge=0, le=100)
+    lexical_weight: float = Field(default=1.0, ge=0, le=100)
+    rerank: bool = False
+
+
+class KBBatchSearch(BaseModel):
+    queries: list[str] = Field(min_length=1, max_length=256)
+    kbs: list[str] = Field(min_length=1, max_length=32)
+    k: int = Field(default=5, ge=1, le=100)
+    mode: Literal["hybrid", "dense", "lexical"] = "hybrid"
+
+
+class KBAsk(BaseModel):
+    question: str = Field(min_length=1, max_length=4000)
+    model: str
+    k: int = Field(default=5, ge=1, le=20)
+    mode: Literal["hybrid", "dense", "lexical"] = "hybrid"
+    max_tokens: int = Field(default=384, ge=1, le=4096)
+    stream: bool = False
+
+
+def caller_groups(key: ApiKey | None) -> frozenset[str] | None:
+    if key is None or "admin" in key.scopes:
+        return None
+    return frozenset(key.groups)
+
+
+def kb_router(
+    kbs: KnowledgeBases,
+    retriever: Retriever,
+    authorize: Callable[[str | None], Any],
+    run_json: Callable[..., Any],
+    to_api_error: Callable[[Exception], Exception],
+    chat: Callable[[str, list[dict], int], str],
+    chat_stream: Callable[[str, list[dict], int], tuple[Iterator[dict], Callable[[], None]]],
+    sse: Callable[..., Any],
+) -> APIRouter:
+    r = APIRouter(prefix="/v1/kb", tags=["knowledge bases"])
+
+    async def call(work):  # noqa: ANN001, ANN202
+        try:
+            return await asyncio.to_thread(work)
+        except LmforgeError as e:
+            msg = str(e)
+            if msg.startswith(("unknown knowledge base", "no document")):
+                raise to_api_error(NotFoundError(msg)) from e
+            raise to_api_error(e) from e
+
+    @r.get("")
+    async def list_kbs(key=authorize("kb:read")) -> dict:
+        g = caller_groups(key)
+        return {"data": await call(lambda: [kbs.open(n).info(g) for n in kbs.names()])}
+
+    @r.post("")
+    async def create_kb(req: KBCreate, key=authorize("kb:write")) -> dict:
+        cfg = KBConfig(embedder=req.embedder, chunk_size=req.chunk_size, chunk_overlap=req.chunk_overlap)
+        return await call(lambda: kbs.create(req.name, cfg).info(caller_groups(key)))
+
+    @r.post("/search")
+    async def batch_search(req: KBBatchSearch, key=authorize("kb:read")) -> dict:
+        g = caller_groups(key)
+
+        def work() -> dict:
+            params = SearchParams(k=req.k, mode=req.mode)
+            results = retriever.search_many([kbs.open(n) for n in req.kbs], req.queries, params, caller=g)
+            return {
+                "results": [
+                    {"query": q, "hits": [h.to_dict() for h in hits]}
+                    for q, hits in zip(req.queries, results, strict=True)
+                ]
+            }
+
+        return await call(work)
+
+    @r.get("/{name}")
+    async def kb_info(name: str, key=authorize("kb:read")) -> dict:
+        return await call(lambda: kbs.open(name).info(caller_groups(key)))
+
+    @r.delete("/{name}")
+    async def drop_kb(name: str, key=authorize("kb:write")) -> dict:
+        if caller_groups(key):
+            raise to_api_error(
+                ForbiddenError("dropping a knowledge base needs an unrestricted (admin or group-less) key")
+            )
+        await call(lambda: kbs.drop(name))
+        return {"dropped": name}
+
+    @r.get("/{name}/documents")
+    async def list_docs(name: str, key=authorize("kb:read")) -> dict:
+        g = caller_groups(key)
+        return {"data": await call(lambda: [d.public() for d in kbs.open(name).documents(g)])}
+
+    @r.post("/{name}/documents")
+    async def upload(name: str, files: list[UploadFile] = File(...), groups: str = Form(""),
+                     key=authorize("kb:write")) -> dict:  # fmt: skip
+        g = caller_groups(key)
+        wanted = frozenset(x.strip() for x in groups.split(",") if x.strip())
+        if g is not None:
+            if wanted - g:
+                raise to_api_error(
+                    ForbiddenError(f"this key may not tag documents with groups {sorted(wanted - g)}")
+                )
+            wanted = wanted or g
+        names = []
+        for f in files:
+            try:
+                names.append(check_doc_name(f.filename or ""))
+            except LmforgeError as e:
+                raise to_api_error(e) from e
+        kb = await call(lambda: kbs.open(name))
+        tmp = Path(tempfile.mkdtemp(prefix=".upload-", dir=kb.folder))
+        try:
+            paths = []
+            for i, f in enumerate(files):
+                dest = tmp / f"{i}{Path(names[i]).suffix.lower()}"
+                with dest.open("wb") as out:
+                    while block := await f.read(1 << 20):
+                        out.write(block)
+                paths.append(dest)
+            report = await call(lambda: kb.add(paths, names=names, groups=wanted))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return report.to_dict()
+
+    @r.get("/{name}/documents/{doc:path}")
+    async def doc_chunks(name: str, doc: str, key=authorize("kb:read")) -> dict:
+        g = caller_groups(key)
+
+        def work() -> dict:
+            kb = kbs.open(name)
+            row = kb.store.document(doc)
+            if row is None or row not in kb.documents(g):
+                raise NotFoundError(f"no document {doc!r} in knowledge base {name!r}")
+            return {"document": row.public(), "chunks": [c.__dict__ for c in kb.store.doc_chunks(doc)]}
+
+        return await call(work)
+
+    @r.delete("/{name}/documents/{doc:path}")
+    async def remove_doc(name: str, doc: str, key=authorize("kb:write")) -> dict:
+        g = caller_groups(key)
+
+        def work() -> dict:
+            kb = kbs.open(name)
+            row = kb.store.document(doc)
+            if row is None or row not in kb.documents(g):
+                raise NotFoundError(f"no document {doc!r} in knowledge base {name!r}")
+            return {"removed": doc, "version": kb.remove(doc)}
+
+        return await call(work)
+
+    @r.post("/{name}/search")
+    async def search(name: str, req: KBSearch, key=authorize("kb:read")) -> dict:
+        g = caller_groups(key)
+
+        def work() -> dict:
+            kb = kbs.open(name)
+            params = SearchParams(k=req.k, mode=req.mode, dense_weight=req.dense_weight,
+                                  lexical_weight=req.lexical_weight, rerank=req.rerank)  # fmt: skip
+            hits = retriever.search(kb, req.query, params, caller=g)
+            return {"kb": name, "version": kb.version, "hits": [h.to_dict() for h in hits]}
+
+        return await call(work)
+
+    @r.post("/{name}/ask")
+    async def ask(name: str, req: KBAsk, key=authorize("kb:read")):
+        if key is not None and "chat" not in key.scopes and "admin" not in key.scopes:
+            raise to_api_error(ForbiddenError("asking needs the 'chat' scope as well as 'kb:read'"))
+        g = caller_groups(key)
+
+        def prepared():
+            kb = kbs.open(name)
+            hits = retriever.search(kb, req.question, SearchParams(k=req.k, mode=req.mode), caller=g)
+            return kb, prepare(req.question, hits, kb.analyzer, AnswerConfig())
+
+        kb, p = await call(prepared)
+        if not req.stream:
+
+            def work() -> dict:
+                if not p.answerable:
+                    return response(p, NO_ANSWER[p.lang], [], req.model)
+                text = chat(req.model, p.messages, req.max_tokens).strip()
+                return response(p, text, verify(text, p, kb.analyzer, kb.embedder), req.model)
+
+            return await run_json("kb.ask", key, req.model, req.question, work)
+
+        def events() -> Iterator[dict]:
+            yield {"type": "sources", **response(p, "", [], req.model)}
+            text = NO_ANSWER[p.lang]
+            if p.answerable:
+                parts = []
+                stream, cancel = chat_stream(req.model, p.messages, req.max_tokens)
+                try:
+                    for ev in stream:
+                        for ch in ev.get("choices", []):
+                            piece = (ch.get("delta") or {}).get("content")
+                            if piece:
+                                parts.append(piece)
+                                yield {"type": "delta", "content": piece}
+                finally:
+                    stream.close()
+                    cancel()
+                text = "".join(parts).strip()
+            else:
+                yield {"type": "delta", "content": text}
+            yield {
+                "type": "done",
+                **response(
+                    p, text, verify(text, p, kb.analyzer, kb.embedder) if p.answerable else [], req.model
+                ),
+            }
+
+        return sse("kb.ask", key, req.model, req.question, events(), lambda: None)
+
+    return r
