@@ -328,7 +328,7 @@ def test_kill_during_ingest_leaves_kb_as_before(kbs, docs, tmp_path):
     many = tmp_path / "many"
     many.mkdir()
     for i in range(120):
-        (many / f"n{i}.txt").write_text(f"Note {i}: " + "a sentence about topic %d. " % i * 30)
+        (many / f"n{i}.txt").write_text(f"Note {i}: " + f"a sentence about topic {i}. " * 30)
     script = (
         "import sys; from pathlib import Path; from lmforge.rag.pipeline import KnowledgeBases\n"
         f"kb = KnowledgeBases(Path({str(kbs.root)!r})).open('t')\n"
