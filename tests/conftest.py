@@ -19,7 +19,9 @@ def corpus_lines() -> list[str]:
     return [ln for ln in (DATA / "tiny_corpus.txt").read_text(encoding="utf-8").splitlines() if ln.strip()]
 
 
-def build_tiny_model(out: Path, tokenizer_dir: Path, arch: str, steps: int = 150, seed: int = 0) -> Path:
+def build_tiny_model(
+    out: Path, tokenizer_dir: Path, arch: str, steps: int = 150, seed: int = 0, max_positions: int = 256
+) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
@@ -32,7 +34,7 @@ def build_tiny_model(out: Path, tokenizer_dir: Path, arch: str, steps: int = 150
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=256,
+        max_position_embeddings=max_positions,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
@@ -103,6 +105,19 @@ def tiny_gguf(tmp_path_factory, tiny_qwen2_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_gguf_long(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    """A tiny Qwen2 GGUF with a 2048-token context, for prompts that carry retrieved sources."""
+    from lmforge.compress.export import ExportConfig, export_gguf
+    from lmforge.home import Registry, register_local
+
+    hf = build_tiny_model(tmp_path_factory.mktemp("qwen2-long") / "model", tiny_tokenizer_dir, "qwen2", steps=30,
+                          max_positions=2048)  # fmt: skip
+    reg = Registry(tmp_path_factory.mktemp("session-home-long"))
+    register_local(reg, hf, "tiny-long")
+    return reg.model_path(export_gguf(reg, "tiny-long", ExportConfig(quant="f16", parity=False)))
+
+
+@pytest.fixture(scope="session")
 def tiny_llama_backend(tiny_gguf):
     from lmforge.infer.llamacpp import LlamaCppBackend
 
@@ -157,6 +172,7 @@ def make_server(
     loader=None,
     host="127.0.0.1",
     extra_models=(),
+    ctx: int = 256,
 ):
     """App over a fresh registry holding the tiny GGUF as 'tiny' (plus extra (path, name) pairs)."""
     from lmforge.home import Registry, register_local
@@ -171,7 +187,7 @@ def make_server(
     for path, name in extra_models:
         if not reg.exists(name):
             register_local(reg, path, name)
-    pool = ModelPool(reg, PoolConfig(n_slots=slots, n_ctx=256, n_threads=2), loader=loader or default_loader)
+    pool = ModelPool(reg, PoolConfig(n_slots=slots, n_ctx=ctx, n_threads=2), loader=loader or default_loader)
     keys = keys or KeyStore(home / "keys.sqlite")
     app = create_app(
         ServerSettings(host=host, max_body_bytes=1 << 20),

@@ -1,0 +1,183 @@
+"""Knowledge bases over HTTP (real uvicorn on loopback, multipart uploads) and through the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from conftest import LiveServer, make_server
+from lmforge.cli import main
+from lmforge.serve.auth import KeyStore
+
+POEM = "# 唐诗\n\n## 登鹳雀楼 王之涣\n\n白日依山尽，黄河入海流。欲穷千里目，更上一层楼。\n"
+SALARY = "Salary bands 2026: engineers earn between 90k and 140k. Managers earn between 120k and 180k.\n"
+HANDBOOK = "The office opens at nine o'clock. Everyone gets twenty-five days of holiday per year.\n"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_gguf_long):
+    home = tmp_path_factory.mktemp("kb-home")
+    keys = KeyStore(home / "keys.sqlite")
+    secrets = {
+        "admin": keys.create("admin", ("admin",), 1000, 10**7, ()),
+        "hr": keys.create("hr", ("kb:read", "kb:write", "chat"), 1000, 10**7, ("hr",)),
+        "staff": keys.create("staff", ("kb:read", "chat"), 1000, 10**7, ("staff",)),
+        "embed": keys.create("embed", ("embed",), 1000, 10**7, ()),
+    }
+    app = make_server(home, tiny_gguf_long, keys=keys, ctx=2048)
+    with LiveServer(app) as srv:
+        srv.secrets = secrets
+        srv.home = home
+        yield srv
+
+
+def _c(server, who: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {server.secrets[who]}"}, timeout=120
+    )
+
+
+def _upload(client, kb, files, groups=""):
+    return client.post(f"/v1/kb/{kb}/documents", files=[("files", f) for f in files], data={"groups": groups})
+
+
+def test_kb_lifecycle_acl_and_errors(server):
+    admin, hr, staff = _c(server, "admin"), _c(server, "hr"), _c(server, "staff")
+    assert admin.post("/v1/kb", json={"name": "company"}).status_code == 200
+    assert admin.post("/v1/kb", json={"name": "company"}).status_code == 400  # exists
+    r = _upload(hr, "company", [("salary.txt", SALARY.encode(), "text/plain")])  # tagged with hr's groups
+    assert r.status_code == 200, r.text
+    assert r.json()["added"] == ["salary.txt"]
+    r = _upload(admin, "company", [("handbook.txt", HANDBOOK.encode()), ("poem.md", POEM.encode())])
+    assert sorted(r.json()["added"]) == ["handbook.txt", "poem.md"]
+    # a restricted writer cannot tag documents for groups it does not have
+    assert _upload(hr, "company", [("x.txt", b"text")], groups="staff").status_code == 403
+    # duplicate upload: unchanged, nothing re-indexed
+    r = _upload(admin, "company", [("handbook.txt", HANDBOOK.encode())])
+    assert r.json()["unchanged"] == ["handbook.txt"]
+    # the hr document is invisible to staff everywhere: search, list, counts, passages, batch
+    q = {"query": "engineers salary bands 140k", "k": 5}
+    assert admin.post("/v1/kb/company/search", json=q).json()["hits"][0]["document"] == "salary.txt"
+    assert hr.post("/v1/kb/company/search", json=q).json()["hits"][0]["document"] == "salary.txt"
+    for mode in ("hybrid", "dense", "lexical"):
+        hits = staff.post("/v1/kb/company/search", json=q | {"mode": mode}).json()["hits"]
+        assert all(h["document"] != "salary.txt" and "140k" not in h["text"] for h in hits)
+    assert sorted(d["name"] for d in staff.get("/v1/kb/company/documents").json()["data"]) == [
+        "handbook.txt",
+        "poem.md",
+    ]
+    assert (
+        staff.get("/v1/kb/company").json()["documents"] == 2
+        and admin.get("/v1/kb/company").json()["documents"] == 3
+    )
+    assert staff.get("/v1/kb/company/documents/salary.txt").status_code == 404
+    assert (
+        hr.get("/v1/kb/company/documents/salary.txt").json()["chunks"][0]["text"].startswith("Salary bands")
+    )
+    batch = staff.post("/v1/kb/search", json={"queries": ["salary 140k", "黄河"], "kbs": ["company"]}).json()
+    assert all(h["document"] != "salary.txt" for h in batch["results"][0]["hits"])
+    assert batch["results"][1]["hits"][0]["document"] == "poem.md"
+    # scopes and keys
+    assert _upload(staff, "company", [("y.txt", b"y")]).status_code == 403
+    assert _c(server, "embed").post("/v1/kb/company/search", json=q).status_code == 403
+    anon = httpx.post(f"{server.url}/v1/kb/company/search", json=q)
+    assert anon.status_code == 401 and anon.json()["error"]["code"] == "missing_api_key"
+    # bad input: traversal, unknown KB, unsupported type, corrupt file, bad params
+    r = _upload(admin, "company", [("../../etc/passwd.txt", b"root:x:0:0")])
+    assert r.status_code == 400 and "invalid document name" in r.json()["error"]["message"]
+    assert admin.post("/v1/kb/nope/search", json=q).status_code == 404
+    r = _upload(
+        admin, "company", [("a.exe", b"MZ"), ("bad.pdf", b"%PDF-1.4 broken"), ("ok.txt", b"fine text here")]
+    )
+    body = r.json()
+    assert body["added"] == ["ok.txt"] and {f["document"] for f in body["failed"]} == {"a.exe", "bad.pdf"}
+    assert admin.post("/v1/kb/company/search", json={"query": "", "k": 5}).status_code == 400
+    assert admin.post("/v1/kb/company/search", json={"query": "x", "k": 0}).status_code == 400
+    assert (
+        admin.post(
+            "/v1/kb/company/search", content=b"{not json", headers={"content-type": "application/json"}
+        ).status_code
+        == 400
+    )
+    # remove: gone from every index; version moves on; staff cannot remove what it cannot see
+    assert staff.delete("/v1/kb/company/documents/salary.txt").status_code in (403, 404)
+    v = admin.delete("/v1/kb/company/documents/ok.txt").json()["version"]
+    assert admin.get("/v1/kb/company").json()["version"] == v
+    assert all(
+        h["document"] != "ok.txt"
+        for h in admin.post("/v1/kb/company/search", json={"query": "fine text"}).json()["hits"]
+    )
+    assert "/v1/kb/{name}/search" in httpx.get(f"{server.url}/openapi.json").json()["paths"]
+
+
+def test_ask_with_sources_stream_and_not(server):
+    admin, staff = _c(server, "admin"), _c(server, "staff")
+    admin.post("/v1/kb", json={"name": "askme"})
+    _upload(admin, "askme", [("handbook.txt", HANDBOOK.encode())])
+    _upload(admin, "askme", [("salary.txt", SALARY.encode())], groups="hr")
+    r = staff.post(
+        "/v1/kb/askme/ask", json={"question": "When does the office open?", "model": "tiny", "max_tokens": 8}
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["sources"][0]["document"] == "handbook.txt" and "nine" in body["sources"][0]["snippet"]
+    assert isinstance(body["answer"], str) and "claims" in body and "unsupported" in body
+    # the restricted caller's question about the hidden document: no source reveals it
+    r = staff.post(
+        "/v1/kb/askme/ask", json={"question": "What do managers earn?", "model": "tiny", "max_tokens": 8}
+    ).json()
+    assert all(s["document"] != "salary.txt" for s in r["sources"])
+    # nothing relevant: "don't know", no model call needed
+    r = staff.post("/v1/kb/askme/ask", json={"question": "明朝的开国皇帝是谁？", "model": "tiny"}).json()
+    assert r["answer"].startswith("我不知道") and r["sources"] == []
+    # streaming: sources first, then deltas, then the checked answer
+    events = []
+    with staff.stream("POST", "/v1/kb/askme/ask", json={"question": "When does the office open?", "model": "tiny",
+                                                         "max_tokens": 8, "stream": True}) as s:  # fmt: skip
+        for line in s.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                events.append(json.loads(line[6:]))
+    assert events[0]["type"] == "sources" and events[0]["sources"][0]["document"] == "handbook.txt"
+    assert (
+        events[-1]["type"] == "done"
+        and events[-1]["answer"] == "".join(e["content"] for e in events if e["type"] == "delta").strip()
+    )
+    assert staff.post("/v1/kb/askme/ask", json={"question": "x", "model": "no-such-model"}).status_code in (
+        200,
+        404,
+    )
+    assert (
+        _c(server, "embed").post("/v1/kb/askme/ask", json={"question": "x", "model": "tiny"}).status_code
+        == 403
+    )
+
+
+def test_kb_cli(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LMFORGE_HOME", str(tmp_path / "home"))
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "poem.md").write_text(POEM, encoding="utf-8")
+    (docs / "handbook.txt").write_text(HANDBOOK)
+    assert main(["kb", "create", "k"]) == 0
+    assert main(["kb", "add", "k", str(docs)]) == 0
+    assert "2 added" in capsys.readouterr().out
+    assert main(["kb", "search", "k", "黄河", "-k", "1"]) == 0
+    assert "docs/poem.md" in capsys.readouterr().out
+    assert main(["kb", "ls", "k"]) == 0 and "docs/handbook.txt" in capsys.readouterr().out
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text(json.dumps({"question": "黄河流向哪里", "answer": "海", "doc": "poem.md", "evidence": "黄河入海流"}) + "\n"
+                  + json.dumps({"question": "When does the office open?", "answer": "nine", "doc": "handbook.txt"}) + "\n")  # fmt: skip
+    assert main(["kb", "eval", "k", "--qa", str(qa), "-k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "hybrid" in out and "1.000" in out
+    assert main(["kb", "rm", "k", "docs/poem.md"]) == 0
+    assert main(["kb", "rm", "k", "docs/poem.md"]) == 2
+    assert "no document" in capsys.readouterr().err
+    assert main(["kb", "add", "k", str(tmp_path / "missing")]) == 2
+    assert main(["kb", "search", "nope", "x"]) == 2
+    (tmp_path / "bad.jsonl").write_text('{"question": "q"}\n')
+    assert main(["kb", "eval", "k", "--qa", str(tmp_path / "bad.jsonl")]) == 2
+    assert "missing answer, doc" in capsys.readouterr().err
+    assert main(["kb", "drop", "k"]) == 0 and main(["kb", "ls", "k"]) == 2
