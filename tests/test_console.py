@@ -82,3 +82,38 @@ def test_language_toggle_models_page_and_phone_layout(live, browser):
     page.click(".tab[data-view=models]")
     page.wait_for_selector("#models-table td:has-text('tiny')")
     assert "tiny [chat, gguf]" in page.inner_text("#models-table")
+
+
+def test_knowledge_page_upload_search_ask(tmp_path, tiny_gguf_long, browser):
+    """Create a KB, upload two files with progress, list, search, ask and open a cited passage."""
+    with LiveServer(make_server(tmp_path / "home", tiny_gguf_long, ctx=2048)) as srv:
+        page = browser.new_page()
+        page.goto(srv.url + "/")
+        page.wait_for_selector("#model-select option[value=tiny]", state="attached")
+        page.click("button.tab[data-view=kb]")
+        page.fill("#kb-new-name", "office")
+        page.click("#kb-create")
+        page.wait_for_selector("#kb-select option[value=office]", state="attached")
+        page.set_input_files("#kb-files", [
+            {"name": "handbook.txt", "mimeType": "text/plain", "buffer": b"The office opens at nine o'clock every weekday."},
+            {"name": "poem.md", "mimeType": "text/markdown", "buffer": "# 唐诗\n\n## 登鹳雀楼\n\n白日依山尽，黄河入海流。\n".encode()},
+        ])  # fmt: skip
+        page.click("#kb-upload")
+        page.wait_for_function("document.body.dataset.uploading === '0'", timeout=120000)
+        assert "added 2" in page.inner_text("#kb-upload-status")
+        assert page.inner_text("#kb-docs tbody").count("\n") >= 1
+        assert "handbook.txt" in page.inner_text("#kb-docs") and "poem.md" in page.inner_text("#kb-docs")
+        page.fill("#kb-query", "黄河")
+        page.click("#kb-search-btn")
+        page.wait_for_selector("#kb-results li")
+        assert "黄河入海流" in page.inner_text("#kb-results li >> nth=0")
+        page.fill("#kb-question", "When does the office open?")
+        page.click("#kb-ask-btn")
+        page.wait_for_function("document.body.dataset.asking === '0'", timeout=120000)
+        assert "handbook.txt" in page.inner_text("#kb-sources li >> nth=0")
+        assert page.inner_text("#kb-answer").strip()
+        page.click("#kb-sources li >> nth=0")
+        assert "nine o'clock" in page.inner_text("#kb-passage")
+        # the same page in Chinese
+        page.click("#lang")
+        assert page.inner_text("button.tab[data-view=kb]") == "知识库"

@@ -6,8 +6,8 @@ import json
 
 import httpx
 import pytest
-
 from conftest import LiveServer, make_server
+
 from lmforge.cli import main
 from lmforge.serve.auth import KeyStore
 

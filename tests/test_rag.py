@@ -533,3 +533,27 @@ def test_planted_instructions_stay_data(kbs, tmp_path, tiny_tokenizer_dir):
     tok = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
     ids = tok(render(CHATML, seen["messages"], add_generation_prompt=True))["input_ids"]
     assert ids.count(tok.convert_tokens_to_ids("<|im_start|>")) == 3
+
+
+def test_qdrant_store_same_results_and_acl(kbs, docs):
+    pytest.importorskip("qdrant_client")
+    kb = kbs.create("q", KBConfig(store="qdrant:local"))
+    kb.add([docs / "apache.txt"], groups=["legal"])
+    kb.add([docs / "kitchen.txt", docs / "poems.md"])
+    ret = Retriever()
+    top = ret.search(kb, "kitchen closes at ten", SearchParams(k=1, mode="dense"))[0]
+    assert top.document == "kitchen.txt" and top.dense > 0.8
+    hits = ret.search(
+        kb, "Apache patent license", SearchParams(k=5, mode="dense"), caller=frozenset({"staff"})
+    )
+    assert hits and all(h.document != "apache.txt" for h in hits)  # filtered inside the Qdrant query
+    kb.remove("kitchen.txt")  # the collection follows SQLite
+    assert all(
+        h.document != "kitchen.txt" for h in ret.search(kb, "kitchen closes", SearchParams(k=5, mode="dense"))
+    )
+    embedded = kbs.create("e")
+    embedded.add([docs / "apache.txt"], groups=["legal"])
+    embedded.add([docs / "poems.md"])
+    q = ret.search(kb, "黄河入海流", SearchParams(k=3, mode="dense"))
+    e = ret.search(embedded, "黄河入海流", SearchParams(k=3, mode="dense"))
+    assert [h.text for h in q] == [h.text for h in e]  # same vectors, same exact ranking

@@ -470,11 +470,18 @@ def kb_create(
     embed: Annotated[str, typer.Option("--embed", help="Embedding model.")] = "multilingual-e5-small",
     chunk_size: Annotated[int, typer.Option(help="Tokens per chunk (estimated).")] = 200,
     chunk_overlap: Annotated[int, typer.Option(help="Tokens repeated between chunks.")] = 40,
+    store: Annotated[
+        str, typer.Option(help="embedded | qdrant:local | qdrant:http://host:6333")
+    ] = "embedded",
 ) -> None:
     """Create an empty knowledge base."""
     from lmforge.rag.pipeline import KBConfig
 
-    kb = _kbs().create(name, KBConfig(embedder=embed, chunk_size=chunk_size, chunk_overlap=chunk_overlap))
+    if store != "embedded" and not store.startswith("qdrant:"):
+        raise LmforgeError(f"unknown store {store!r}: use embedded, qdrant:local or qdrant:http://host:6333")
+    kb = _kbs().create(
+        name, KBConfig(embedder=embed, chunk_size=chunk_size, chunk_overlap=chunk_overlap, store=store)
+    )
     print(f"created knowledge base {name!r} (embedder {kb.embedder.identity})")
 
 

@@ -48,6 +48,8 @@ class KBConfig:
     """Documents per committed batch (one KB version each)."""
     max_file_mb: int = 512
     """Larger files are refused."""
+    store: str = "embedded"
+    """Vector store: 'embedded' (numpy shards, no server) or 'qdrant:local' / 'qdrant:http://host:6333'."""
 
 
 @dataclass
@@ -142,7 +144,7 @@ def embed_text(title: str, heading: tuple[str, ...], text: str) -> str:
 class KnowledgeBase:
     def __init__(self, name: str, folder: Path, cfg: KBConfig, embedders: EmbedderCache) -> None:
         self.name, self.folder, self.cfg = name, folder, cfg
-        self.store = Store(folder, shard_size=cfg.shard_size)
+        self.store = Store(folder, shard_size=cfg.shard_size, external=cfg.store)
         self._embedders = embedders
         self._write_lock = threading.Lock()
 

@@ -114,8 +114,12 @@ class Retriever:
         lexical: list[tuple[int, float]] = []
         if params.mode != "lexical" and params.dense_weight > 0:
             q = qvec if qvec is not None else kb.embedder.queries([query])[0]
-            for shard in shards:
-                dense.extend(shard.dense(q, params.candidates, kb.store.mask(shard, caller)))
+            external = kb.store.external()
+            if external is not None:
+                dense.extend(external.search(q, params.candidates, caller))
+            else:
+                for shard in shards:
+                    dense.extend(shard.dense(q, params.candidates, kb.store.mask(shard, caller)))
             dense.sort(key=lambda x: -x[1])
             dense = dense[: params.candidates]
         if params.mode != "dense" and params.lexical_weight > 0:

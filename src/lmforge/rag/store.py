@@ -121,9 +121,11 @@ class Store:
     """One KB's SQLite database and shard indexes. Not thread-safe for writers: one ingest at a
     time (the KB lock in `pipeline` guarantees it); readers may run concurrently."""
 
-    def __init__(self, folder: Path, *, shard_size: int = 65536) -> None:
+    def __init__(self, folder: Path, *, shard_size: int = 65536, external: str = "embedded") -> None:
         self.folder = folder
         self.shard_size = shard_size
+        self.external_spec = external  # "embedded", or an external vector store (rag.external)
+        self._external = None
         self.index_dir = folder / "index"
         self.index_dir.mkdir(parents=True, exist_ok=True)
         self._db_path = folder / "kb.sqlite"
@@ -156,6 +158,9 @@ class Store:
 
     def close(self) -> None:
         self._reader.close()
+        if self._external is not None:
+            self._external.close()
+            self._external = None
 
     # -- meta ----------------------------------------------------------------------------------
     def meta(self, key: str) -> str | None:
@@ -255,7 +260,40 @@ class Store:
         """Shards current with SQLite, rebuilding any that are stale (after a change or a crash)."""
         wanted = {int(s): int(v) for s, v in self.read("SELECT id, version FROM shards")}
         with self._index_lock:
-            return self._refresh(wanted)
+            shards = self._refresh(wanted)
+            if self.external_spec != "embedded":
+                self._sync_external()
+            return shards
+
+    def external(self):  # noqa: ANN201 - rag.external.QdrantDense
+        """The external dense index, in line with SQLite (None for the embedded store)."""
+        if self.external_spec == "embedded":
+            return None
+        self.shards()
+        return self._external
+
+    def _sync_external(self) -> None:
+        version = self.version
+        if self._external is None:
+            from lmforge.rag.external import QdrantDense
+
+            self._external = QdrantDense(
+                self.external_spec, self.folder, f"lmforge-{self.uid}", int(self.meta("dim") or 384)
+            )
+        if self.meta("external_synced") == str(version):
+            return
+
+        def rows_for(ids: list[int]) -> list[tuple[int, bytes, tuple[str, ...]]]:
+            marks = ",".join("?" * len(ids))
+            rows = self.read(
+                f"SELECT c.id, c.vec, d.groups_ FROM chunks c JOIN docs d ON d.id = c.doc_id WHERE c.id IN ({marks})",
+                ids,
+            )
+            return [(r[0], r[1], tuple(g for g in r[2].split(",") if g)) for r in rows]
+
+        self._external.sync(rows_for, {int(r[0]) for r in self.read("SELECT id FROM chunks")})
+        with self.connect() as db:
+            self.set_meta(db, "external_synced", str(version))
 
     def _refresh(self, wanted: dict[int, int]) -> list[Shard]:
         for sid in list(self._shards):

@@ -10,14 +10,24 @@
       name: "Name", kind: "Kind", format: "Format", sizeMB: "Size (MB)", params: "Params (M)", created: "Created", metrics: "Metrics",
       untitled: "New conversation", stopped: "[stopped]", truncated: "Answer cut off: max_tokens reached.", loading: "Loading…",
       noModelsPage: "No models registered.", unauthorized: "This server needs an API key: paste it above.",
-      noModels: "No chat model registered: run `lmforge pull qwen2.5-coder-0.5b-instruct`" },
+      noModels: "No chat model registered: run `lmforge pull qwen2.5-coder-0.5b-instruct`",
+      kb: "Knowledge", create: "Create", upload: "Upload documents", uploadBtn: "Upload", groupsPh: "groups (optional): hr,legal",
+      documents: "Documents", pages: "Pages", chunks: "Chunks", groups: "Groups", search: "Search", searchPh: "Search the documents",
+      askSources: "Ask with sources", ask: "Ask", askPh: "Ask a question about these documents", indexing: "Indexing…",
+      uploaded: "added", replaced: "replaced", unchanged: "unchanged", failed: "failed", noKb: "No knowledge base yet: create one above.",
+      unsupported: "Not supported by its sources", noResults: "No results.", all: "(all)", remove: "Remove" },
     zh: { chat: "对话", models: "模型", newChat: "新对话", settings: "设置", system: "系统提示词", model: "模型",
       send: "发送", stop: "停止", copy: "复制", copied: "已复制", del: "删除", save: "保存", clear: "清除", apiKey: "API 密钥",
       conversations: "对话列表", needKey: "API 密钥：", placeholder: "输入问题（回车发送，Shift+回车换行）",
       name: "名称", kind: "类型", format: "格式", sizeMB: "大小 (MB)", params: "参数量 (M)", created: "创建时间", metrics: "指标",
       untitled: "新对话", stopped: "[已停止]", truncated: "回答被截断：已达到 max_tokens。", loading: "加载中…",
       noModelsPage: "尚未注册任何模型。", unauthorized: "此服务器需要 API 密钥：请在上方粘贴。",
-      noModels: "尚未注册对话模型：运行 `lmforge pull qwen2.5-coder-0.5b-instruct`" },
+      noModels: "尚未注册对话模型：运行 `lmforge pull qwen2.5-coder-0.5b-instruct`",
+      kb: "知识库", create: "创建", upload: "上传文档", uploadBtn: "上传", groupsPh: "分组（可选）：hr,legal",
+      documents: "文档", pages: "页数", chunks: "分块", groups: "分组", search: "检索", searchPh: "检索文档",
+      askSources: "带出处问答", ask: "提问", askPh: "就这些文档提问", indexing: "正在建立索引…",
+      uploaded: "新增", replaced: "替换", unchanged: "未变", failed: "失败", noKb: "还没有知识库：请在上方创建。",
+      unsupported: "与引用的资料不符", noResults: "没有结果。", all: "（全部）", remove: "删除" },
   };
   const ls = {
     get(k, d = null) { try { const v = localStorage.getItem("lmforge." + k); return v === null ? d : v; } catch { return d; } },
@@ -260,10 +270,140 @@
   function showView(v) {
     view = v;
     document.querySelectorAll(".tab").forEach((x) => { x.classList.toggle("active", x.dataset.view === v); x.setAttribute("aria-selected", String(x.dataset.view === v)); });
-    $("view-chat").hidden = v !== "chat"; $("view-models").hidden = v !== "models";
+    $("view-chat").hidden = v !== "chat"; $("view-models").hidden = v !== "models"; $("view-kb").hidden = v !== "kb";
     document.body.dataset.view = v; closeSidebar();
     if (v === "models") loadModelsPage();
+    if (v === "kb") loadKbs();
   }
+
+
+  // -- knowledge bases ----------------------------------------------------------------------------
+  const kbName = () => $("kb-select").value;
+  async function apiJson(method, path, body) {
+    const r = await fetch(path, { method, headers: headers(true), body: body == null ? undefined : JSON.stringify(body) });
+    if (!r.ok) throw await errorOf(r);
+    return r.json();
+  }
+  function kbStatus(text, cls = "notice") { const s = $("kb-upload-status"); s.className = cls; s.textContent = text; }
+  async function loadKbs() {
+    let data;
+    try { data = await api("/v1/kb"); } catch (e) { kbStatus(e.status === 401 ? t("unauthorized") : e.message, "msg-error"); return; }
+    const sel = $("kb-select"), prev = sel.value || ls.get("kb"); sel.textContent = "";
+    for (const k of data.data || []) { const o = el("option", "", `${k.name} (${k.documents})`); o.value = k.name; sel.append(o); }
+    if (prev && [...sel.options].some((o) => o.value === prev)) sel.value = prev;
+    if (!sel.options.length) kbStatus(t("noKb"));
+    loadDocs();
+  }
+  async function loadDocs() {
+    const tb = document.querySelector("#kb-docs tbody"); tb.textContent = "";
+    if (!kbName()) return;
+    ls.set("kb", kbName());
+    let data;
+    try { data = await api(`/v1/kb/${encodeURIComponent(kbName())}/documents`); } catch (e) { kbStatus(e.message, "msg-error"); return; }
+    for (const d of data.data || []) {
+      const tr = el("tr"), rm = el("button", "icon", "✕");
+      rm.type = "button"; rm.title = t("remove"); rm.setAttribute("aria-label", t("remove") + " " + d.name);
+      rm.onclick = async () => {
+        try { await apiJson("DELETE", `/v1/kb/${encodeURIComponent(kbName())}/documents/${d.name.split("/").map(encodeURIComponent).join("/")}`); } catch (e) { kbStatus(e.message, "msg-error"); }
+        loadKbs();
+      };
+      for (const v of [d.name, d.pages ?? "–", d.chunks, (d.groups || []).join(",") || t("all")]) tr.append(el("td", "", String(v)));
+      const last = el("td"); last.append(rm); tr.append(last); tb.append(tr);
+    }
+  }
+  $("kb-create").onclick = async () => {
+    const name = $("kb-new-name").value.trim(); if (!name) return;
+    try { await apiJson("POST", "/v1/kb", { name }); ls.set("kb", name); $("kb-select").value = ""; $("kb-new-name").value = ""; } catch (e) { kbStatus(e.message, "msg-error"); return; }
+    await loadKbs(); $("kb-select").value = name; loadDocs();
+  };
+  $("kb-select").onchange = loadDocs;
+  $("kb-upload").onclick = () => {
+    const files = $("kb-files").files; if (!files.length || !kbName()) return;
+    const form = new FormData();
+    for (const f of files) form.append("files", f, f.name);
+    form.append("groups", $("kb-groups").value.trim());
+    const xhr = new XMLHttpRequest(), bar = $("kb-progress");
+    xhr.open("POST", `/v1/kb/${encodeURIComponent(kbName())}/documents`);
+    const h = headers(false); for (const k in h) xhr.setRequestHeader(k, h[k]);
+    bar.hidden = false; bar.value = 0; kbStatus("0%"); document.body.dataset.uploading = "1";
+    xhr.upload.onprogress = (e) => { if (e.lengthComputable) { bar.value = (100 * e.loaded) / e.total; kbStatus(`${Math.round(bar.value)}%`); } };
+    xhr.upload.onload = () => { bar.value = 100; kbStatus(t("indexing")); };
+    xhr.onerror = () => { kbStatus("network error", "msg-error"); document.body.dataset.uploading = "0"; };
+    xhr.onload = () => {
+      document.body.dataset.uploading = "0";
+      let j = {}; try { j = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
+      if (xhr.status !== 200) { kbStatus(j?.error?.message || `HTTP ${xhr.status}`, "msg-error"); return; }
+      const fails = (j.failed || []).map((f) => `${f.document}: ${f.error}`);
+      kbStatus(`${t("uploaded")} ${j.added.length}, ${t("replaced")} ${j.replaced.length}, ${t("unchanged")} ${j.unchanged.length}, ${t("failed")} ${fails.length}` + (fails.length ? "\n" + fails.join("\n") : ""), fails.length ? "msg-error" : "notice");
+      $("kb-files").value = ""; loadKbs();
+    };
+    xhr.send(form);
+  };
+  function hitItem(h, n) {
+    const li = el("li"), where = h.document + (h.page ? ` · p.${h.page}` : "") + (h.heading ? ` · ${h.heading}` : "");
+    li.append(el("div", "hit-meta", (n ? `[${n}] ` : "") + where + (h.score != null ? ` · ${Number(h.score).toFixed(4)}` : "")), el("div", "", h.text ?? h.snippet));
+    return li;
+  }
+  $("kb-search-form").onsubmit = async (e) => {
+    e.preventDefault();
+    const q = $("kb-query").value.trim(), out = $("kb-results"); if (!q || !kbName()) return;
+    out.textContent = "";
+    try {
+      const r = await apiJson("POST", `/v1/kb/${encodeURIComponent(kbName())}/search`, { query: q, k: 5 });
+      if (!r.hits.length) out.append(el("li", "notice", t("noResults")));
+      for (const h of r.hits) out.append(hitItem(h));
+    } catch (err) { out.append(el("li", "msg-error", err.message)); }
+  };
+  let kbSources = [];
+  function showPassage(n) {
+    const s = kbSources[n - 1], box = $("kb-passage"); if (!s) return;
+    box.hidden = false; box.textContent = "";
+    box.append(el("div", "hit-meta", `[${n}] ${s.document}` + (s.page ? ` · p.${s.page}` : "") + (s.heading ? ` · ${s.heading}` : "")), el("div", "", s.snippet));
+  }
+  function renderAnswer(text) { // citations [n] become links to their passage
+    const box = $("kb-answer"); box.textContent = "";
+    let last = 0;
+    for (const m of text.matchAll(/\[(\d{1,3})\]/g)) {
+      box.append(document.createTextNode(text.slice(last, m.index)));
+      const a = el("a", "cite", m[0]); a.dataset.n = m[1]; a.onclick = () => showPassage(Number(m[1])); box.append(a);
+      last = m.index + m[0].length;
+    }
+    box.append(document.createTextNode(text.slice(last)));
+  }
+  $("kb-ask-form").onsubmit = async (e) => {
+    e.preventDefault();
+    const q = $("kb-question").value.trim(); if (!q || !kbName()) return;
+    $("kb-answer").textContent = ""; $("kb-flags").textContent = ""; $("kb-sources").textContent = ""; $("kb-passage").hidden = true;
+    document.body.dataset.asking = "1";
+    let text = "";
+    try {
+      const r = await fetch(`/v1/kb/${encodeURIComponent(kbName())}/ask`, { method: "POST", headers: headers(true),
+        body: JSON.stringify({ question: q, model: $("model-select").value, stream: true, max_tokens: Number($("max-tokens").value) || 384 }) });
+      if (!r.ok) throw await errorOf(r);
+      const reader = r.body.getReader(), dec = new TextDecoder(); let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read(); if (done) break;
+        buf += dec.decode(value, { stream: true });
+        let i;
+        while ((i = buf.indexOf("\n\n")) >= 0) {
+          const line = buf.slice(0, i).trim(); buf = buf.slice(i + 2);
+          if (!line.startsWith("data: ") || line === "data: [DONE]") continue;
+          const ev = JSON.parse(line.slice(6));
+          if (ev.error) throw new Error(ev.error.message);
+          if (ev.type === "sources" || ev.type === "done") {
+            kbSources = ev.sources || []; $("kb-sources").textContent = "";
+            kbSources.forEach((s, k) => { const li = hitItem(s, k + 1); li.onclick = () => showPassage(k + 1); $("kb-sources").append(li); });
+          }
+          if (ev.type === "delta") { text += ev.content; renderAnswer(text); }
+          if (ev.type === "done") {
+            renderAnswer(ev.answer);
+            for (const c of ev.claims || []) if (!c.supported) $("kb-flags").append(el("li", "", `⚠ ${t("unsupported")} (${c.problem}): ${c.text}`));
+          }
+        }
+      }
+    } catch (err) { $("kb-answer").append(el("div", "msg-error", err.message)); }
+    document.body.dataset.asking = "0";
+  };
 
   // -- settings kept across reloads -------------------------------------------------------------
   const SETTINGS = ["temperature", "top-p", "max-tokens", "seed"];
