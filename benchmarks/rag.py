@@ -224,7 +224,9 @@ def bench_latency(tmp: Path, sizes: list[int], n_queries: int) -> list[dict]:
         def f(x):
             return "     -" if x is None else f"{x[0]:6.2f} / {x[1]:6.2f}"
 
-        print(f"\n{n} chunks (index build {res['index_build_s']:.1f} s), p50 / p95 ms over {n_queries} queries:")
+        print(
+            f"\n{n} chunks (index build {res['index_build_s']:.1f} s), p50 / p95 ms over {n_queries} queries:"
+        )
         for key in (
             "bm25",
             "dense",

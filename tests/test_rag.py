@@ -557,3 +557,23 @@ def test_qdrant_store_same_results_and_acl(kbs, docs):
     q = ret.search(kb, "黄河入海流", SearchParams(k=3, mode="dense"))
     e = ret.search(embedded, "黄河入海流", SearchParams(k=3, mode="dense"))
     assert [h.text for h in q] == [h.text for h in e]  # same vectors, same exact ranking
+
+
+def test_llm_rerank_reorders_and_keeps_every_hit(kbs, docs):
+    from lmforge.rag.retrieve import LLMReranker
+
+    kb = kbs.create("t")
+    kb.add([docs])
+    prompts = []
+
+    def judge(messages):
+        prompts.append(messages[0]["content"])
+        return "Most relevant: 3, then 3 again, 9 (no such passage), 1"
+
+    ret = Retriever(rerankers=lambda model: LLMReranker(judge))
+    plain = ret.search(kb, "kitchen breakfast", SearchParams(k=3))
+    reranked = ret.search(kb, "kitchen breakfast", SearchParams(k=3, rerank="judge-model"))
+    assert [h.chunk_id for h in reranked] == [plain[2].chunk_id, plain[0].chunk_id, plain[1].chunk_id]
+    assert "Question: kitchen breakfast" in prompts[0] and "[3]" in prompts[0]
+    with pytest.raises(LmforgeError, match="rerank is not available"):
+        Retriever().search(kb, "kitchen", SearchParams(rerank="m"))

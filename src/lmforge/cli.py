@@ -538,13 +538,18 @@ def kb_ls(name: Annotated[str | None, typer.Argument()] = None) -> None:
 def kb_search(
     name: str, query: str, k: K = 5, mode: Mode = "hybrid",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    rerank: Annotated[str | None, typer.Option(help="Rerank the candidates with this chat model.")] = None,
 ) -> None:  # fmt: skip
-    """Search a knowledge base (no model call)."""
+    """Search a knowledge base (no model call unless --rerank)."""
     import json as _json
 
-    from lmforge.rag.retrieve import Retriever, SearchParams
+    from lmforge.rag.answer import backend_generator
+    from lmforge.rag.retrieve import LLMReranker, Retriever, SearchParams
 
-    hits = Retriever().search(_kbs().open(name), query, SearchParams(k=k, mode=mode))  # type: ignore[arg-type]
+    ret = Retriever(
+        rerankers=lambda m: LLMReranker(backend_generator(_load(m, "auto", None, None), max_tokens=32))
+    )
+    hits = ret.search(_kbs().open(name), query, SearchParams(k=k, mode=mode, rerank=rerank))  # type: ignore[arg-type]
     if as_json:
         print(_json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
         return

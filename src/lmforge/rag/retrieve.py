@@ -12,6 +12,7 @@ embedding all queries in one batch.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -36,8 +37,8 @@ class SearchParams:
     candidates: int = 50
     """Results each retriever contributes before fusion."""
     rrf_k: int = 60
-    rerank: bool = False
-    """Reorder the fused results with the reranker (slower; needs a chat model)."""
+    rerank: str | None = None
+    """Chat model that reorders the fused candidates (LLM listwise rerank); None = off."""
 
     def check(self) -> SearchParams:
         if not 1 <= self.k <= 100:
@@ -75,16 +76,44 @@ def rrf(rankings: list[tuple[float, list[int]]], rrf_k: int) -> list[tuple[int, 
     return sorted(scores.items(), key=lambda x: (-x[1], x[0]))
 
 
+Reranker = Callable[[str, list[Hit]], list[Hit]]
+
+RERANK_PROMPT = (
+    "Rank the passages by how well they answer the question. Reply with the passage numbers only, "
+    "most relevant first, separated by commas (for example: 3,1,2).\n\nQuestion: {q}\n\n{passages}"
+)
+
+
+class LLMReranker:
+    """Listwise rerank by a chat model: one call lists the candidates, the model returns their
+    order. Numbers it leaves out keep their fused order after the ones it ranked. (No
+    cross-encoder is packaged for offline install; a registered one would slot in here.)"""
+
+    def __init__(self, generate: Callable[[list[dict]], str]) -> None:
+        self.generate = generate
+
+    def __call__(self, query: str, hits: list[Hit]) -> list[Hit]:
+        if len(hits) < 2:
+            return hits
+        passages = "\n\n".join(f"[{i}] {h.text[:600]}" for i, h in enumerate(hits, start=1))
+        reply = self.generate([{"role": "user", "content": RERANK_PROMPT.format(q=query, passages=passages)}])
+        order: list[int] = []
+        for tok in re.findall(r"\d+", reply):
+            n = int(tok)
+            if 1 <= n <= len(hits) and n - 1 not in order:
+                order.append(n - 1)
+        order += [i for i in range(len(hits)) if i not in order]
+        return [hits[i] for i in order]
+
+
 class Retriever:
     """Searches knowledge bases; thread-safe; owns the retrieval cache."""
 
-    def __init__(
-        self, cache_size: int = 4096, reranker: Callable[[str, list[Hit]], list[Hit]] | None = None
-    ) -> None:
+    def __init__(self, cache_size: int = 4096, rerankers: Callable[[str], Reranker] | None = None) -> None:
         self._cache: OrderedDict[tuple, list[Hit]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
-        self.reranker = reranker
+        self.rerankers = rerankers  # chat model name -> reranker
         self.stats = {"hits": 0, "misses": 0}
 
     def search(self, kb: KnowledgeBase, query: str, params: SearchParams | None = None, *,
@@ -155,9 +184,9 @@ class Retriever:
             if cid in rows  # a chunk deleted between index and lookup is simply not returned
         ]
         if params.rerank:
-            if self.reranker is None:
-                raise LmforgeError("rerank requested but no reranker is configured (needs a chat model)")
-            hits = self.reranker(query, hits[: min(len(hits), 4 * params.k)])
+            if self.rerankers is None:
+                raise LmforgeError("rerank is not available here (it needs a chat model to judge relevance)")
+            hits = self.rerankers(params.rerank)(query, hits[: min(len(hits), 2 * params.k)])
         return hits[: params.k]
 
     def search_many(self, kbs: list[KnowledgeBase], queries: list[str], params: SearchParams | None = None, *,

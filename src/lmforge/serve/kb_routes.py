@@ -39,7 +39,7 @@ class KBSearch(BaseModel):
     mode: Literal["hybrid", "dense", "lexical"] = "hybrid"
     dense_weight: float = Field(default=1.0, ge=0, le=100)
     lexical_weight: float = Field(default=1.0, ge=0, le=100)
-    rerank: bool = False
+    rerank: str | None = None  # a chat model to rerank the candidates with
 
 
 class KBBatchSearch(BaseModel):
