@@ -110,7 +110,7 @@ def test_kb_lifecycle_acl_and_errors(server):
         for h in admin.post("/v1/kb/company/search", json={"query": "fine text"}).json()["hits"]
     )
     r = admin.post("/v1/kb/company/search", json=q | {"rerank": "tiny", "k": 2})  # LLM listwise rerank
-    assert r.status_code == 200 and len(r.json()["hits"]) == 2
+    assert r.status_code == 200 and len(r.json()["hits"]) == 2, r.text
     assert admin.post("/v1/kb/company/search", json=q | {"rerank": "no-such-model"}).status_code == 404
     assert "/v1/kb/{name}/search" in httpx.get(f"{server.url}/openapi.json").json()["paths"]
 

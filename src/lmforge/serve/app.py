@@ -31,7 +31,7 @@ from lmforge.infer.remote import UpstreamError
 from lmforge.infer.scheduler import EngineFailure, QueueFullError, RequestTimeoutError, Scheduler
 from lmforge.rag.embed import load_embedder
 from lmforge.rag.pipeline import EmbedderCache, KnowledgeBases
-from lmforge.rag.retrieve import Retriever
+from lmforge.rag.retrieve import LLMReranker, Retriever
 from lmforge.serve.auth import ApiKey, KeyStore, RateLimiter
 from lmforge.serve.kb_routes import kb_router
 from lmforge.serve.metrics import Metrics
@@ -428,8 +428,9 @@ def create_app(
         )
         return service.chat_stream(req)
 
+    retriever = Retriever(rerankers=lambda model: LLMReranker(lambda msgs: kb_chat(model, msgs, 32)))
     app.include_router(
-        kb_router(kbs, Retriever(), authorize, run_json, to_api_error, kb_chat, kb_chat_stream, run_stream)
+        kb_router(kbs, retriever, authorize, run_json, to_api_error, kb_chat, kb_chat_stream, run_stream)
     )
 
     console = resources.files("lmforge.serve").joinpath("console")
