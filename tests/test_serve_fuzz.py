@@ -20,6 +20,8 @@ def test_no_generated_request_causes_a_server_error(tmp_path, tiny_gguf, tiny_be
             "/v1/completions",
             "/v1/embeddings",
             "/v1/models",
+            "/v1/kb/{name}/search",
+            "/v1/kb/{name}/documents",
         }
         calls = []
         for op in ops:  # noqa: B023 (each check runs before the loop moves on)
