@@ -577,3 +577,15 @@ def test_llm_rerank_reorders_and_keeps_every_hit(kbs, docs):
     assert "Question: kitchen breakfast" in prompts[0] and "[3]" in prompts[0]
     with pytest.raises(LmforgeError, match="rerank is not available"):
         Retriever().search(kb, "kitchen", SearchParams(rerank="m"))
+
+
+def test_server_embeddings_endpoint_as_embedder(kbs, docs, live):
+    """`openai:<model>@<url>`: vectors come from an OpenAI-compatible /v1/embeddings (here lmforge's)."""
+    kb = KnowledgeBases(kbs.root, EmbedderCache()).create(
+        "remote", KBConfig(embedder=f"openai:tiny-embed@{live.url}/v1")
+    )
+    assert kb.embedder.identity == f"openai:tiny-embed@{live.url}/v1/32"
+    kb.add([docs])
+    assert len(Retriever().search(kb, "kitchen", SearchParams(k=2, mode="dense"))) == 2
+    with pytest.raises(LmforgeError, match="openai:<model>@<base_url>"):
+        KnowledgeBases(kbs.root, EmbedderCache()).create("bad", KBConfig(embedder="openai:nourl"))

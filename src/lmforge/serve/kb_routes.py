@@ -23,6 +23,7 @@ from lmforge.errors import ForbiddenError, LmforgeError, NotFoundError
 from lmforge.rag.answer import NO_ANSWER, AnswerConfig, prepare, response, verify
 from lmforge.rag.pipeline import KBConfig, KnowledgeBases, check_doc_name
 from lmforge.rag.retrieve import Retriever, SearchParams
+from lmforge.rag.store import visible
 from lmforge.serve.auth import ApiKey
 
 
@@ -84,6 +85,14 @@ def kb_router(
             if msg.startswith(("unknown knowledge base", "no document")):
                 raise to_api_error(NotFoundError(msg)) from e
             raise to_api_error(e) from e
+
+    def visible_doc(name: str, doc: str, caller: frozenset[str] | None):  # noqa: ANN202
+        """(kb, document row), or 404 alike for a missing and a hidden document."""
+        kb = kbs.open(name)
+        row = kb.store.document(doc)
+        if row is None or not visible(row.groups, caller):
+            raise NotFoundError(f"no document {doc!r} in knowledge base {name!r}")
+        return kb, row
 
     @r.get("")
     async def list_kbs(key=authorize("kb:read")) -> dict:
@@ -166,10 +175,7 @@ def kb_router(
         g = caller_groups(key)
 
         def work() -> dict:
-            kb = kbs.open(name)
-            row = kb.store.document(doc)
-            if row is None or row not in kb.documents(g):
-                raise NotFoundError(f"no document {doc!r} in knowledge base {name!r}")
+            kb, row = visible_doc(name, doc, g)
             return {"document": row.public(), "chunks": [c.__dict__ for c in kb.store.doc_chunks(doc)]}
 
         return await call(work)
@@ -179,10 +185,7 @@ def kb_router(
         g = caller_groups(key)
 
         def work() -> dict:
-            kb = kbs.open(name)
-            row = kb.store.document(doc)
-            if row is None or row not in kb.documents(g):
-                raise NotFoundError(f"no document {doc!r} in knowledge base {name!r}")
+            kb, _ = visible_doc(name, doc, g)
             return {"removed": doc, "version": kb.remove(doc)}
 
         return await call(work)
