@@ -629,6 +629,63 @@ def kb_eval(
                                                    for r in results}})  # fmt: skip
 
 
+# -- evaluation --------------------------------------------------------------------------------
+@app.command("eval")
+def eval_(
+    args: Annotated[list[str], typer.Argument(help="MODEL | compare MODEL MODEL... | bias MODEL")],
+    suite: Annotated[list[str] | None, typer.Option("--suite", "-s", help="Suite name or YAML path (repeatable).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N items of each suite.")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Generation budget per item.")] = 128,
+    seed: Annotated[int, typer.Option(help="Recorded with the results (decoding is greedy).")] = 0,
+    window: Annotated[int | None, typer.Option(help="Perplexity window in tokens.")] = None,
+    stride: Annotated[int | None, typer.Option(help="Perplexity stride in tokens.")] = None,
+    chat_template: Annotated[bool | None, typer.Option("--chat/--raw", help="Prompt through the chat template (default: chat models).")] = None,
+    out: Annotated[Path | None, typer.Option(help="compare/bias: folder for the report (default LMFORGE_HOME/eval/reports/...).")] = None,
+    templates: Annotated[Path | None, typer.Option(help="bias: your own template YAML.")] = None,
+    threads: Threads = None,
+) -> None:  # fmt: skip
+    """Evaluate: `eval MODEL --suite S`, `eval compare A B --suite S`, `eval bias MODEL`."""
+    from lmforge.eval.harness import EvalConfig
+    from lmforge.progress import steps_progress
+
+    reg = _registry()
+    if args[0] == "compare":
+        from lmforge.eval.report import compare
+
+        if len(args) < 3 or not suite:
+            raise LmforgeError("usage: lmforge eval compare MODEL MODEL [MODEL...] --suite S [--suite S2]")
+        folder = out or reg.root / "eval" / "reports" / "-vs-".join(args[1:])
+        text, folder = compare(reg, args[1:], suite, folder)
+        print(text)
+        print(f"report: {folder / 'report.md'}  {folder / 'report.html'}", file=sys.stderr)
+        return
+    if args[0] == "bias":
+        from lmforge.eval.bias import main as bias_main
+
+        if len(args) != 2:
+            raise LmforgeError("usage: lmforge eval bias MODEL [--templates FILE]")
+        print(bias_main(reg, args[1], templates, out, threads))
+        return
+    if len(args) != 1 or not suite:
+        raise LmforgeError("usage: lmforge eval MODEL --suite NAME|FILE [--suite ...] [--limit N]")
+    from lmforge.eval.report import evaluate_model, table
+
+    cfg = EvalConfig(
+        limit=limit, max_tokens=max_tokens, seed=seed, window=window, stride=stride, chat=chat_template
+    )
+    with steps_progress() as bar:
+        tasks: dict[str, int] = {}
+
+        def show(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total)
+            bar.update(tasks[name], completed=done)
+
+        results = evaluate_model(reg, args[0], suite, cfg, threads=threads, progress=show)
+    print(table({r.suite: {args[0]: r.metrics} for r in results}, [args[0]]))
+    print(f"stored in the manifest of {args[0]} (lmforge models show {args[0]})", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turn user errors into one line and exit code 2.
 
