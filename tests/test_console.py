@@ -1,5 +1,6 @@
 """The web console in a real browser (Debian chromium driven by Playwright), against a live server."""
 
+import json
 import shutil
 
 import httpx
@@ -117,3 +118,50 @@ def test_knowledge_page_upload_search_ask(tmp_path, tiny_gguf_long, browser):
         # the same page in Chinese
         page.click("#lang")
         assert page.inner_text("button.tab[data-view=kb]") == "知识库"
+
+
+def test_evaluation_page_results_and_blind_vote(tmp_path, tiny_gguf, browser):
+    from lmforge.home import Registry
+
+    home = tmp_path / "home"
+    with LiveServer(make_server(home, tiny_gguf, extra_models=[(tiny_gguf, "tiny-copy")])) as srv:
+        reg = Registry(home)
+        for name, ppl in (("tiny", 12.5), ("tiny-copy", 9.25)):
+            reg.update(
+                name,
+                metrics={
+                    "eval:zh-ppl": {"metrics": {"perplexity": ppl, "bits_per_byte": ppl / 10}, "config": {}}
+                },
+            )
+        page = browser.new_page()
+        page.goto(srv.url + "/")
+        page.click("button.tab[data-view=eval]")
+        page.wait_for_selector("#eval-table tbody tr")
+        table = page.inner_text("#eval-table")
+        assert "zh-ppl" in table and "12.5000" in table and "9.2500" in table
+        assert page.inner_text("#eval-table td.best >> nth=0").startswith("0.9250")  # lower is better
+        page.wait_for_selector("#arena-b option[value=tiny-copy]", state="attached")
+        page.select_option("#arena-a", "tiny")
+        page.select_option("#arena-b", "tiny-copy")
+        page.fill("#arena-prompt", "The capital of France is")
+        page.click("#arena-go")
+        page.wait_for_function("document.body.dataset.arena === 'ready'", timeout=120000)
+        assert "tiny" not in page.inner_text(".arena-answers")  # blind
+        page.click("#vote-A")
+        page.wait_for_function("document.body.dataset.arena === 'voted'")
+        reveal = page.inner_text("#arena-reveal")
+        assert "tiny" in reveal and "tiny-copy" in reveal
+        page.wait_for_selector("#arena-stats tbody tr")
+        assert "1 / 0 / 0" in page.inner_text("#arena-stats") or "0 / 1 / 0" in page.inner_text(
+            "#arena-stats"
+        )
+        export = httpx.get(srv.url + "/api/arena/export").text.strip().splitlines()
+        assert len(export) == 1 and set(json.loads(export[0])) == {"prompt", "chosen", "rejected"}
+        r = httpx.post(srv.url + "/api/arena/pair", json={"prompt": "x", "models": ["tiny", "nope"]})
+        assert r.status_code == 404
+        assert (
+            httpx.post(srv.url + "/api/arena/vote", json={"pair_id": "zz", "winner": "A"}).status_code == 404
+        )
+        assert (
+            httpx.post(srv.url + "/api/arena/vote", json={"pair_id": "zz", "winner": "C"}).status_code == 400
+        )

@@ -251,3 +251,37 @@ def test_eval_cli_compare_report_and_bias(
     (tmp_path / "bad.yaml").write_text("families:\n  - name: x\n")
     assert main(["eval", "bias", "a", "--templates", str(tmp_path / "bad.yaml")]) == 2
     assert main(["eval", "a"]) == 2  # no suite
+
+
+# ------------------------------------------------------------------ human preference
+
+
+def test_votes_win_rate_and_dpo_export(tmp_path):
+    import random
+
+    from lmforge.eval.human import VoteStore
+
+    store = VoteStore(tmp_path / "votes.sqlite")
+    rng = random.Random(1)
+    shown = []
+    for i in range(10):
+        p = store.new_pair(f"prompt {i}", ("big", "small"), lambda m, q: f"{m} says {q}", rng=rng)
+        assert set(p) == {"pair_id", "prompt", "answers"}  # blind: no model names
+        side = "A" if p["answers"]["A"].startswith("big") else "B"
+        shown.append(side)
+        store.vote(p["pair_id"], side if i < 7 else ("tie" if i == 7 else ("B" if side == "A" else "A")))
+    assert set(shown) == {"A", "B"}  # the sides really are shuffled
+    [row] = store.stats()
+    assert (row["model"], row["wins"], row["losses"], row["ties"], row["n"]) == ("big", 7, 2, 1, 10)
+    assert row["win_rate"] == pytest.approx(0.75) and row["ci95"][0] < 0.75 < row["ci95"][1]
+    rows = store.export()
+    assert len(rows) == 9 and all(r["chosen"].startswith("big") for r in rows[:7])
+    assert store.export_jsonl(tmp_path / "dpo.jsonl") == 9
+    with pytest.raises(LmforgeError, match="already has a vote"):
+        store.vote(p["pair_id"], "A")
+    with pytest.raises(LmforgeError, match="winner must be"):
+        store.vote(p["pair_id"], "C")
+    with pytest.raises(LmforgeError, match="no pair"):
+        store.vote("nope", "A")
+    with pytest.raises(LmforgeError, match="two different models"):
+        store.new_pair("x", ("big", "big"), lambda m, q: "")

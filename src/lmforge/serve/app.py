@@ -25,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 
 from lmforge import __version__
 from lmforge.errors import ContextOverflowError, ForbiddenError, LmforgeError, NotFoundError
+from lmforge.eval.human import VoteStore
 from lmforge.home import Registry
 from lmforge.infer.pool import ModelPool
 from lmforge.infer.remote import UpstreamError
@@ -33,6 +34,7 @@ from lmforge.rag.embed import load_embedder
 from lmforge.rag.pipeline import EmbedderCache, KnowledgeBases
 from lmforge.rag.retrieve import LLMReranker, Retriever
 from lmforge.serve.auth import ApiKey, KeyStore, RateLimiter
+from lmforge.serve.eval_routes import eval_router
 from lmforge.serve.kb_routes import kb_router
 from lmforge.serve.metrics import Metrics
 from lmforge.serve.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, error_body
@@ -432,6 +434,9 @@ def create_app(
     app.include_router(
         kb_router(kbs, retriever, authorize, run_json, to_api_error, kb_chat, kb_chat_stream, run_stream)
     )
+
+    votes = VoteStore(registry.root / "eval" / "votes.sqlite")
+    app.include_router(eval_router(registry, votes, authorize, to_api_error, kb_chat))
 
     console = resources.files("lmforge.serve").joinpath("console")
     app.mount("/console", StaticFiles(directory=str(console)), name="console")

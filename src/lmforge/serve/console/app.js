@@ -15,7 +15,10 @@
       documents: "Documents", pages: "Pages", chunks: "Chunks", groups: "Groups", search: "Search", searchPh: "Search the documents",
       askSources: "Ask with sources", ask: "Ask", askPh: "Ask a question about these documents", indexing: "Indexing…",
       uploaded: "added", replaced: "replaced", unchanged: "unchanged", failed: "failed", noKb: "No knowledge base yet: create one above.",
-      unsupported: "Not supported by its sources", noResults: "No results.", all: "(all)", remove: "Remove" },
+      unsupported: "Not supported by its sources", noResults: "No results.", all: "(all)", remove: "Remove",
+      evalTab: "Evaluate", results: "Suite results", arena: "Blind comparison", arenaPh: "A prompt for both models", compareBtn: "Compare",
+      voteA: "A is better", voteB: "B is better", voteTie: "Tie", opponent: "Opponent", winRate: "Win rate (95% CI)", suite: "Suite",
+      metric: "Metric", noEval: "No stored results yet: run `lmforge eval MODEL --suite NAME`.", revealed: "A was {a}, B was {b}." },
     zh: { chat: "对话", models: "模型", newChat: "新对话", settings: "设置", system: "系统提示词", model: "模型",
       send: "发送", stop: "停止", copy: "复制", copied: "已复制", del: "删除", save: "保存", clear: "清除", apiKey: "API 密钥",
       conversations: "对话列表", needKey: "API 密钥：", placeholder: "输入问题（回车发送，Shift+回车换行）",
@@ -27,7 +30,10 @@
       documents: "文档", pages: "页数", chunks: "分块", groups: "分组", search: "检索", searchPh: "检索文档",
       askSources: "带出处问答", ask: "提问", askPh: "就这些文档提问", indexing: "正在建立索引…",
       uploaded: "新增", replaced: "替换", unchanged: "未变", failed: "失败", noKb: "还没有知识库：请在上方创建。",
-      unsupported: "与引用的资料不符", noResults: "没有结果。", all: "（全部）", remove: "删除" },
+      unsupported: "与引用的资料不符", noResults: "没有结果。", all: "（全部）", remove: "删除",
+      evalTab: "评测", results: "评测结果", arena: "盲评对比", arenaPh: "给两个模型的同一个问题", compareBtn: "对比",
+      voteA: "A 更好", voteB: "B 更好", voteTie: "平局", opponent: "对手", winRate: "胜率（95% 置信区间）", suite: "评测集",
+      metric: "指标", noEval: "还没有评测结果：运行 `lmforge eval 模型 --suite 名称`。", revealed: "A 是 {a}，B 是 {b}。" },
   };
   const ls = {
     get(k, d = null) { try { const v = localStorage.getItem("lmforge." + k); return v === null ? d : v; } catch { return d; } },
@@ -270,10 +276,11 @@
   function showView(v) {
     view = v;
     document.querySelectorAll(".tab").forEach((x) => { x.classList.toggle("active", x.dataset.view === v); x.setAttribute("aria-selected", String(x.dataset.view === v)); });
-    $("view-chat").hidden = v !== "chat"; $("view-models").hidden = v !== "models"; $("view-kb").hidden = v !== "kb";
+    $("view-chat").hidden = v !== "chat"; $("view-models").hidden = v !== "models"; $("view-kb").hidden = v !== "kb"; $("view-eval").hidden = v !== "eval";
     document.body.dataset.view = v; closeSidebar();
     if (v === "models") loadModelsPage();
     if (v === "kb") loadKbs();
+    if (v === "eval") { loadEval(); loadArena(); }
   }
 
 
@@ -404,6 +411,81 @@
     } catch (err) { $("kb-answer").append(el("div", "msg-error", err.message)); }
     document.body.dataset.asking = "0";
   };
+
+
+  // -- evaluation ---------------------------------------------------------------------------------
+  const LOWER = new Set(["perplexity", "bits_per_byte"]);
+  async function loadEval() {
+    const st = $("eval-status"), head = document.querySelector("#eval-table thead"), tb = document.querySelector("#eval-table tbody");
+    head.textContent = ""; tb.textContent = "";
+    let data;
+    try { data = await api("/api/eval"); } catch (e) { st.className = "msg-error"; st.textContent = e.message; return; }
+    const models = (data.models || []).filter((m) => Object.keys(m.evals).length);
+    st.className = "notice"; st.textContent = models.length ? "" : t("noEval");
+    const hr = el("tr"); for (const h of [t("suite"), t("metric"), ...models.map((m) => m.name)]) hr.append(el("th", "", h)); head.append(hr);
+    const suites = [...new Set(models.flatMap((m) => Object.keys(m.evals)))].sort();
+    for (const s of suites) {
+      const metrics = [...new Set(models.flatMap((m) => Object.keys(m.evals[s]?.metrics || {})))].sort();
+      for (const k of metrics) {
+        const vals = models.map((m) => m.evals[s]?.metrics?.[k]);
+        const have = vals.filter((v) => typeof v === "number");
+        const best = have.length ? (LOWER.has(k) ? Math.min(...have) : Math.max(...have)) : null;
+        const top = have.length ? Math.max(...have.map(Math.abs)) || 1 : 1;
+        const tr = el("tr"); tr.append(el("td", "", s), el("td", "", k));
+        for (const v of vals) {
+          const td = el("td", v === best && models.length > 1 ? "best" : "", typeof v === "number" ? v.toFixed(4) : "–");
+          if (typeof v === "number") { const bar = el("span", "bar"); bar.style.width = `${Math.round((60 * Math.abs(v)) / top)}px`; td.append(bar); }
+          tr.append(td);
+        }
+        tb.append(tr);
+      }
+    }
+  }
+  async function loadArena() {
+    let data;
+    try { data = await api("/v1/models"); } catch { return; }
+    const chat = (data.data || []).filter((m) => ["chat", "base"].includes(m.lmforge?.kind)).map((m) => m.id);
+    for (const [id, i] of [["arena-a", 0], ["arena-b", 1]]) {
+      const sel = $(id), prev = sel.value; sel.textContent = "";
+      for (const m of chat) { const o = el("option", "", m); o.value = m; sel.append(o); }
+      sel.value = prev && chat.includes(prev) ? prev : chat[Math.min(i, chat.length - 1)] || "";
+    }
+    loadStats();
+  }
+  async function loadStats() {
+    const tb = document.querySelector("#arena-stats tbody"); tb.textContent = "";
+    let data; try { data = await api("/api/arena/stats"); } catch { return; }
+    for (const p of data.pairs || []) {
+      const tr = el("tr");
+      for (const v of [p.model, p.opponent, `${p.wins} / ${p.losses} / ${p.ties}`, `${(100 * p.win_rate).toFixed(0)}% (${(100 * p.ci95[0]).toFixed(0)}–${(100 * p.ci95[1]).toFixed(0)}%)`]) tr.append(el("td", "", v));
+      tb.append(tr);
+    }
+  }
+  let pairId = null;
+  const voteButtons = ["vote-A", "vote-B", "vote-tie"];
+  $("arena-form").onsubmit = async (e) => {
+    e.preventDefault();
+    const prompt = $("arena-prompt").value.trim(); if (!prompt) return;
+    $("arena-A").textContent = t("loading"); $("arena-B").textContent = t("loading"); $("arena-reveal").textContent = "";
+    document.body.dataset.arena = "busy";
+    try {
+      const r = await apiJson("POST", "/api/arena/pair", { prompt, models: [$("arena-a").value, $("arena-b").value], max_tokens: Number($("max-tokens").value) || 256 });
+      pairId = r.pair_id; $("arena-A").textContent = r.answers.A; $("arena-B").textContent = r.answers.B;
+      for (const id of voteButtons) $(id).disabled = false;
+    } catch (err) { $("arena-A").textContent = ""; $("arena-B").textContent = ""; $("arena-reveal").className = "msg-error"; $("arena-reveal").textContent = err.message; }
+    document.body.dataset.arena = "ready";
+  };
+  for (const id of voteButtons) {
+    $(id).onclick = async () => {
+      if (!pairId) return;
+      for (const b of voteButtons) $(b).disabled = true;
+      try {
+        const r = await apiJson("POST", "/api/arena/vote", { pair_id: pairId, winner: id === "vote-tie" ? "tie" : id.slice(-1) });
+        $("arena-reveal").className = "notice"; $("arena-reveal").textContent = t("revealed").replace("{a}", r.models.A).replace("{b}", r.models.B);
+      } catch (err) { $("arena-reveal").className = "msg-error"; $("arena-reveal").textContent = err.message; }
+      pairId = null; loadStats(); document.body.dataset.arena = "voted";
+    };
+  }
 
   // -- settings kept across reloads -------------------------------------------------------------
   const SETTINGS = ["temperature", "top-p", "max-tokens", "seed"];
