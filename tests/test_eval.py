@@ -285,3 +285,24 @@ def test_votes_win_rate_and_dpo_export(tmp_path):
         store.vote("nope", "A")
     with pytest.raises(LmforgeError, match="two different models"):
         store.new_pair("x", ("big", "big"), lambda m, q: "")
+
+
+def test_compare_warns_when_tokenizers_differ(tmp_path, registry, tiny_gguf, tiny_gguf_long):
+    from lmforge.eval.report import compare
+    from lmforge.home import register_local
+
+    register_local(registry, tiny_gguf, "a")
+    register_local(registry, tiny_gguf_long, "c")
+    for name, probe in (("a", "aaaa"), ("c", "cccc")):
+        registry.update(
+            name,
+            metrics={
+                "eval:ppl": {
+                    "metrics": {"perplexity": 3.0, "bits_per_byte": 1.0},
+                    "config": {"tokenizer": probe},
+                }
+            },
+        )
+    _suite(tmp_path, "ppl", "perplexity", [{"text": "x"}])
+    text, _ = compare(registry, ["a", "c"], [str(tmp_path / "ppl.yaml")], tmp_path / "r")
+    assert "tokenizers differ" in text and "bits_per_byte" in text

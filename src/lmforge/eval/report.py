@@ -127,6 +127,14 @@ def compare(registry: Registry, models: list[str], suites: list[str], out: Path)
                 f"no stored results for suite {name!r}: run `lmforge eval MODEL --suite {name}` first"
             )
     text = table(rows, models)
+    notes = []
+    for suite in rows:
+        probes = {m: stored(registry, m, suite)["config"].get("tokenizer") for m in rows[suite]}
+        if len({p for p in probes.values() if p}) > 1:
+            notes.append(f"{suite}: the models' tokenizers differ, so perplexity is not comparable across them; "
+                         "compare bits_per_byte (per UTF-8 byte, tokenizer-independent)")  # fmt: skip
+    if notes:
+        text += "\n\nnote: " + "\nnote: ".join(notes)
     out.mkdir(parents=True, exist_ok=True)
     lineage = {m: [a.name for _, a in registry.lineage(m)] for m in models}
     md = ["# Evaluation report", "", "Models: " + ", ".join(f"`{m}` ({' ← '.join(lineage[m])})" for m in models), "",
