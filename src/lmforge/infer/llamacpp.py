@@ -140,13 +140,18 @@ class LlamaCppBackend:
 
         if len(ids) > self.context_length:
             raise LmforgeError(f"{len(ids)} tokens do not fit the {self.context_length}-token context")
+        out: list[float] = []
         with self._lock:
             self._llama.reset()
             self._llama.eval(ids)
-            logits = np.asarray(self._llama.scores[: len(ids) - 1], dtype=np.float64)  # (T-1, V)
-        m = logits.max(axis=1, keepdims=True)
-        logz = (m + np.log(np.exp(logits - m).sum(axis=1, keepdims=True)))[:, 0]
-        return (logits[np.arange(len(ids) - 1), ids[1:]] - logz).tolist()
+            scores = self._llama.scores  # (n_ctx, V) float32, a view: read it before the next eval
+            for s in range(0, len(ids) - 1, 128):  # log-softmax in blocks: a 150k vocabulary is big
+                block = np.asarray(scores[s : min(s + 128, len(ids) - 1)], dtype=np.float32)  # (B, V)
+                m = block.max(axis=1, keepdims=True)
+                logz = m[:, 0].astype(np.float64) + np.log(np.exp(block - m).sum(axis=1, dtype=np.float64))
+                target = block[np.arange(len(block)), ids[s + 1 : s + 1 + len(block)]]
+                out.extend((target - logz).tolist())
+        return out
 
     def embed(self, texts: list[str], *, is_query: bool = False) -> list[list[float]]:
         if not self._embedding:
