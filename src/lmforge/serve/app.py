@@ -410,14 +410,14 @@ def create_app(
     async def api_audit(limit: int = 100, key=authorize("admin")) -> dict:
         return {"rows": await asyncio.to_thread(keys.audit_rows, min(max(limit, 1), 1000))}
 
-    # -- knowledge bases ----------------------------------------------------------------------
-    def kb_chat(model: str, messages: list[dict], max_tokens: int) -> str:
+    # -- knowledge bases and evaluation (greedy chat for answers, reranking and arena pairs) -------
+    def greedy_chat(model: str, messages: list[dict], max_tokens: int) -> str:
         req = ChatCompletionRequest.model_validate(
             {"model": model, "messages": messages, "temperature": 0, "max_tokens": max_tokens, "seed": 0}
         )
         return service.chat(req)["choices"][0]["message"]["content"] or ""
 
-    def kb_chat_stream(model: str, messages: list[dict], max_tokens: int):
+    def greedy_chat_stream(model: str, messages: list[dict], max_tokens: int):
         req = ChatCompletionRequest.model_validate(
             {
                 "model": model,
@@ -430,13 +430,15 @@ def create_app(
         )
         return service.chat_stream(req)
 
-    retriever = Retriever(rerankers=lambda model: LLMReranker(lambda msgs: kb_chat(model, msgs, 32)))
+    retriever = Retriever(rerankers=lambda model: LLMReranker(lambda msgs: greedy_chat(model, msgs, 32)))
     app.include_router(
-        kb_router(kbs, retriever, authorize, run_json, to_api_error, kb_chat, kb_chat_stream, run_stream)
+        kb_router(
+            kbs, retriever, authorize, run_json, to_api_error, greedy_chat, greedy_chat_stream, run_stream
+        )
     )
 
     votes = VoteStore(registry.root / "eval" / "votes.sqlite")
-    app.include_router(eval_router(registry, votes, authorize, to_api_error, kb_chat))
+    app.include_router(eval_router(registry, votes, authorize, to_api_error, greedy_chat))
 
     console = resources.files("lmforge.serve").joinpath("console")
     app.mount("/console", StaticFiles(directory=str(console)), name="console")
