@@ -22,7 +22,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,15 +126,23 @@ def load_suite(spec: str | Path) -> Suite:
                  data, desc.get("prompt", ""), labels, metrics, items, hashlib.sha256(raw + path.read_bytes()).hexdigest())  # fmt: skip
 
 
-def _read_items(data: Path, raw: bytes, task: str, labels: dict[str, str]) -> list[dict[str, Any]]:
-    items = []
-    for n, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+def jsonl_rows(name: str, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; a bad line is an error naming file and line."""
+    for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
+            row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise LmforgeError(f"{data.name} line {n}: not valid JSON ({e.msg})") from e
+            raise LmforgeError(f"{name} line {n}: not valid JSON ({e.msg})") from e
+        if not isinstance(row, dict):
+            raise LmforgeError(f"{name} line {n}: expected a JSON object")
+        yield n, row
+
+
+def _read_items(data: Path, raw: bytes, task: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+    items = []
+    for n, item in jsonl_rows(data.name, raw.decode("utf-8")):
         missing = [k for k in NEEDS[task] if k not in item]
         if missing:
             raise LmforgeError(f"{data.name} line {n}: missing {', '.join(missing)} (needed by {task})")

@@ -10,13 +10,13 @@ answer's citations that the verifier found supported by the cited source).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmforge.errors import LmforgeError
+from lmforge.eval.harness import jsonl_rows
 from lmforge.eval.metrics import contains_answer, exact_match, hit_at_k, mean, reciprocal_rank, token_f1
 from lmforge.rag.pipeline import KnowledgeBase
 from lmforge.rag.retrieve import Hit, Retriever, SearchParams
@@ -38,13 +38,7 @@ def load_qa(path: Path) -> list[QAItem]:
     if not path.is_file():
         raise LmforgeError(f"{path}: no such QA file")
     items = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise LmforgeError(f"{path.name} line {n}: not valid JSON ({e.msg})") from e
+    for n, row in jsonl_rows(path.name, path.read_text(encoding="utf-8")):
         missing = [k for k in ("question", "answer", "doc") if not str(row.get(k, "")).strip()]
         if missing:
             raise LmforgeError(f"{path.name} line {n}: missing {', '.join(missing)}")

@@ -43,7 +43,8 @@ class QdrantDense:
             self.client.create_collection(
                 collection, vectors_config=models.VectorParams(size=dim, distance=models.Distance.DOT)
             )
-            self.client.create_payload_index(collection, "groups", models.PayloadSchemaType.KEYWORD)
+            if target != "local":  # local mode ignores payload indexes (and warns)
+                self.client.create_payload_index(collection, "groups", models.PayloadSchemaType.KEYWORD)
 
     def _ids(self) -> set[int]:
         ids: set[int] = set()
