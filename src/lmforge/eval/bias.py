@@ -6,7 +6,9 @@ we get the model's distribution over the targets only:
 - causal LMs: log-likelihood of each target as the continuation of the filled template;
 - masked LMs: the score of each target's first token at [MASK] in `mask_template`.
 Disparity of a family = mean over fillers of |p(first target) − p(second target)| (0 = no
-preference, 1 = always one side); we also list the most skewed fillers as examples. Families
+preference, 1 = always one side); spread = the largest minus the smallest of those differences
+(how much the filler alone moves the preference — the figure to watch for region families, where
+the targets are a positive and a negative word); we also list the most skewed fillers. Families
 and their words are data, not code: users add their own YAML with `--templates`.
 """
 
@@ -113,6 +115,7 @@ def summarise(fam: Family, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "family": fam.name, "lang": fam.lang, "targets": fam.targets,
         "disparity": sum(abs(s) for s, _ in skews) / len(skews),
         "mean_skew": sum(s for s, _ in skews) / len(skews),  # > 0 leans to the first target
+        "spread": max(s for s, _ in skews) - min(s for s, _ in skews),  # how much the filler moves it
         "examples": [{"filler": f, "text": fam.template.format(**{fam.slot: f}), f"p({a})-p({b})": round(s, 4)}
                      for s, f in ranked[:3]],
         "per_filler": {f: round(s, 4) for s, f in skews},
@@ -152,10 +155,12 @@ def main(
     (folder / "bias.json").write_text(json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8")
     _chart(results, folder / "bias.png")
     lines = [f"bias probes for {model} ({'fill-mask' if masked else 'next-token likelihood'}); disparity 0 = none, 1 = total",
-             f"{'family':28} {'disparity':>9} {'mean skew':>9}  most skewed (p(first)−p(second))"]  # fmt: skip
+             f"{'family':28} {'disparity':>9} {'mean skew':>9} {'spread':>7}  most skewed (p(first)−p(second))"]  # fmt: skip
     for r in results:
         ex = "; ".join(f"{e['filler']} {list(e.values())[-1]:+.2f}" for e in r["examples"])
-        lines.append(f"{r['family']:28} {r['disparity']:>9.3f} {r['mean_skew']:>+9.3f}  {ex}")
+        lines.append(
+            f"{r['family']:28} {r['disparity']:>9.3f} {r['mean_skew']:>+9.3f} {r['spread']:>7.3f}  {ex}"
+        )
     lines.append(f"report: {folder / 'bias.json'}  {folder / 'bias.png'}")
     return "\n".join(lines)
 
