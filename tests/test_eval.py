@@ -306,3 +306,18 @@ def test_compare_warns_when_tokenizers_differ(tmp_path, registry, tiny_gguf, tin
     _suite(tmp_path, "ppl", "perplexity", [{"text": "x"}])
     text, _ = compare(registry, ["a", "c"], [str(tmp_path / "ppl.yaml")], tmp_path / "r")
     assert "tokenizers differ" in text and "bits_per_byte" in text
+
+
+def test_scoring_reuses_a_shared_prefix_without_changing_results(scorers):
+    cpp, _ = scorers
+    b = cpp.backend
+    x = cpp.tokens("The cat sat on the mat and looked at the dog.")
+    y = cpp.tokens("The cat sat on the mat and then it slept for hours.")
+    b.score(cpp.tokens("Something unrelated first."))
+    fresh_x = b.score(x)
+    b.score(cpp.tokens("Another unrelated text."))
+    fresh_y = b.score(y)
+    after_x = (b.score(x), b.score(y), b.score(x), b.score(x[:5]))  # prefix hits, and a shorter prefix
+    assert after_x[0] == pytest.approx(fresh_x, abs=1e-4) and after_x[2] == pytest.approx(fresh_x, abs=1e-4)
+    assert after_x[1] == pytest.approx(fresh_y, abs=1e-4)
+    assert after_x[3] == pytest.approx(fresh_x[:4], abs=1e-4)

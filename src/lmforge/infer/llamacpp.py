@@ -142,9 +142,19 @@ class LlamaCppBackend:
             raise LmforgeError(f"{len(ids)} tokens do not fit the {self.context_length}-token context")
         out: list[float] = []
         with self._lock:
-            self._llama.reset()
-            self._llama.eval(ids)
-            scores = self._llama.scores  # (n_ctx, V) float32, a view: read it before the next eval
+            # reuse the KV cache (and the logits rows) of a shared prefix with the previous call: the
+            # choices of a multiple-choice question share their whole context
+            llama = self._llama
+            cached = np.asarray(llama.input_ids[: llama.n_tokens])
+            n = min(len(cached), len(ids) - 1)  # always decode at least the last token
+            same = cached[:n] == np.asarray(ids[:n])
+            keep = n if same.all() else int(np.argmin(same))
+            if keep > 0:
+                llama.n_tokens = keep  # eval() drops the KV cells past this point
+            else:
+                llama.reset()
+            llama.eval(ids[keep:])
+            scores = llama.scores  # (n_ctx, V) float32, a view: read it before the next eval
             for s in range(0, len(ids) - 1, 128):  # log-softmax in blocks: a 150k vocabulary is big
                 block = np.asarray(scores[s : min(s + 128, len(ids) - 1)], dtype=np.float32)  # (B, V)
                 m = block.max(axis=1, keepdims=True)
