@@ -114,14 +114,18 @@ def compare(registry: Registry, models: list[str], suites: list[str], out: Path)
     """Side-by-side from stored results (run `lmforge eval` first). Writes report.md/.html and PNGs."""
     rows: dict[str, dict[str, dict[str, float]]] = {}
     configs: dict[str, dict[str, Any]] = {}
+    tokenizers: dict[str, set[str]] = {}  # suite -> tokenizer fingerprints of the models compared
     for suite in suites:
         name = load_suite(suite).name
         rows[name] = {}
+        tokenizers[name] = set()
         for m in models:
             got = stored(registry, m, name)
             if got is not None:
                 rows[name][m] = got["metrics"]
                 configs.setdefault(name, got["config"])
+                if got["config"].get("tokenizer"):
+                    tokenizers[name].add(got["config"]["tokenizer"])
         if not rows[name]:
             raise LmforgeError(
                 f"no stored results for suite {name!r}: run `lmforge eval MODEL --suite {name}` first"
@@ -129,8 +133,7 @@ def compare(registry: Registry, models: list[str], suites: list[str], out: Path)
     text = table(rows, models)
     notes = []
     for suite in rows:
-        probes = {m: stored(registry, m, suite)["config"].get("tokenizer") for m in rows[suite]}
-        if len({p for p in probes.values() if p}) > 1:
+        if len(tokenizers[suite]) > 1:
             notes.append(f"{suite}: the models' tokenizers differ, so perplexity is not comparable across them; "
                          "compare bits_per_byte (per UTF-8 byte, tokenizer-independent)")  # fmt: skip
     if notes:

@@ -90,10 +90,10 @@ def detect_encoding(sample: bytes, name: str = "file") -> str:
 def _utf8_prefix_ok(sample: bytes) -> bool:
     # the sample may end inside a multi-byte sequence: an incremental decoder tolerates that
     try:
-        text = codecs.getincrementaldecoder("utf-8")("strict").decode(sample, final=False)
+        codecs.getincrementaldecoder("utf-8")("strict").decode(sample, final=False)
     except UnicodeDecodeError:
         return False
-    return not _looks_binary(text.encode("utf-8", "surrogatepass")[:SNIFF_BYTES])
+    return not _looks_binary(sample)
 
 
 def _open_text(path: Path) -> tuple[io.TextIOWrapper, str]:

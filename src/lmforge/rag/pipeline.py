@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, NotFoundError
 from lmforge.home import check_name, default_home
 from lmforge.rag.chunking import ChunkConfig, chunk_blocks
 from lmforge.rag.embed import DEFAULT_EMBEDDER, Embedder, load_embedder
@@ -286,7 +286,7 @@ class KnowledgeBase:
         with self._writer(), self.store.connect() as db:
             doc = self.store.document(name)
             if doc is None:
-                raise LmforgeError(f"no document {name!r} in knowledge base {self.name!r}")
+                raise NotFoundError(f"no document {name!r} in knowledge base {self.name!r}")
             version = self.store.begin(db)
             try:
                 self.store.delete_doc(db, doc.id, version)
@@ -405,7 +405,7 @@ class KnowledgeBases:
             manifest = self.root / name / "manifest.json"
             if not manifest.is_file():
                 known = ", ".join(self.names()) or "none yet"
-                raise LmforgeError(
+                raise NotFoundError(
                     f"unknown knowledge base {name!r} (have: {known}); create it with `lmforge kb create`"
                 )
             data = json.loads(manifest.read_text(encoding="utf-8"))

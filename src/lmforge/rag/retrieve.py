@@ -143,7 +143,7 @@ class Retriever:
         lexical: list[tuple[int, float]] = []
         if params.mode != "lexical" and params.dense_weight > 0:
             q = qvec if qvec is not None else kb.embedder.queries([query])[0]
-            external = kb.store.external()
+            external = kb.store.external_index  # in line with SQLite: shards() ran above
             if external is not None:
                 dense.extend(external.search(q, params.candidates, caller))
             else:

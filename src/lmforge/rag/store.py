@@ -139,7 +139,7 @@ class Store:
         self._index_lock = threading.Lock()
         self.uid = self.meta("uid")  # distinguishes a KB from a dropped one of the same name
         self._shards: dict[int, Shard] = {}
-        self._masks: dict[tuple[int, frozenset[str] | None], dict[int, np.ndarray | None]] = {}
+        self._masks: dict[tuple[int, int, frozenset[str]], np.ndarray] = {}
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
@@ -265,11 +265,10 @@ class Store:
                 self._sync_external()
             return shards
 
-    def external(self):  # noqa: ANN201 - rag.external.QdrantDense
-        """The external dense index, in line with SQLite (None for the embedded store)."""
-        if self.external_spec == "embedded":
-            return None
-        self.shards()
+    @property
+    def external_index(self):  # noqa: ANN201 - rag.external.QdrantDense
+        """The external dense index (None for the embedded store); `shards()` brings it in line
+        with SQLite, so read it after that call."""
         return self._external
 
     def _sync_external(self) -> None:
@@ -342,14 +341,16 @@ class Store:
         """Boolean row mask of the chunks `caller` may see in `shard` (None = all)."""
         if caller is None:
             return None
-        key = (self.version, caller)
-        per_shard = self._masks.setdefault(key, {})
-        if shard.id not in per_shard:
+        # any change to the documents of a shard bumps its version, so (shard, version, caller)
+        # identifies the mask without asking SQLite for the KB version
+        key = (shard.id, shard.version, caller)
+        mask = self._masks.get(key)
+        if mask is None:
             allowed = np.array([d.id for d in self.documents(caller)], dtype=np.int64)
-            per_shard[shard.id] = np.isin(shard.docs, allowed)
-        if len(self._masks) > 64:
-            self._masks.pop(next(iter(self._masks)))
-        return per_shard[shard.id]
+            mask = self._masks[key] = np.isin(shard.docs, allowed)
+            if len(self._masks) > 64:
+                self._masks.pop(next(iter(self._masks)), None)
+        return mask
 
     def sweep(self) -> None:
         for tmp in self.index_dir.glob(".tmp-*"):

@@ -430,15 +430,30 @@ def create_app(
         )
         return service.chat_stream(req)
 
+    async def offload(work):
+        """Blocking work (KB, votes) off the event loop; user errors become OpenAI-shaped 4xx."""
+        try:
+            return await asyncio.to_thread(work)
+        except LmforgeError as e:
+            raise to_api_error(e) from e
+
     retriever = Retriever(rerankers=lambda model: LLMReranker(lambda msgs: greedy_chat(model, msgs, 32)))
     app.include_router(
         kb_router(
-            kbs, retriever, authorize, run_json, to_api_error, greedy_chat, greedy_chat_stream, run_stream
+            kbs,
+            retriever,
+            authorize,
+            run_json,
+            to_api_error,
+            offload,
+            greedy_chat,
+            greedy_chat_stream,
+            run_stream,
         )
     )
 
     votes = VoteStore(registry.root / "eval" / "votes.sqlite")
-    app.include_router(eval_router(registry, votes, authorize, to_api_error, greedy_chat))
+    app.include_router(eval_router(registry, votes, authorize, offload, greedy_chat))
 
     console = resources.files("lmforge.serve").joinpath("console")
     app.mount("/console", StaticFiles(directory=str(console)), name="console")

@@ -4,16 +4,14 @@ a valid key, asking for a pair and voting need `chat`, exporting preference data
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
-from lmforge.errors import LmforgeError
 from lmforge.eval.human import VoteStore
 from lmforge.home import Registry
 
@@ -30,14 +28,9 @@ class VoteRequest(BaseModel):
 
 
 def eval_router(registry: Registry, votes: VoteStore, authorize: Callable[[str | None], Any],
-                to_api_error: Callable[[Exception], Exception], chat: Callable[[str, list[dict], int], str]) -> APIRouter:  # fmt: skip
+                call: Callable[[Callable[[], Any]], Awaitable[Any]], chat: Callable[[str, list[dict], int], str]) -> APIRouter:  # fmt: skip
+    """`call(work)` runs blocking work off the event loop and turns user errors into API errors."""
     r = APIRouter(prefix="/api", tags=["evaluation"])
-
-    async def call(work):  # noqa: ANN001, ANN202
-        try:
-            return await asyncio.to_thread(work)
-        except LmforgeError as e:
-            raise to_api_error(e) from e
 
     @r.get("/eval")
     async def results(key=authorize(None)) -> dict:

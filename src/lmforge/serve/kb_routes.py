@@ -9,10 +9,9 @@ tag uploads with its own groups (by default, all of them).
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -71,20 +70,12 @@ def kb_router(
     authorize: Callable[[str | None], Any],
     run_json: Callable[..., Any],
     to_api_error: Callable[[Exception], Exception],
+    call: Callable[[Callable[[], Any]], Awaitable[Any]],
     chat: Callable[[str, list[dict], int], str],
     chat_stream: Callable[[str, list[dict], int], tuple[Iterator[dict], Callable[[], None]]],
     sse: Callable[..., Any],
 ) -> APIRouter:
     r = APIRouter(prefix="/v1/kb", tags=["knowledge bases"])
-
-    async def call(work):  # noqa: ANN001, ANN202
-        try:
-            return await asyncio.to_thread(work)
-        except LmforgeError as e:
-            msg = str(e)
-            if msg.startswith(("unknown knowledge base", "no document")):
-                raise to_api_error(NotFoundError(msg)) from e
-            raise to_api_error(e) from e
 
     def visible_doc(name: str, doc: str, caller: frozenset[str] | None):  # noqa: ANN202
         """(kb, document row), or 404 alike for a missing and a hidden document."""
