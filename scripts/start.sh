@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-MODEL=${LMFORGE_MODEL:-qwen2.5-coder-0.5b-instruct}
+MODEL=${LMFORGE_MODEL:-$(.venv/bin/python -c "from lmforge.hub import DEFAULT_CHAT_MODEL; print(DEFAULT_CHAT_MODEL)")}
 .venv/bin/lmforge pull "$MODEL"
 exec .venv/bin/lmforge serve --model "$MODEL" "$@"

@@ -231,10 +231,14 @@ class Wrapped:
     def __init__(self, inner, *, crash: bool = False, slow: float = 0.0) -> None:
         self.inner, self.crash, self.slow = inner, crash, slow
         self.kind, self.model_name = inner.kind, inner.model_name
-        self.supports_grammar = True
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
+
+    def chat(self, messages, params, cancel=None, options=None):
+        from lmforge.infer.chat import local_chat
+
+        return local_chat(self, messages, params, cancel, options)  # through this wrapper's generate
 
     def generate(self, prompt, params, cancel=None, **kw):
         for i, chunk in enumerate(self.inner.generate(prompt, params, cancel, **kw)):
@@ -251,3 +255,18 @@ def slow_loader(seconds: float):
     from lmforge.infer.pool import default_loader
 
     return lambda reg, name, cfg: Wrapped(default_loader(reg, name, cfg), slow=seconds)
+
+
+@pytest.fixture()
+def make_server_with(monkeypatch):
+    """`make_server` with the given ServerSettings instead of its own (which caps bodies at 1 MiB and
+    leaves everything else at the default): make_server_with(settings, home, gguf, **make_server_kwargs)."""
+
+    def make(settings, home: Path, gguf: Path, **kw):
+        import lmforge.serve.app as app_module
+
+        with monkeypatch.context() as m:
+            m.setattr(app_module, "ServerSettings", lambda **_: settings)
+            return make_server(home, gguf, host=settings.host, **kw)
+
+    return make

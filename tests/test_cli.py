@@ -1,5 +1,6 @@
 """The `lmforge` command as users run it: real subprocesses, exit codes, one-line errors."""
 
+import json
 import os
 import subprocess
 import sys
@@ -75,8 +76,22 @@ def test_generate_raw_and_reproducible(cli, tiny_gguf):
         (("generate", "tiny", "   "), "empty prompt"),
         (("generate", "tiny", "Once upon a time " * 100, "--raw", "--ctx", "64"), "but the context holds"),
         (("generate", "tiny", "Once upon a time " * 100, "--ctx", "64"), "-token context"),
-        (("generate", "tiny", "hi", "--backend", "magic"), "unknown backend"),
-        (("export", "tiny", "--quant", "q3"), "unknown quantization"),
+        (
+            ("generate", "tiny", "hi", "--backend", "magic"),
+            "'magic' is not one of 'auto', 'llamacpp', 'transformers'",
+        ),
+        (("export", "tiny", "--quant", "q3"), "'q3' is not one of 'f16', 'q8_0', 'q4_k_m'"),
+        (
+            ("kb", "search", "docs", "q", "--mode", "fuzzy"),
+            "'fuzzy' is not one of 'hybrid', 'dense', 'lexical'",
+        ),
+        (("serve", "--engine", "ray"), "'ray' is not one of 'auto', 'vllm'"),
+        (("models", "add", "{gguf}", "--name", "x", "--kind", "robot"), "'robot' is not one of"),
+        (("kb", "create", "docs", "--store", "mongo"), "unknown store 'mongo'"),
+        (("eval", "tiny"), "usage: lmforge eval MODEL --suite"),
+        (("eval", "compare", "tiny", "--suite", "zh-sentiment"), "usage: lmforge eval compare"),
+        (("eval", "tiny", "--suite", "no-such-suite"), "no suite 'no-such-suite'"),
+        (("kb", "ask", "tiny", "hi"), "'tiny' is a chat model, not a knowledge base"),
         (("export", "tiny"), "already gguf"),
         (("models", "show", "ghost"), "unknown model 'ghost'"),
         (("models", "rm", "ghost"), "unknown model 'ghost'"),
@@ -113,3 +128,79 @@ def test_chat_session_over_stdin(cli, tiny_gguf):
     assert "[history cleared]" in proc.stderr and "[unknown command /frobnicate]" in proc.stderr
     assert "[system prompt set; history cleared]" in proc.stderr
     assert len([ln for ln in proc.stdout.splitlines() if ln.strip()]) == 2
+
+
+def test_eval_subcommands_have_their_own_help(cli):
+    top = cli("eval", "--help")
+    assert top.returncode == 0 and all(c in top.stdout for c in ("run", "compare", "bias"))
+    compare = cli("eval", "compare", "--help")
+    assert (
+        compare.returncode == 0
+        and "Usage: lmforge eval compare" in compare.stdout
+        and "--out" in compare.stdout
+    )
+    bias = cli("eval", "bias", "--help")
+    assert bias.returncode == 0 and "Usage: lmforge eval bias" in bias.stdout and "--templates" in bias.stdout
+    assert "--limit" not in bias.stdout  # each sub-command has its own typed options
+    unknown = cli("eval", "bias", "tiny", "--limit", "3")
+    assert unknown.returncode == 2 and "No such option" in unknown.stderr
+
+
+def test_eval_model_suite_runs_as_before(cli, tiny_gguf):
+    """`lmforge eval MODEL --suite S` (what scripts use) runs the bundled suite and stores the result."""
+    cli("models", "add", str(tiny_gguf), "--name", "tiny")
+    proc = cli("eval", "tiny", "--suite", "zh-sentiment", "--limit", "4", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "zh-sentiment" in proc.stdout and "stored in the manifest of tiny" in proc.stderr
+    show = cli("models", "show", "tiny")
+    assert '"eval:zh-sentiment"' in show.stdout and '"n": 4' in show.stdout.replace("\n", "")
+    again = cli("eval", "run", "tiny", "--suite", "zh-sentiment", "--limit", "4", "--threads", "1")
+    assert again.returncode == 0 and again.stdout == proc.stdout  # `eval run` is the same command
+
+
+def test_kb_is_a_registry_artifact_with_embedder_lineage(cli, tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "kitchen.txt").write_text("The kitchen closes at ten o'clock. Breakfast is served from seven.\n")
+    assert cli("kb", "create", "docs").returncode == 0
+    assert cli("kb", "add", "docs", str(docs)).returncode == 0
+    rows = {ln.split()[0]: ln.split() for ln in cli("models", "ls").stdout.splitlines()[1:]}
+    assert rows["docs"][1:3] == ["kb", "lmforge-kb"]
+    show = cli("models", "show", "docs")
+    assert show.returncode == 0
+    manifest = json.loads(show.stdout.split("\nlineage:")[0])
+    assert manifest["kind"] == "kb" and manifest["parents"] == ["multilingual-e5-small"]
+    assert (
+        manifest["config"]["embedder"] == "multilingual-e5-small" and manifest["config"]["chunk_size"] == 200
+    )
+    assert manifest["size_bytes"] > 0 and manifest["source"].startswith("embedder:multilingual-e5-small")
+    lineage = show.stdout.split("lineage:")[1].splitlines()
+    assert lineage[1].startswith("docs [kb, lmforge-kb]") and lineage[2].startswith(
+        "  └─ multilingual-e5-small"
+    )
+    assert "docs" in cli("kb", "ls").stdout
+    assert_clear_error(cli("kb", "create", "docs"), "knowledge base 'docs' already exists")
+    assert cli("kb", "drop", "docs").returncode == 0
+    assert "docs" not in cli("models", "ls").stdout
+    assert_clear_error(cli("models", "show", "docs"), "unknown model 'docs'")
+    # `models rm` removes a knowledge base as `kb drop` does
+    assert cli("kb", "create", "notes").returncode == 0
+    assert cli("models", "rm", "notes").returncode == 0
+    assert "notes" not in cli("models", "ls").stdout and "notes" not in cli("kb", "ls").stdout
+
+
+def test_generate_raw_needs_the_tokens_capability(monkeypatch, capsys):
+    """`generate --raw` asks the backend's capabilities (a remote model has no token API)."""
+    from lmforge import cli as cli_mod
+    from lmforge.infer.base import Capabilities
+
+    class ChatOnly:
+        kind, model_name, capabilities = "openai", "far-away", Capabilities(chat=True)
+
+        def tokenize(self, text):
+            raise AssertionError("tokenize must not be called")
+
+    monkeypatch.setattr(cli_mod, "_load", lambda *a: ChatOnly())
+    assert cli_mod.main(["generate", "far-away", "hi", "--raw"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "far-away" in err and "drop --raw" in err

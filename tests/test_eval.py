@@ -181,8 +181,11 @@ def test_remote_model_cannot_score(tmp_path):
     from lmforge.infer.remote import OpenAIRemoteBackend
 
     remote = OpenAIRemoteBackend(base_url="http://127.0.0.1:9/v1", model="m", api_key="k", model_name="r")
+    scorer = Scorer(remote, chat=True)  # generation suites run on it; log-likelihood ones are refused
     with pytest.raises(LmforgeError, match="cannot score log-likelihoods"):
-        Scorer(remote, chat=True)
+        scorer.loglikelihood("The capital of France is", " Paris")
+    with pytest.raises(LmforgeError, match="cannot score log-likelihoods"):
+        scorer.rolling("some text", 8, 4)
 
 
 # ------------------------------------------------------------------ CLI, manifest, report, bias

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 
 import pytest
 
@@ -111,3 +112,97 @@ reg.put(Manifest(name="victim", kind="base", format="gguf", path="m.gguf"), fill
         os.utime(p, (old, old))
     Registry(home)
     assert list(reg.staging_dir.iterdir()) == []
+
+
+def test_adopt_publishes_an_existing_folder(registry, tmp_path):
+    folder = registry.root / "elsewhere" / "old"
+    folder.mkdir(parents=True)
+    (folder / "data.bin").write_bytes(b"12345")
+    m = registry.adopt(folder, Manifest(name="old", kind="base", format="gguf", path="data.bin"))
+    assert not folder.exists() and registry.model_path(registry.get("old")).read_bytes() == b"12345"
+    assert m.size_bytes == 5 and m.created
+    other = registry.root / "elsewhere" / "again"
+    other.mkdir()
+    with pytest.raises(LmforgeError, match="already exists"):
+        registry.adopt(other, Manifest(name="old", kind="base", format="gguf", path=""))
+
+
+def test_separate_models_dir_keeps_staging_beside_it(tmp_path):
+    reg = Registry(models_dir=tmp_path / "kbs")
+    assert (
+        reg.models_dir == (tmp_path / "kbs").resolve()
+        and reg.staging_dir == (tmp_path / ".staging").resolve()
+    )
+    _put(reg, "alpha")
+    assert (tmp_path / "kbs" / "alpha" / "manifest.json").is_file()
+    assert [m.name for m in Registry(models_dir=tmp_path / "kbs").list()] == ["alpha"]
+
+
+# -- knowledge bases are registry artifacts ------------------------------------------------------
+def _fake_embedders():
+    import numpy as np
+
+    from lmforge.rag.embed import Embedder
+    from lmforge.rag.pipeline import EmbedderCache
+
+    def encode(texts, is_query):
+        return np.array([[len(t), t.count("e") + 1.0, 1.0] for t in texts], dtype=np.float32)
+
+    return EmbedderCache(lambda name: Embedder(name=name, dim=3, _encode=encode))
+
+
+def test_kb_manifest_lives_in_the_registry(registry, tmp_path):
+    from lmforge.rag.pipeline import KBConfig, KnowledgeBases
+
+    kbs = KnowledgeBases(registry, _fake_embedders())
+    kb = kbs.create("notes", KBConfig(embedder="fake-embed", chunk_size=64))
+    (tmp_path / "a.txt").write_text("The kitchen closes at ten. " * 20)
+    empty_size = registry.get("notes").size_bytes
+    kb.add([tmp_path / "a.txt"])
+    m = registry.get("notes")
+    assert (m.kind, m.format, m.parents, m.path) == ("kb", "lmforge-kb", ["fake-embed"], "")
+    assert (
+        m.config == asdict(KBConfig(embedder="fake-embed", chunk_size=64))
+        and m.source == "embedder:fake-embed/3"
+    )
+    assert m.size_bytes > empty_size  # refreshed after ingestion
+    assert [(d, a.name) for d, a in registry.lineage("notes")] == [(0, "notes"), (1, "fake-embed")]
+    kbs.update_metrics("notes", {"eval:qa.jsonl": {"hybrid": {"mrr": 1.0}}})
+    assert registry.get("notes").metrics == {"eval:qa.jsonl": {"hybrid": {"mrr": 1.0}}}
+    assert kbs.names() == ["notes"] and kbs.root == registry.models_dir
+    _put(registry, "a-model")
+    assert kbs.names() == ["notes"]  # models are not knowledge bases
+    with pytest.raises(LmforgeError, match="'a-model' is a base model, not a knowledge base"):
+        kbs.open("a-model")
+    with pytest.raises(LmforgeError, match="already a registered base model"):
+        kbs.create("a-model")
+    kbs.drop("notes")
+    assert not registry.exists("notes") and registry.exists("a-model")
+    kbs.close()
+
+
+def test_kb_from_an_older_version_is_moved_into_the_registry(registry, tmp_path):
+    """Older versions kept KBs in LMFORGE_HOME/kb/<name>/ with a hand-written manifest."""
+    from lmforge.rag.pipeline import KBConfig, KnowledgeBases
+
+    kbs = KnowledgeBases(registry, _fake_embedders())
+    (tmp_path / "a.txt").write_text("Breakfast is served from seven until nine. " * 10)
+    kbs.create("legacy", KBConfig(embedder="fake-embed")).add([tmp_path / "a.txt"])
+    kbs.close()
+    old = registry.root / "kb" / "legacy"
+    old.parent.mkdir()
+    os.rename(registry.models_dir / "legacy", old)
+    cfg = asdict(KBConfig(embedder="fake-embed"))
+    (old / "manifest.json").write_text(json.dumps({
+        "name": "legacy", "kind": "kb", "format": "lmforge-kb", "parents": ["fake-embed"], "config": cfg,
+        "embedder": "fake-embed/3", "created": "2025-01-02T03:04:05+0000", "metrics": {"eval:x": 1},
+    }))  # fmt: skip
+    assert not registry.exists("legacy")
+    again = KnowledgeBases(registry, _fake_embedders())
+    m = registry.get("legacy")
+    assert (m.kind, m.parents, m.config, m.metrics) == ("kb", ["fake-embed"], cfg, {"eval:x": 1})
+    assert (
+        m.created == "2025-01-02T03:04:05+0000" and m.source == "embedder:fake-embed/3" and not old.exists()
+    )
+    assert [d.name for d in again.open("legacy").documents()] == ["a.txt"]
+    again.close()

@@ -14,6 +14,35 @@ from lmforge.serve.auth import KeyStore
 POEM = "# 唐诗\n\n## 登鹳雀楼 王之涣\n\n白日依山尽，黄河入海流。欲穷千里目，更上一层楼。\n"
 SALARY = "Salary bands 2026: engineers earn between 90k and 140k. Managers earn between 120k and 180k.\n"
 HANDBOOK = "The office opens at nine o'clock. Everyone gets twenty-five days of holiday per year.\n"
+HIDDEN = ("Salary", "90k", "140k", "120k", "180k", "salary.txt")  # nothing of the hr document may reach staff
+
+
+class EchoModel:
+    """A chat model that answers with its whole prompt, so any text that reached the prompt shows
+    up in the answer, the claims and the streamed deltas (the real engine underneath does the rest)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.kind, self.model_name = inner.kind, inner.model_name
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def chat(self, messages, params, cancel=None, options=None, **kw):
+        from lmforge.infer.base import ChatStream, Chunk
+
+        text = "\n".join(str(m.get("content") or "") for m in messages)
+        return ChatStream(iter([Chunk(text, None, "stop", prompt_tokens=1, completion_tokens=1)]))
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def echo_loader(reg, name, cfg):
+    from lmforge.infer.pool import default_loader
+
+    backend = default_loader(reg, name, cfg)
+    return EchoModel(backend) if name == "echo" else backend
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +54,12 @@ def server(tmp_path_factory, tiny_gguf_long):
         "hr": keys.create("hr", ("kb:read", "kb:write", "chat"), 1000, 10**7, ("hr",)),
         "staff": keys.create("staff", ("kb:read", "chat"), 1000, 10**7, ("staff",)),
         "embed": keys.create("embed", ("embed",), 1000, 10**7, ()),
+        # may write, but sees only the staff group: hr documents must look missing to it
+        "writer": keys.create("writer", ("kb:read", "kb:write"), 1000, 10**7, ("staff",)),
     }
-    app = make_server(home, tiny_gguf_long, keys=keys, ctx=2048)
+    app = make_server(
+        home, tiny_gguf_long, keys=keys, ctx=2048, loader=echo_loader, extra_models=[(tiny_gguf_long, "echo")]
+    )
     with LiveServer(app) as srv:
         srv.secrets = secrets
         srv.home = home
@@ -72,6 +105,16 @@ def test_kb_lifecycle_acl_and_errors(server):
         staff.get("/v1/kb/company").json()["documents"] == 2
         and admin.get("/v1/kb/company").json()["documents"] == 3
     )
+    # the KB list counts documents and chunks the caller can see, nothing more
+    staff_docs = staff.get("/v1/kb/company/documents").json()["data"]
+    admin_docs = admin.get("/v1/kb/company/documents").json()["data"]
+    salary_chunks = next(d["chunks"] for d in admin_docs if d["name"] == "salary.txt")
+    assert salary_chunks > 0
+    listed = {k["name"]: k for k in staff.get("/v1/kb").json()["data"]}["company"]
+    assert (listed["documents"], listed["chunks"]) == (2, sum(d["chunks"] for d in staff_docs))
+    listed = {k["name"]: k for k in admin.get("/v1/kb").json()["data"]}["company"]
+    assert (listed["documents"], listed["chunks"]) == (3, sum(d["chunks"] for d in staff_docs) + salary_chunks)
+    assert staff.get("/v1/kb/company").json()["chunks"] == sum(d["chunks"] for d in staff_docs)
     assert staff.get("/v1/kb/company/documents/salary.txt").status_code == 404
     assert (
         hr.get("/v1/kb/company/documents/salary.txt").json()["chunks"][0]["text"].startswith("Salary bands")
@@ -101,8 +144,22 @@ def test_kb_lifecycle_acl_and_errors(server):
         ).status_code
         == 400
     )
-    # remove: gone from every index; version moves on; staff cannot remove what it cannot see
-    assert staff.delete("/v1/kb/company/documents/salary.txt").status_code in (403, 404)
+    # remove: gone from every index; version moves on; nobody removes what it cannot see
+    assert staff.delete("/v1/kb/company/documents/handbook.txt").status_code == 403  # no kb:write
+    writer = _c(server, "writer")  # kb:write, but not in the hr group
+    hidden = writer.delete("/v1/kb/company/documents/salary.txt")
+    missing = writer.delete("/v1/kb/company/documents/nothing.txt")
+    assert hidden.status_code == missing.status_code == 404  # a hidden document looks missing
+    assert hidden.json()["error"] == {
+        **missing.json()["error"],
+        "message": missing.json()["error"]["message"].replace("nothing.txt", "salary.txt"),
+    }
+    assert hr.get("/v1/kb/company/documents/salary.txt").status_code == 200  # still there
+    # dropping a whole KB (hidden documents included) needs an unrestricted key
+    for who in (writer, hr):
+        r = who.delete("/v1/kb/company")
+        assert r.status_code == 403 and "unrestricted" in r.json()["error"]["message"]
+    assert "salary.txt" in {d["name"] for d in admin.get("/v1/kb/company/documents").json()["data"]}
     v = admin.delete("/v1/kb/company/documents/ok.txt").json()["version"]
     assert admin.get("/v1/kb/company").json()["version"] == v
     assert all(
@@ -126,7 +183,7 @@ def test_ask_with_sources_stream_and_not(server):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["sources"][0]["document"] == "handbook.txt" and "nine" in body["sources"][0]["snippet"]
-    assert isinstance(body["answer"], str) and "claims" in body and "unsupported" in body
+    assert body["answerable"] and body["model"] == "tiny"
     # the restricted caller's question about the hidden document: no source reveals it
     r = staff.post(
         "/v1/kb/askme/ask", json={"question": "What do managers earn?", "model": "tiny", "max_tokens": 8}
@@ -147,6 +204,9 @@ def test_ask_with_sources_stream_and_not(server):
         events[-1]["type"] == "done"
         and events[-1]["answer"] == "".join(e["content"] for e in events if e["type"] == "delta").strip()
     )
+    # both ways run the same greedy request: the same answer, checked the same way
+    assert body["answer"] and body["answer"] == events[-1]["answer"]
+    assert body["claims"] == events[-1]["claims"] and body["unsupported"] == events[-1]["unsupported"]
     assert staff.post("/v1/kb/askme/ask", json={"question": "x", "model": "no-such-model"}).status_code in (
         200,
         404,
@@ -155,6 +215,60 @@ def test_ask_with_sources_stream_and_not(server):
         _c(server, "embed").post("/v1/kb/askme/ask", json={"question": "x", "model": "tiny"}).status_code
         == 403
     )
+
+
+def _ask_stream(client, kb, payload) -> list[dict]:
+    events = []
+    with client.stream("POST", f"/v1/kb/{kb}/ask", json={**payload, "stream": True}) as s:
+        assert s.status_code == 200
+        for line in s.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                events.append(json.loads(line[6:]))
+    return events
+
+
+def test_ask_never_shows_hidden_text(server):
+    """The echo model answers with its whole prompt: whatever retrieval let through would show in
+    the answer, the claims and the streamed events. The admin sees the hr document there (the
+    check can fail); staff never does."""
+    admin, hr, staff = _c(server, "admin"), _c(server, "hr"), _c(server, "staff")
+    admin.post("/v1/kb", json={"name": "acl-ask"})
+    _upload(admin, "acl-ask", [("handbook.txt", HANDBOOK.encode())])
+    _upload(admin, "acl-ask", [("salary.txt", SALARY.encode())], groups="hr")
+    q = {"question": "When does the office open, and what do engineers and managers earn?", "model": "echo"}
+    for who in (admin, hr):
+        full = who.post("/v1/kb/acl-ask/ask", json=q).json()
+        assert "140k" in full["answer"] and any("140k" in c["text"] for c in full["claims"]), full
+        done = _ask_stream(who, "acl-ask", q)[-1]
+        assert done["type"] == "done" and "140k" in done["answer"]
+    r = staff.post("/v1/kb/acl-ask/ask", json=q)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["answerable"] and "nine o'clock" in body["answer"] and q["question"] in body["answer"]
+    assert body["claims"] and [s["document"] for s in body["sources"]] == ["handbook.txt"]
+    dumped = json.dumps(body)
+    assert not [h for h in HIDDEN if h in dumped], body
+    events = _ask_stream(staff, "acl-ask", q)
+    assert [e["type"] for e in events][0] == "sources" and events[-1]["type"] == "done"
+    assert any(e["type"] == "delta" and "nine o'clock" in e["content"] for e in events)
+    assert events[-1]["answer"] == body["answer"]
+    dumped = json.dumps(events)
+    assert not [h for h in HIDDEN if h in dumped], events
+
+
+def test_admin_only_routes(server):
+    """The audit log and the arena's DPO export are for admin keys only."""
+    admin = _c(server, "admin")
+    assert admin.get("/api/audit").status_code == 200 and "rows" in admin.get("/api/audit").json()
+    r = admin.get("/api/arena/export")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
+    for who in ("hr", "staff", "writer", "embed"):
+        for route in ("/api/audit", "/api/arena/export"):
+            r = _c(server, who).get(route)
+            assert r.status_code == 403 and r.json()["error"]["type"] == "permission_error", (who, route, r.text)
+            assert "'admin' scope" in r.json()["error"]["message"]
+    for route in ("/api/audit", "/api/arena/export"):
+        assert httpx.get(server.url + route).status_code == 401
 
 
 def test_kb_cli(tmp_path, monkeypatch, capsys):

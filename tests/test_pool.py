@@ -11,6 +11,8 @@ from lmforge.infer.pool import ModelPool, PoolConfig
 
 class FakeBackend:
     kind = "fake"
+    alive = True
+    active = 0
 
     def __init__(self, name):
         self.model_name, self.closed = name, False

@@ -19,7 +19,7 @@ from lmforge.errors import LmforgeError
 from lmforge.rag.answer import NO_ANSWER, ask, prepare, verify
 from lmforge.rag.chunking import ChunkConfig, chunk_blocks, count_tokens, split_sentences
 from lmforge.rag.loaders import LoaderError, load
-from lmforge.rag.pipeline import EmbedderCache, KBConfig, KnowledgeBases, check_doc_name
+from lmforge.rag.pipeline import EmbedderCache, KBConfig, KnowledgeBases, check_doc_name, expand
 from lmforge.rag.retrieve import Retriever, SearchParams
 
 POEMS = """# 唐诗选
@@ -322,30 +322,50 @@ def test_failed_files_do_not_touch_the_kb(kbs, docs, tmp_path):
     assert (kb.version, [d.name for d in kb.documents()]) == before
 
 
-def test_kill_during_ingest_leaves_kb_as_before(kbs, docs, tmp_path):
-    kb = kbs.create("t", KBConfig(batch_docs=500))
-    kb.add([docs])
+def test_kill_9_mid_batch_keeps_committed_batches_and_resumes(kbs, docs, tmp_path):
+    """Each batch of `batch_docs` documents is one transaction and one version: a kill -9 inside
+    the third batch leaves exactly the first two, and rerunning the add finishes the rest."""
+    kb = kbs.create("t", KBConfig(batch_docs=4))
+    kb.add([docs])  # version 1
     many = tmp_path / "many"
     many.mkdir()
-    for i in range(120):
-        (many / f"n{i}.txt").write_text(f"Note {i}: " + f"a sentence about topic {i}. " * 30)
+    for i in range(14):  # batches of 4: [0-3] [4-7] [8-11] [12-13]
+        (many / f"n{i:02d}.txt").write_text(f"Note {i}: " + f"a sentence about topic number {i}. " * 12)
+    names = [n for _, n in expand([many])]
+    kill_at = 9  # the second document of the third batch: names[8] is in the open transaction
     script = (
-        "import sys; from pathlib import Path; from lmforge.rag.pipeline import KnowledgeBases\n"
+        "import time; from pathlib import Path; from lmforge.rag.pipeline import KnowledgeBases\n"
         f"kb = KnowledgeBases(Path({str(kbs.root)!r})).open('t')\n"
-        "def p(x):\n    print('progress', x.files_done, flush=True)\n"
+        "def p(x):\n"
+        "    print('progress', x.files_done, x.current, flush=True)\n"
+        f"    if x.files_done == {kill_at} and x.current:\n"
+        "        time.sleep(600)  # hold the batch open until the test kills us\n"
         f"kb.add([Path({str(many)!r})], progress=p)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    for line in proc.stdout:  # wait until it is well into the batch
-        if line.startswith("progress") and int(line.split()[1]) >= 5:
-            break
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line.split())
+            if seen[-1] == ["progress", str(kill_at), names[kill_at]]:
+                break
+        assert seen and seen[-1] == ["progress", str(kill_at), names[kill_at]], seen  # reported, then killed
+        assert ["progress", "8", names[8]] in seen  # names[8] went into the open batch before the kill
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
     fresh = KnowledgeBases(kbs.root, kbs.embedders).open("t")
-    assert fresh.version == 1 and len(fresh.documents()) == 3
+    committed = names[:8]
+    assert fresh.version == 3  # version 1 + two committed batches
+    assert sorted(d.name for d in fresh.documents()) == sorted(["docs/apache.txt", "docs/kitchen.txt", "docs/poems.md", *committed])
     assert Retriever().search(fresh, "apache patent", SearchParams(k=1))[0].document == "docs/apache.txt"
-    r = fresh.add([many])  # running it again completes the batch
-    assert len(r.added) == 120 and fresh.version == 2
+    hits = Retriever().search(fresh, "topic number 8", SearchParams(k=20, mode="lexical"))
+    assert hits and all(h.document in committed for h in hits if h.document.startswith("many/"))
+    assert not any(h.document == names[8] for h in hits)  # the half-written batch left no chunk behind
+    r = fresh.add([many])  # running it again resumes where it stopped
+    assert r.unchanged == committed and r.added == names[8:] and not r.failed
+    assert fresh.version == 5  # two more batches, one version each
+    assert len(fresh.documents()) == 3 + 14
 
 
 def test_embedder_change_is_refused(kbs, docs, registry, tiny_bert_dir):
@@ -428,11 +448,19 @@ def test_acl_inside_the_query(kbs, docs):
         ret.search(kb, "Apache patent license perpetual", SearchParams(k=1), caller=legal)[0].document
         == "apache.txt"
     )
-    # the cache is keyed by caller: an admin's cached result never reaches a restricted caller
-    assert ret.search(kb, "kitchen closes", SearchParams(k=1))[0].document == "kitchen.txt"
-    assert all(
-        h.document != "kitchen.txt" for h in ret.search(kb, "kitchen closes", SearchParams(k=5), caller=legal)
-    )
+    # the cache is keyed by caller: an admin's cached result never reaches a restricted caller. The
+    # two searches are identical in everything but the caller, so a cache keyed without the groups
+    # would serve the admin's hits (kitchen.txt first) to the legal caller.
+    same = SearchParams(k=5)
+    admin_hits = ret.search(kb, "kitchen closes", same)
+    assert admin_hits[0].document == "kitchen.txt"
+    hits_before = ret.stats["hits"]
+    legal_hits = ret.search(kb, "kitchen closes", same, caller=legal)
+    assert legal_hits and all(h.document != "kitchen.txt" for h in legal_hits)
+    assert ret.stats["hits"] == hits_before  # a miss: the admin's entry was not reused
+    assert {h.document for h in legal_hits} <= {"apache.txt", "poems.md"}
+    assert ret.search(kb, "kitchen closes", same, caller=legal) == legal_hits  # its own entry is cached
+    assert ret.stats["hits"] == hits_before + 1
     assert [d.name for d in kb.documents(legal)] == ["apache.txt", "poems.md"]
     assert kb.info(legal)["documents"] == 2 and kb.info()["documents"] == 3
 

@@ -78,7 +78,12 @@ def test_n_choices_and_seed_reproducible(client):
     a = client.chat.completions.create(**kw)
     b = client.chat.completions.create(**kw)
     assert [c.index for c in a.choices] == [0, 1, 2]
-    assert [c.message.content for c in a.choices] == [c.message.content for c in b.choices]
+    texts = [c.message.content for c in a.choices]
+    assert texts == [c.message.content for c in b.choices]  # reproducible with the seed
+    assert len(set(texts)) == 3, texts  # each choice samples its own stream (seed, seed+1, seed+2)
+    # choice i is the single request with seed 5 + i: the same streams, not just any three
+    one = client.chat.completions.create(**{**kw, "n": 1, "seed": 6}).choices[0].message.content
+    assert one == texts[1]
 
 
 def test_stop_sequence(client):
@@ -93,19 +98,27 @@ def test_stop_sequence(client):
 
 
 def test_json_schema_output_always_parses(client):
-    schema = {
-        "type": "object",
-        "properties": {"city": {"type": "string", "maxLength": 12}, "ok": {"type": "boolean"}},
-        "required": ["city", "ok"],
-        "additionalProperties": False,
-    }
-    for seed in range(3):
-        r = client.chat.completions.create(
-            model="tiny", messages=MSG, temperature=0.8, seed=seed, max_tokens=64,
-            response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}},
-        )  # fmt: skip
-        obj = json.loads(r.choices[0].message.content)
-        assert set(obj) == {"city", "ok"} and isinstance(obj["ok"], bool)
+    def cities(max_length: int) -> list[str]:
+        schema = {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": max_length}, "ok": {"type": "boolean"}},
+            "required": ["city", "ok"],
+            "additionalProperties": False,
+        }
+        out = []
+        for seed in range(3):
+            r = client.chat.completions.create(
+                model="tiny", messages=MSG, temperature=0.8, seed=seed, max_tokens=64,
+                response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}},
+            )  # fmt: skip
+            obj = json.loads(r.choices[0].message.content)
+            assert list(obj) == ["city", "ok"] and type(obj["ok"]) is bool and type(obj["city"]) is str
+            out.append(obj["city"])
+        return out
+
+    roomy = cities(40)
+    assert all(len(c) <= 40 for c in roomy) and max(len(c) for c in roomy) > 3  # given room, it writes more
+    assert all(len(c) <= 3 for c in cities(3))  # maxLength is enforced while sampling
 
 
 def test_logprobs(client):
@@ -124,7 +137,13 @@ def test_completions_with_logprobs_and_echo(client):
         model="tiny", prompt="Once upon a time", max_tokens=6, temperature=0, logprobs=2, echo=True
     )
     c = r.choices[0]
-    assert c.text.startswith("Once upon a time") and len(c.logprobs.tokens) == r.usage.completion_tokens
+    # echo + logprobs: the prompt's tokens first (the first has no logprob, as OpenAI and vLLM), then the answer's
+    assert c.text.startswith("Once upon a time")
+    assert len(c.logprobs.tokens) == r.usage.prompt_tokens + r.usage.completion_tokens
+    assert c.logprobs.token_logprobs[0] is None and c.logprobs.top_logprobs[0] is None
+    assert all(lp is not None and lp <= 0 for lp in c.logprobs.token_logprobs[1:])
+    assert "".join(c.logprobs.tokens) == c.text
+    assert c.logprobs.text_offset == [len("".join(c.logprobs.tokens[:i])) for i in range(len(c.logprobs.tokens))]
     s = "".join(
         ch.choices[0].text
         for ch in client.completions.create(

@@ -22,6 +22,7 @@ def keyed(tmp_path_factory, tiny_gguf):
         "embedder": keys.create("embedder", ("embed",)),
         "slow": keys.create("slow", ("chat",), rpm=2),
         "gone": keys.create("gone", ("chat",)),
+        "thrifty": keys.create("thrifty", ("chat",), rpm=1000, tpm=40),
     }
     keys.revoke("gone")
     with LiveServer(make_server(home, tiny_gguf, keys=keys)) as srv:
@@ -83,6 +84,54 @@ def test_rate_limit_429_with_retry_after(keyed):
         c.chat.completions.create(**OK)
     assert int(e.value.response.headers["retry-after"]) >= 1
     client(srv, secrets["alice"]).chat.completions.create(**OK)  # other keys are unaffected
+
+
+def test_tokens_per_minute_429(keyed):
+    """Requests run while the key's tokens of the last minute (prompt + completion, as reported in
+    `usage`) are under its tpm; the next one is refused before it reaches the model."""
+    srv, keys, secrets, _ = keyed
+    c = client(srv, secrets["thrifty"])
+    used, served = 0, 0
+    while used < 40:
+        used += c.chat.completions.create(**OK).usage.total_tokens
+        served += 1
+    assert served >= 2  # the limit is on tokens, not on one request
+    with pytest.raises(RateLimitError) as e:
+        c.chat.completions.create(**OK)
+    assert e.value.body["code"] == "rate_limit_exceeded" and "thrifty" in e.value.message
+    assert 1 <= int(e.value.response.headers["retry-after"]) <= 60
+    assert [r["status"] for r in keys.audit_rows() if r["key_name"] == "thrifty"] == [200] * served
+    client(srv, secrets["alice"]).chat.completions.create(**OK)  # other keys are unaffected
+
+
+def test_documented_key_defaults(tmp_path):
+    ks = KeyStore(tmp_path / "k.sqlite")
+    ks.create("d")
+    [key] = ks.list()
+    assert (key.scopes, key.rpm, key.tpm, key.groups) == (("chat", "embed"), 60, 20000, ())  # docs/serve.md
+
+
+def test_audit_prompts_stores_prompt_text_only_when_on(keyed, make_server_with, tmp_path, tiny_gguf):
+    from lmforge.serve.app import ServerSettings
+
+    secret_prompt = "Remember the zebra password 7731"
+    msg = {**OK, "messages": [{"role": "user", "content": secret_prompt}]}
+    # off (the default): counts and latency, never the text
+    srv, keys, secrets, home = keyed
+    client(srv, secrets["alice"]).chat.completions.create(**msg)
+    client(srv, secrets["alice"]).completions.create(model="tiny", prompt=secret_prompt, max_tokens=2)
+    dump = "\n".join(str(r) for r in sqlite3.connect(home / "keys.sqlite").execute("SELECT * FROM audit"))
+    assert "zebra" not in dump and "chat" in dump and "completions" in dump
+    # on (`lmforge serve --audit-prompts`): the last user message / the prompt is stored
+    on_keys = KeyStore(tmp_path / "keys.sqlite")
+    bob = on_keys.create("bob", ("chat",), rpm=100, tpm=100000)
+    app = make_server_with(ServerSettings(audit_prompts=True), tmp_path / "home", tiny_gguf, keys=on_keys)
+    with LiveServer(app) as on:
+        client(on, bob).chat.completions.create(**msg)
+        client(on, bob).completions.create(model="tiny", prompt=secret_prompt + " (completion)", max_tokens=2)
+    rows = {r["route"]: r for r in on_keys.audit_rows()}
+    assert rows["chat"]["prompt"] == secret_prompt and rows["chat"]["key_name"] == "bob"
+    assert rows["completions"]["prompt"] == secret_prompt + " (completion)"
 
 
 def test_health_and_console_stay_open(keyed):

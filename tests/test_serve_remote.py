@@ -1,11 +1,15 @@
 """Hybrid deployment: a model served by another OpenAI-compatible server, forwarded through ours."""
 
+import os
+import stat
+
 import httpx
 import pytest
 from conftest import LiveServer, make_server
 from openai import OpenAI
 
 from lmforge.home import Registry, register_remote
+from lmforge.infer.remote import CONFIG_FILE, KEY_FILE
 from lmforge.serve.auth import KeyStore
 
 MSG = [{"role": "user", "content": "The capital of France is"}]
@@ -24,10 +28,16 @@ def test_remote_model_forwards_chat_with_its_own_key(tmp_path, tiny_gguf, upstre
     up, secret = upstream
     home = tmp_path / "gateway"
     app = make_server(home, tiny_gguf)
-    register_remote(Registry(home), "far-tiny", up.url + "/v1", "tiny", api_key=secret)
-    assert (
-        "gateway" not in (home / "models" / "far-tiny" / "manifest.json").read_text()
-    )  # key not in the manifest
+    old_umask = os.umask(0o022)  # a usual umask: without the chmod the key file would be 0644
+    try:
+        register_remote(Registry(home), "far-tiny", up.url + "/v1", "tiny", api_key=secret)
+    finally:
+        os.umask(old_umask)
+    folder = home / "models" / "far-tiny"
+    assert secret not in (folder / "manifest.json").read_text() and secret not in (folder / CONFIG_FILE).read_text()
+    # the key lives in a 0600 file beside the manifest (docs/serve.md), readable by its owner only
+    assert (folder / KEY_FILE).read_text() == secret
+    assert stat.S_IMODE((folder / KEY_FILE).stat().st_mode) == 0o600
     with LiveServer(app) as gw:
         local = OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)
         direct = OpenAI(base_url=up.url + "/v1", api_key=secret, max_retries=0)

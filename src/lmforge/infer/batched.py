@@ -28,10 +28,13 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from lmforge.errors import LmforgeError
-from lmforge.infer.base import Chunk, stream_tokens
-from lmforge.infer.llamacpp import LlamaCppBackend
+from lmforge.infer.base import Capabilities, CapabilityError, ChatOptions, ChatStream, Chunk, stream_tokens
+from lmforge.infer.llamacpp import LlamaCppBackend, check_token_ids, log_softmax_rows
 from lmforge.infer.sampling import SamplingParams
 
 END = -1  # queue sentinel: the slot is finished
@@ -44,9 +47,17 @@ class _Request:
     budget: int
     grammar: str | None
     logprobs: int | None
+    score_top: int | None = None
+    """Set for a scoring request: logits for every prompt position, top-k alternatives, no sampling."""
     out: queue.Queue = field(default_factory=queue.Queue)
     cancel: threading.Event = field(default_factory=threading.Event)
+    external: threading.Event | None = None
+    """The caller's cancel event: the worker frees the slot even if nobody reads the stream."""
     error: str | None = None
+    prompt_lp: list[dict[str, Any]] = field(default_factory=list)
+
+    def cancelled(self) -> bool:
+        return self.cancel.is_set() or (self.external is not None and self.external.is_set())
 
 
 @dataclass
@@ -64,7 +75,7 @@ class BatchedLlamaEngine:
     """A GGUF model serving up to `n_slots` concurrent generations. Implements Backend."""
 
     kind = "llamacpp"
-    supports_grammar = True
+    capabilities = Capabilities(chat=True, tokens=True, score=True, logprobs=True, grammar=True, tools=True)
 
     def __init__(
         self,
@@ -143,6 +154,45 @@ class BatchedLlamaEngine:
         """Sequences decoding now (for metrics / `lmforge ps`)."""
         return len(self._slots)
 
+    @property
+    def alive(self) -> bool:
+        """False once the decode thread died: the pool drops the model and reloads it."""
+        return self._worker.is_alive()
+
+    def chat(
+        self, messages: list[dict[str, Any]], params: SamplingParams, cancel: threading.Event | None = None,
+        options: ChatOptions | None = None,
+    ) -> ChatStream:  # fmt: skip
+        from lmforge.infer.chat import local_chat
+
+        return local_chat(self, messages, params, cancel, options)
+
+    def _check_prompt(self, prompt: list[int], room: int) -> None:
+        if not prompt:
+            raise LmforgeError("empty prompt: nothing to continue from")
+        if len(prompt) > self._per_slot - room:
+            raise LmforgeError(
+                f"prompt is {len(prompt)} tokens but the context holds {self._per_slot}; shorten it or raise --ctx"
+            )
+        check_token_ids(prompt, self._n_vocab)
+        if self._stop.is_set():
+            raise LmforgeError(f"{self.model_name} has been unloaded")
+
+    def score(self, ids: list[int]) -> list[float]:
+        return [r["logprob"] for r in self.prompt_logprobs(ids)[1:]]  # type: ignore[index]
+
+    def prompt_logprobs(self, ids: list[int], top: int = 0) -> list[dict | None]:
+        """Log-probabilities of every prompt token (None for the first), computed in the shared batch."""
+        self._check_prompt(ids, 0)
+        req = _Request(ids, SamplingParams(max_tokens=1), 0, None, None, score_top=top)
+        self._waiting.put(req)
+        self._wake.set()
+        while req.out.get() != END:
+            pass
+        if req.error:
+            raise LmforgeError(req.error)
+        return [None, *req.prompt_lp]
+
     def generate(
         self,
         prompt: list[int],
@@ -155,16 +205,14 @@ class BatchedLlamaEngine:
         """Stream a generation. `grammar` (GBNF) constrains the output; `logprobs` = k asks for the
         chosen token's log-probability and the top-k alternatives on each chunk."""
         params.validate()
-        if not prompt:
-            raise LmforgeError("empty prompt: nothing to continue from")
-        if len(prompt) >= self._per_slot:
-            raise LmforgeError(
-                f"prompt is {len(prompt)} tokens but the context holds {self._per_slot}; shorten it or raise --ctx"
-            )
-        if self._stop.is_set():
-            raise LmforgeError(f"{self.model_name} has been unloaded")
+        self._check_prompt(prompt, 1)
         req = _Request(
-            prompt, params, min(params.max_tokens, self._per_slot - len(prompt)), grammar, logprobs
+            prompt,
+            params,
+            min(params.max_tokens, self._per_slot - len(prompt)),
+            grammar,
+            logprobs,
+            external=cancel,
         )
         if grammar is not None:
             self._check_grammar(grammar)
@@ -207,6 +255,9 @@ class BatchedLlamaEngine:
         finally:
             req.cancel.set()  # stop string, budget, cancel, or the caller walked away: free the slot
             self._wake.set()
+
+    def forward_completions(self, body: dict[str, Any]) -> dict[str, Any] | Iterator[dict[str, Any]]:
+        raise CapabilityError(self.kind, self.model_name, "upstream")
 
     def close(self) -> None:
         self._stop.set()
@@ -263,13 +314,15 @@ class BatchedLlamaEngine:
                 req = self._waiting.get_nowait()
             except queue.Empty:
                 return
-            if req.cancel.is_set():
+            if req.cancelled():
                 req.out.put(END)
                 continue
             # prefix cache: reuse the free sequence whose KV shares the longest prefix with this prompt
             # (the next chat turn, or requests with a common system prompt, skip re-reading it)
             seq = max(self._free, key=lambda s: _common_prefix(self._kv[s], req.prompt))
             keep = min(_common_prefix(self._kv[seq], req.prompt), len(req.prompt) - 1)
+            if req.score_top is not None:
+                keep = 0  # every prompt position needs its logits
             self._free.remove(seq)
             if not self._lc.llama_memory_seq_rm(self._ctx.memory, seq, keep, -1):
                 keep = 0  # this cache type cannot cut a sequence in the middle: start over
@@ -287,7 +340,7 @@ class BatchedLlamaEngine:
     def _loop(self) -> None:
         b = self._batch
         while not self._stop.is_set():
-            for slot in [s for s in self._slots if s.req.cancel.is_set()]:
+            for slot in [s for s in self._slots if s.req.cancelled()]:
                 self._release(slot)
             self._admit()
             if not self._slots:
@@ -301,12 +354,20 @@ class BatchedLlamaEngine:
             for slot in self._slots:
                 if slot.last is not None:
                     self._add(slot, slot.last, True, rows)
+            scored: list[tuple[_Slot, int, int]] = []  # (slot, batch row, prompt position)
             for slot in self._slots:
                 if slot.last is None:
                     room = self._n_batch - b.n_tokens
                     todo = slot.req.prompt[slot.fed : slot.fed + room]
+                    score = slot.req.score_top is not None
                     for k, tok in enumerate(todo):
-                        self._add(slot, tok, slot.fed + k == len(slot.req.prompt) - 1, rows)
+                        pos = slot.fed + k
+                        if score:
+                            if pos < len(slot.req.prompt) - 1:
+                                scored.append((slot, b.n_tokens, pos))
+                            self._add(slot, tok, pos < len(slot.req.prompt) - 1, [])
+                        else:
+                            self._add(slot, tok, pos == len(slot.req.prompt) - 1, rows)
                     slot.fed += len(todo)
             if b.n_tokens == 0:
                 continue
@@ -319,6 +380,14 @@ class BatchedLlamaEngine:
                     self._lc.llama_memory_seq_rm(self._ctx.memory, seq, -1, -1)
                     self._kv[seq] = []
                 continue
+            for slot, i, pos in scored:
+                row = self._logits_row(i)[None, :]  # (1, V)
+                slot.req.prompt_lp += log_softmax_rows(
+                    row, [slot.req.prompt[pos + 1]], slot.req.score_top or 0
+                )
+            for slot in [s for s in self._slots if s.req.score_top is not None]:
+                if slot.fed >= len(slot.req.prompt):
+                    self._release(slot)
             for slot, i in rows:
                 tok = self._lc.llama_sampler_sample(slot.sampler.sampler, self._ctx.ctx, i)
                 info = self._logprobs(i, tok, slot.req.logprobs) if slot.req.logprobs is not None else None
@@ -342,22 +411,13 @@ class BatchedLlamaEngine:
         if want_logits:
             rows.append((slot, i))
 
-    def _logprobs(self, row: int, tok: int, k: int) -> dict:
-        import numpy as np
-
+    def _logits_row(self, row: int) -> np.ndarray:
+        """The logits of batch row `row` (a view into llama.cpp's buffer: use before the next decode)."""
         ptr = self._lc.llama_get_logits_ith(self._ctx.ctx, row)
-        logits = np.ctypeslib.as_array(
-            ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self._n_vocab,)
-        )
-        logits = logits.astype(np.float64)
-        m = logits.max()
-        logz = m + np.log(np.exp(logits - m).sum())
-        top = np.argpartition(-logits, k)[:k] if k > 0 else np.array([], dtype=int)
-        top = top[np.argsort(-logits[top])]
-        return {
-            "logprob": float(logits[tok] - logz),
-            "top": [(int(t), float(logits[t] - logz)) for t in top],
-        }
+        return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self._n_vocab,))
+
+    def _logprobs(self, row: int, tok: int, k: int) -> dict:
+        return log_softmax_rows(self._logits_row(row)[None, :], [tok], k)[0]
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -1,20 +1,27 @@
-"""Multi-turn chat over any Backend: the model's own template, and honest context fitting.
+"""Chat over any Backend: how local backends answer `chat()`, multi-turn sessions, greedy answers.
 
-When the conversation no longer fits the context (prompt + room for the answer), the oldest
-user/assistant turns are dropped, and `ChatTurn.notice` says how many. The system prompt and the
-newest user message are never cut: if they alone do not fit, the turn fails with a clear error.
+`local_chat` is the `chat()` of every in-process backend: OpenAI-style messages → the model's own
+template (tools rendered as transformers does) → context fitting → `generate`, with
+`response_format` turned into a grammar. When the conversation no longer fits the context (prompt
++ room for the answer), the oldest user/assistant turns are dropped and the stream's `notice` says
+how many. The system prompt and the newest user message are never cut: if they alone do not fit,
+the call fails with a clear error.
+
+`greedy_text` is the one greedy-generation helper (RAG answers, evaluation, reranking): temperature
+0 with a fixed seed, through `chat()`, so it works on every kind of model.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from lmforge.data.chat_template import CHATML, render
-from lmforge.errors import ContextOverflowError
-from lmforge.infer.base import Backend, Chunk
+from lmforge.errors import ContextOverflowError, LmforgeError
+from lmforge.infer.base import Backend, CapabilityError, ChatOptions, ChatStream, Chunk, require
 from lmforge.infer.sampling import SamplingParams
 
 
@@ -90,9 +97,104 @@ def fit_messages(
     return FittedPrompt(ids=ids, messages=kept, dropped_turns=dropped, notice=notice)
 
 
+TEXT_PARTS = ("text", "input_text")
+
+
+def _text_of(content: Any, backend: Backend) -> str:
+    """Message content as text; a non-text part (image_url, input_audio, file) is refused by name."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    parts = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in TEXT_PARTS:
+            raise CapabilityError(
+                backend.kind, backend.model_name, "multimodal",
+                f"it got a {kind!r} content part; send text parts only",
+            )  # fmt: skip
+        parts.append(part.get("text") or "")
+    return "".join(parts)
+
+
+def template_messages(messages: list[dict[str, Any]], backend: Backend) -> list[dict[str, Any]]:
+    """OpenAI messages → what chat templates expect: text content, 'developer' as 'system', tool-call
+    arguments as objects (templates serialise them themselves)."""
+    out = []
+    for m in messages:
+        role = m.get("role")
+        d: dict[str, Any] = {
+            "role": "system" if role == "developer" else role,
+            "content": _text_of(m.get("content"), backend),
+        }
+        if m.get("tool_calls"):
+            d["tool_calls"] = [
+                {"id": c.get("id"), "type": "function",
+                 "function": {"name": c["function"]["name"], "arguments": _maybe_json(c["function"].get("arguments"))}}
+                for c in m["tool_calls"]
+            ]  # fmt: skip
+        for key in ("tool_call_id", "name"):
+            if m.get(key):
+                d[key] = m[key]
+        out.append(d)
+    return out
+
+
+def _maybe_json(s: Any) -> Any:
+    try:
+        return json.loads(s)
+    except (json.JSONDecodeError, TypeError):
+        return s
+
+
+def local_chat(
+    backend: Backend, messages: list[dict[str, Any]], params: SamplingParams,
+    cancel: threading.Event | None = None, options: ChatOptions | None = None,
+) -> ChatStream:  # fmt: skip
+    """`chat()` for in-process backends: template, fit, generate (eager fit: errors raise here)."""
+    from lmforge.infer.structured import response_format_grammar
+
+    opts = options or ChatOptions()
+    require(backend, "chat")
+    params.validate()
+    if not messages:
+        raise LmforgeError("messages must not be empty")
+    kwargs: dict[str, Any] = {}
+    grammar = response_format_grammar(opts.response_format)
+    if grammar is not None:
+        require(backend, "grammar", "serve it as a GGUF model on llama.cpp")
+        kwargs["grammar"] = grammar
+    if opts.logprobs is not None:
+        require(backend, "logprobs", "serve it as a GGUF model on llama.cpp")
+        kwargs["logprobs"] = opts.logprobs
+    fitted = fit_messages(backend, template_messages(messages, backend), params,
+                          allow_truncation=opts.allow_truncation, tools=opts.tools)  # fmt: skip
+    chunks = backend.generate(fitted.ids, params, cancel, **kwargs)
+    return ChatStream(
+        chunks, prompt_tokens=len(fitted.ids), dropped_turns=fitted.dropped_turns, notice=fitted.notice
+    )
+
+
+def greedy_params(max_tokens: int, seed: int = 0) -> SamplingParams:
+    """The decoding every greedy caller uses (answers, evaluation, reranking, arena pairs)."""
+    return SamplingParams(max_tokens=max_tokens, temperature=0.0, seed=seed).validate()
+
+
+def greedy_text(backend: Backend, messages: list[dict[str, Any]], max_tokens: int, *, seed: int = 0,
+                allow_truncation: bool = False) -> str:  # fmt: skip
+    """The greedy answer to `messages`, as one string."""
+    stream = backend.chat(
+        messages, greedy_params(max_tokens, seed), None, ChatOptions(allow_truncation=allow_truncation)
+    )
+    try:
+        return "".join(c.text for c in stream)
+    finally:
+        stream.close()
+
+
 @dataclass
 class ChatSession:
-    """History + system prompt; `send` streams one assistant turn and records it."""
+    """History + system prompt; `send` streams one assistant turn and records it. Works on every
+    backend with the `chat` capability (local or remote)."""
 
     backend: Backend
     params: SamplingParams = field(default_factory=SamplingParams)
@@ -110,14 +212,17 @@ class ChatSession:
 
     def send(self, user_text: str, cancel: threading.Event | None = None) -> Iterator[Chunk]:
         """Stream the answer to `user_text`. `last_notice` tells what was dropped to fit."""
-        fitted = fit_messages(self.backend, self.messages(user_text), self.params)
-        self.last_notice = fitted.notice
-        if fitted.dropped_turns:  # forget what no longer fits, so later turns stay consistent
-            self.history = self.history[fitted.dropped_turns :]
+        stream = self.backend.chat(self.messages(user_text), self.params, cancel)
+        self.last_notice = stream.notice
+        if stream.dropped_turns:  # forget what no longer fits, so later turns stay consistent
+            self.history = self.history[stream.dropped_turns :]
         parts: list[str] = []
-        for chunk in self.backend.generate(fitted.ids, self.params, cancel):
-            parts.append(chunk.text)
-            yield chunk
+        try:
+            for chunk in stream:
+                parts.append(chunk.text)
+                yield chunk
+        finally:
+            stream.close()
         self.history += [
             {"role": "user", "content": user_text},
             {"role": "assistant", "content": "".join(parts)},

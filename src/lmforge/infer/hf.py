@@ -11,10 +11,30 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Literal
 
 from lmforge.errors import LmforgeError
-from lmforge.infer.base import Chunk, stream_tokens
+from lmforge.infer.base import Capabilities, CapabilityError, ChatOptions, ChatStream, Chunk, stream_tokens
 from lmforge.infer.sampling import SamplingParams
+
+Head = Literal["causal", "masked", "embedding"]
+
+
+def load_pretrained(path: Path, head: Head, dtype: str = "float32") -> tuple[Any, Any]:
+    """(tokenizer, model in eval mode) for an HF folder or a GGUF file that transformers dequantizes.
+    The one place lmforge calls `from_pretrained` for inference."""
+    import torch
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+
+    folder, gguf_file = (path.parent, path.name) if path.is_file() else (path, None)
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    cls = {"causal": AutoModelForCausalLM, "masked": AutoModelForMaskedLM, "embedding": AutoModel}[head]
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), **kwargs)
+        model = cls.from_pretrained(str(folder), dtype=getattr(torch, dtype), **kwargs).eval()
+    except (OSError, ValueError, KeyError) as e:
+        raise LmforgeError(f"transformers could not load {path}: {e}") from e
+    return tokenizer, model
 
 
 class TransformersBackend:
@@ -31,19 +51,11 @@ class TransformersBackend:
         dtype: str = "float32",
     ) -> None:
         import torch
-        from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
         if n_threads:
             torch.set_num_threads(n_threads)
         self._torch = torch
-        folder, gguf_file = (path.parent, path.name) if path.is_file() else (path, None)
-        kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(folder), **kwargs)
-            cls = AutoModel if embedding else AutoModelForCausalLM
-            self.model = cls.from_pretrained(str(folder), dtype=getattr(torch, dtype), **kwargs).eval()
-        except (OSError, ValueError, KeyError) as e:
-            raise LmforgeError(f"transformers could not load {path}: {e}") from e
+        self.tokenizer, self.model = load_pretrained(path, "embedding" if embedding else "causal", dtype)
         self.model_name = model_name or path.name
         self._embedding = embedding
         trained = int(getattr(self.model.config, "max_position_embeddings", 0) or 2048)
@@ -56,6 +68,25 @@ class TransformersBackend:
             eos_ids.add(self.tokenizer.eos_token_id)
         self._eos = eos_ids
         self._lock = threading.Lock()
+        self.capabilities = Capabilities(
+            chat=not embedding, tokens=True, score=not embedding, tools=not embedding, embed=embedding
+        )
+
+    @property
+    def alive(self) -> bool:
+        return self.model is not None
+
+    @property
+    def active(self) -> int:
+        return int(self._lock.locked())
+
+    def chat(
+        self, messages: list[dict[str, Any]], params: SamplingParams, cancel: threading.Event | None = None,
+        options: ChatOptions | None = None,
+    ) -> ChatStream:  # fmt: skip
+        from lmforge.infer.chat import local_chat
+
+        return local_chat(self, messages, params, cancel, options)
 
     @property
     def context_length(self) -> int:
@@ -128,17 +159,38 @@ class TransformersBackend:
                 out = self.model(input_ids=nxt, cache=out.cache, use_cache=True)
 
     def generate(
-        self, prompt: list[int], params: SamplingParams, cancel: threading.Event | None = None
-    ) -> Iterator[Chunk]:
+        self, prompt: list[int], params: SamplingParams, cancel: threading.Event | None = None, *,
+        grammar: str | None = None, logprobs: int | None = None,
+    ) -> Iterator[Chunk]:  # fmt: skip
         params.validate()
         if self._embedding:
-            raise LmforgeError(f"{self.model_name} is an embedding model; it cannot generate text")
+            raise CapabilityError(self.kind, self.model_name, "chat")
+        if grammar is not None:
+            raise CapabilityError(
+                self.kind, self.model_name, "grammar", "serve it as a GGUF model on llama.cpp"
+            )
+        if logprobs is not None:
+            raise CapabilityError(
+                self.kind, self.model_name, "logprobs", "serve it as a GGUF model on llama.cpp"
+            )
         if not prompt:
             raise LmforgeError("empty prompt: nothing to continue from")
         if len(prompt) >= self._ctx:
             raise LmforgeError(
                 f"prompt is {len(prompt)} tokens but the context holds {self._ctx}; shorten it or raise --ctx"
             )
+        self._check_ids(prompt)
+        return self._generate(prompt, params, cancel)
+
+    def _check_ids(self, ids: list[int]) -> None:
+        n_vocab = int(self.model.config.vocab_size)
+        bad = next((t for t in ids if not 0 <= t < n_vocab), None)
+        if bad is not None:
+            raise LmforgeError(f"token id {bad} is outside the vocabulary (0..{n_vocab - 1})")
+
+    def _generate(
+        self, prompt: list[int], params: SamplingParams, cancel: threading.Event | None
+    ) -> Iterator[Chunk]:
         generated: list[int] = []
         shown = [""]
 
@@ -170,15 +222,30 @@ class TransformersBackend:
 
     def score(self, ids: list[int]) -> list[float]:
         """log p(ids[i] | ids[:i]) for i = 1..len-1 (natural log)."""
+        return [r["logprob"] for r in self._rows(ids, 0)]
+
+    def prompt_logprobs(self, ids: list[int], top: int = 0) -> list[dict | None]:
+        return [None, *self._rows(ids, top)]
+
+    def _rows(self, ids: list[int], top: int) -> list[dict[str, Any]]:
+        if self._embedding:
+            raise CapabilityError(self.kind, self.model_name, "score")
+        self._check_ids(ids)
         torch = self._torch
-        with torch.inference_mode():
+        with self._lock, torch.inference_mode():
             logits = self.model(input_ids=torch.tensor([ids])).logits[0, :-1].float()  # (T-1, V)
-            logp = torch.log_softmax(logits, dim=-1)
-            return logp.gather(1, torch.tensor(ids[1:]).unsqueeze(1)).squeeze(1).tolist()
+            logp = torch.log_softmax(logits, dim=-1)  # (T-1, V)
+            chosen = logp.gather(1, torch.tensor(ids[1:]).unsqueeze(1)).squeeze(1).tolist()  # (T-1,)
+            rows: list[dict[str, Any]] = [{"logprob": lp, "top": []} for lp in chosen]
+            if top > 0:
+                values, index = logp.topk(top, dim=-1)  # (T-1, top)
+                for r, (v, i) in enumerate(zip(values.tolist(), index.tolist(), strict=True)):
+                    rows[r]["top"] = list(zip(i, v, strict=True))
+            return rows
 
     def embed(self, texts: list[str], *, is_query: bool = False) -> list[list[float]]:
         if not self._embedding:
-            raise LmforgeError(f"{self.model_name} is not an embedding model")
+            raise CapabilityError(self.kind, self.model_name, "embed", "it is not an embedding model")
         torch = self._torch
         limit = min(
             int(self.tokenizer.model_max_length or 512),
@@ -190,6 +257,9 @@ class TransformersBackend:
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, H) mean pooling
             return torch.nn.functional.normalize(pooled, dim=-1).tolist()
+
+    def forward_completions(self, body: dict[str, Any]) -> dict[str, Any] | Iterator[dict[str, Any]]:
+        raise CapabilityError(self.kind, self.model_name, "upstream")
 
     def close(self) -> None:
         self.model = None

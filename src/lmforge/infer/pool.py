@@ -13,10 +13,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from lmforge.errors import LmforgeError
 from lmforge.home import Manifest, Registry
 from lmforge.infer.base import Backend
+from lmforge.infer.loader import LoadConfig, load_backend
 from lmforge.infer.vllm import VllmConfig
 
 
@@ -31,9 +33,15 @@ class PoolConfig:
     """Unload a model this long after its last request; <= 0 keeps models loaded forever."""
     memory_budget_bytes: int | None = None
     """Total estimated bytes of loaded models; default 75% of physical memory."""
-    engine: str = "auto"
+    engine: Literal["auto", "vllm"] = "auto"
     """'auto' (llama.cpp for GGUF, transformers for HF folders) or 'vllm' (HF folders on GPU hosts)."""
     vllm: VllmConfig = field(default_factory=VllmConfig)
+
+    def load_config(self, fmt: str) -> LoadConfig:
+        """How the pool loads a model of format `fmt` through the one loader."""
+        backend = "vllm" if self.engine == "vllm" and fmt == "hf" else "auto"
+        return LoadConfig(backend=backend, n_ctx=self.n_ctx, ctx_is_ceiling=True, n_threads=self.n_threads,
+                          n_slots=self.n_slots, vllm=self.vllm)  # fmt: skip
 
 
 @dataclass
@@ -52,25 +60,8 @@ def physical_memory() -> int:
 
 
 def default_loader(registry: Registry, name: str, cfg: PoolConfig) -> Backend:
-    m = registry.get(name)
-    trained = m.config.get("context_length")
-    # the server's --ctx is a ceiling: models trained for less get their own length
-    n_ctx = (
-        None if m.kind == "embedding" else (min(cfg.n_ctx, trained) if cfg.n_ctx and trained else cfg.n_ctx)
-    )
-    if cfg.engine == "vllm" and m.format == "hf":
-        from lmforge.infer.vllm import VllmBackend
-
-        return VllmBackend(registry.model_path(m), model_name=name, cfg=cfg.vllm)
-    if m.format == "gguf" and m.kind != "embedding":
-        from lmforge.infer.batched import BatchedLlamaEngine
-
-        return BatchedLlamaEngine(
-            registry.model_path(m), model_name=name, n_slots=cfg.n_slots, n_ctx=n_ctx, n_threads=cfg.n_threads
-        )
-    from lmforge.infer.loader import LoadConfig, load_backend
-
-    return load_backend(registry, name, LoadConfig(n_ctx=n_ctx, n_threads=cfg.n_threads))
+    """The pool's loader: `infer.loader.load_backend` with the server's settings."""
+    return load_backend(registry, name, cfg.load_config(registry.get(name).format))
 
 
 class ModelPool:
@@ -91,7 +82,7 @@ class ModelPool:
         manifest = self.registry.get(name)  # unknown model → LmforgeError before any loading
         with self._lock:
             entry = self._loaded.get(name)
-            if entry is not None and not _healthy(entry.backend):
+            if entry is not None and not entry.backend.alive:
                 self._unload_locked(name)
                 entry = None
             if entry is not None:
@@ -171,7 +162,7 @@ class ModelPool:
                     "backend": e.backend.kind,
                     "est_bytes": e.est_bytes,
                     "in_use": e.in_use,
-                    "active_sequences": getattr(e.backend, "active", None),
+                    "active_sequences": e.backend.active,
                     "loaded_s": round(now - e.loaded_at, 1),
                     "idle_s": round(now - e.last_used, 1),
                     "unloads_in_s": None
@@ -186,8 +177,3 @@ class ModelPool:
             for n in list(self._loaded):
                 entry = self._loaded.pop(n)
                 entry.backend.close()
-
-
-def _healthy(backend: Backend) -> bool:
-    worker = getattr(backend, "_worker", None)  # in-process engines: their decode thread
-    return (worker is None or worker.is_alive()) and getattr(backend, "alive", True)  # vllm: its process

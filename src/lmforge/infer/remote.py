@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.errors import LmforgeError
-from lmforge.infer.base import Chunk
+from lmforge.infer.base import Capabilities, CapabilityError, ChatOptions, ChatStream, Chunk
 from lmforge.infer.sampling import SamplingParams
 
 CONFIG_FILE = "remote.json"
 KEY_FILE = "api_key"
+REMOTE_CTX = 32768
+"""Context window assumed for a remote model when its registration does not say."""
 
 
 class UpstreamError(LmforgeError):
@@ -38,7 +40,8 @@ def write_remote(folder: Path, base_url: str, model: str, api_key: str | None, c
 
 class OpenAIRemoteBackend:
     kind = "openai"
-    supports_grammar = False
+    alive = True
+    active = 0
 
     def __init__(
         self,
@@ -47,23 +50,34 @@ class OpenAIRemoteBackend:
         *,
         api_key: str | None = None,
         model_name: str = "",
-        context_length: int = 32768,
+        context_length: int = REMOTE_CTX,
+        embedding: bool = False,
+        kind: str = "openai",
     ) -> None:
         from openai import OpenAI
 
+        self.kind = kind
+        self.capabilities = (
+            Capabilities(embed=True)
+            if embedding
+            else Capabilities(chat=True, grammar=True, tools=True, multimodal=True, upstream=True)
+        )
         self.model_name = model_name or model
         self.upstream_model = model
         self._ctx = context_length
         self._client = OpenAI(base_url=base_url, api_key=api_key or "none", max_retries=1)
 
     @classmethod
-    def from_folder(cls, folder: Path, *, model_name: str = "") -> OpenAIRemoteBackend:
+    def from_folder(
+        cls, folder: Path, *, model_name: str = "", embedding: bool = False
+    ) -> OpenAIRemoteBackend:
         """The backend for a registered remote model (remote.json + optional 0600 api_key file)."""
         cfg = json.loads((folder / CONFIG_FILE).read_text())
         key_file = folder / KEY_FILE
         key = key_file.read_text().strip() if key_file.exists() else None
-        ctx = int(cfg.get("context_length") or 32768)
-        return cls(cfg["base_url"], cfg["model"], api_key=key, model_name=model_name, context_length=ctx)
+        ctx = int(cfg.get("context_length") or REMOTE_CTX)
+        return cls(cfg["base_url"], cfg["model"], api_key=key, model_name=model_name, context_length=ctx,
+                   embedding=embedding)  # fmt: skip
 
     @property
     def context_length(self) -> int:
@@ -77,16 +91,25 @@ class OpenAIRemoteBackend:
     def special_tokens(self) -> dict[str, str]:
         return {}
 
+    def _no(self, capability: str, hint: str = "") -> CapabilityError:
+        return CapabilityError(self.kind, self.model_name, capability, hint)
+
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
-        raise LmforgeError(f"{self.model_name} is remote: tokenization happens upstream")
+        raise self._no("tokens", "tokenization happens upstream; send chat messages")
 
     def detokenize(self, ids: list[int]) -> str:
-        raise LmforgeError(f"{self.model_name} is remote: tokenization happens upstream")
+        raise self._no("tokens", "tokenization happens upstream")
 
     def generate(
-        self, prompt: list[int], params: SamplingParams, cancel: threading.Event | None = None
+        self, prompt: list[int], params: SamplingParams, cancel: threading.Event | None = None, **kw: Any
     ) -> Iterator[Chunk]:
-        raise LmforgeError(f"{self.model_name} is remote: send chat messages, not token ids")
+        raise self._no("tokens", "send chat messages instead of token ids")
+
+    def score(self, ids: list[int]) -> list[float]:
+        raise self._no("score", "serve it from a local file or use generation suites")
+
+    def prompt_logprobs(self, ids: list[int], top: int = 0) -> list[dict | None]:
+        raise self._no("score", "serve it from a local file or use generation suites")
 
     def _call(self, fn, **kw):
         import openai
@@ -107,21 +130,34 @@ class OpenAIRemoteBackend:
         messages: list[dict[str, Any]],
         params: SamplingParams,
         cancel: threading.Event | None = None,
-        **extra: Any,
-    ) -> Iterator[Chunk]:
-        """Stream the upstream's answer to `messages` as Chunks (last one has finish_reason + usage)."""
+        options: ChatOptions | None = None,
+    ) -> ChatStream:
+        """The upstream's answer to `messages` (the request is sent now; chunks stream as they come)."""
+        if not self.capabilities.chat:
+            raise self._no("chat")
+        params.validate()
+        opts = options or ChatOptions()
+        if opts.logprobs is not None:
+            raise self._no("logprobs")
         kw: dict[str, Any] = {"temperature": params.temperature, "top_p": params.top_p, "max_tokens": params.max_tokens,
                               "presence_penalty": params.presence_penalty, "frequency_penalty": params.frequency_penalty}  # fmt: skip
         if params.stop:
             kw["stop"] = params.stop
         if params.seed is not None:
             kw["seed"] = params.seed
-        kw.update({k: v for k, v in extra.items() if v is not None})
+        if opts.response_format:
+            kw["response_format"] = opts.response_format
+        if opts.tools:
+            kw["tools"] = opts.tools
         stream = self._call(
             self._client.chat.completions.create, model=self.upstream_model, messages=messages, stream=True,
             stream_options={"include_usage": True}, **kw,
         )  # fmt: skip
+        return ChatStream(self._chunks(stream, cancel))
+
+    def _chunks(self, stream: Any, cancel: threading.Event | None) -> Iterator[Chunk]:
         n, finish, prompt_tokens = 0, "stop", 0
+        calls: dict[int, dict[str, Any]] = {}  # streamed tool calls, assembled by index
         try:
             for ev in stream:
                 if cancel is not None and cancel.is_set():
@@ -132,17 +168,45 @@ class OpenAIRemoteBackend:
                 for ch in ev.choices:
                     if ch.delta and ch.delta.content:
                         yield Chunk(ch.delta.content, None, None, prompt_tokens, n)
+                    for tc in (ch.delta.tool_calls if ch.delta else None) or []:
+                        call = calls.setdefault(tc.index, {"id": None, "type": "function",
+                                                           "function": {"name": "", "arguments": ""}})  # fmt: skip
+                        call["id"] = tc.id or call["id"]
+                        if tc.function is not None:
+                            call["function"]["name"] += tc.function.name or ""
+                            call["function"]["arguments"] += tc.function.arguments or ""
                     if ch.finish_reason:
                         finish = ch.finish_reason
         except Exception as e:  # the SDK raises several transport error types mid-stream
             raise UpstreamError(f"upstream stream failed: {e}") from e
         finally:
             stream.close()
-        yield Chunk(
-            "", None, finish if finish in ("stop", "length", "cancelled") else "stop", prompt_tokens, n
-        )  # type: ignore[arg-type]
+        reason = finish if finish in ("stop", "length", "cancelled", "tool_calls") else "stop"
+        last = Chunk("", None, reason, prompt_tokens, n)  # type: ignore[arg-type]
+        last.tool_calls = [calls[i] for i in sorted(calls)] or None
+        yield last
+
+    def forward_completions(self, body: dict[str, Any]) -> dict[str, Any] | Iterator[dict[str, Any]]:
+        """/v1/completions at the upstream, as-is (our model name swapped for the upstream's)."""
+        kw = {k: v for k, v in body.items() if k not in ("model", "truncate")}
+        result = self._call(self._client.completions.create, model=self.upstream_model, **kw)
+        if not body.get("stream"):
+            return {**result.model_dump(exclude_none=True), "model": self.model_name}
+
+        def events() -> Iterator[dict[str, Any]]:
+            try:
+                for ev in result:
+                    yield {**ev.model_dump(exclude_none=True), "model": self.model_name}
+            except Exception as e:  # the SDK raises several transport error types mid-stream
+                raise UpstreamError(f"upstream stream failed: {e}") from e
+            finally:
+                result.close()
+
+        return events()
 
     def embed(self, texts: list[str], *, is_query: bool = False) -> list[list[float]]:
+        if not self.capabilities.embed:
+            raise self._no("embed", "it is registered as a chat model")
         r = self._call(
             self._client.embeddings.create, model=self.upstream_model, input=texts, encoding_format="float"
         )

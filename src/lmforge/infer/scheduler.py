@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from lmforge.errors import LmforgeError
@@ -58,6 +58,14 @@ class Ticket:
         for ev in self.streams:
             ev.set()
 
+    def stream_event(self) -> threading.Event:
+        """A cancel event for one more stream of this request (n > 1: each choice has its own)."""
+        ev = threading.Event()
+        if self.cancel.is_set():
+            ev.set()
+        self.streams.append(ev)
+        return ev
+
 
 class Scheduler:
     def __init__(self, pool: ModelPool, cfg: SchedulerConfig | None = None) -> None:
@@ -88,18 +96,14 @@ class Scheduler:
         with self._lock:
             self._in_flight[name] = max(0, self._in_flight.get(name, 0) - 1)
 
-    def stream(self, ticket: Ticket, run: Callable[[threading.Event], Iterator[Chunk]]) -> Iterator[Chunk]:
-        """Run one generation, `run(cancel_event)`, under the ticket's cancel event and deadline."""
+    def stream(self, ticket: Ticket, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+        """Iterate one generation of `ticket` (made with a `ticket.stream_event()`) under its deadline;
+        an engine fault becomes EngineFailure and the model is reloaded on the next request."""
         timer = threading.Timer(self.cfg.timeout_s, self._expire, args=(ticket,))
         timer.daemon = True
         timer.start()
-        mine = threading.Event()  # n > 1: each choice ends on its own; cancel_all ends them all
-        ticket.streams.append(mine)
-        if ticket.cancel.is_set():
-            mine.set()
         try:
-            gen = run(mine)
-            for chunk in gen:
+            for chunk in chunks:
                 if ticket.first_token_at is None:
                     ticket.first_token_at = time.monotonic()
                 yield chunk
@@ -112,7 +116,9 @@ class Scheduler:
             raise EngineFailure(f"the {ticket.model.name} engine failed: {e}") from e
         finally:
             timer.cancel()
-            mine.set()
+            close = getattr(chunks, "close", None)  # a generator frees its engine slot on close
+            if close is not None:
+                close()
 
     def _expire(self, ticket: Ticket) -> None:
         ticket.timed_out = True

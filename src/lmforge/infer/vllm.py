@@ -24,9 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.errors import LmforgeError
-from lmforge.infer.base import Chunk
+from lmforge.infer.base import Capabilities, ChatOptions, ChatStream, Chunk
 from lmforge.infer.remote import OpenAIRemoteBackend
 from lmforge.infer.sampling import SamplingParams
+
+DEFAULT_MAX_MODEL_LEN = 4096
+"""Context assumed when vllm's /v1/models does not report max_model_len."""
 
 
 @dataclass
@@ -51,7 +54,7 @@ def _free_port() -> int:
 
 class VllmBackend:
     kind = "vllm"
-    supports_grammar = False
+    active = 0
 
     def __init__(self, model_dir: Path, *, model_name: str, cfg: VllmConfig | None = None) -> None:
         import httpx
@@ -96,7 +99,8 @@ class VllmBackend:
             base + "/v1",
             info["id"],
             model_name=model_name,
-            context_length=int(info.get("max_model_len") or 4096),
+            context_length=int(info.get("max_model_len") or cfg.max_model_len or DEFAULT_MAX_MODEL_LEN),
+            kind=self.kind,
         )
         self._stopped = threading.Event()
 
@@ -112,6 +116,10 @@ class VllmBackend:
         return self._proc.poll() is None
 
     @property
+    def capabilities(self) -> Capabilities:
+        return self._remote.capabilities
+
+    @property
     def context_length(self) -> int:
         return self._remote.context_length
 
@@ -123,6 +131,12 @@ class VllmBackend:
     def special_tokens(self) -> dict[str, str]:
         return {}
 
+    def chat(
+        self, messages: list[dict[str, Any]], params: SamplingParams, cancel: threading.Event | None = None,
+        options: ChatOptions | None = None,
+    ) -> ChatStream:  # fmt: skip
+        return self._remote.chat(messages, params, cancel, options)
+
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         return self._remote.tokenize(text, add_special=add_special)
 
@@ -130,21 +144,21 @@ class VllmBackend:
         return self._remote.detokenize(ids)
 
     def generate(
-        self, prompt: list[int], params: SamplingParams, cancel: threading.Event | None = None
+        self, prompt: list[int], params: SamplingParams, cancel: threading.Event | None = None, **kw: Any
     ) -> Iterator[Chunk]:
-        return self._remote.generate(prompt, params, cancel)
+        return self._remote.generate(prompt, params, cancel, **kw)
 
-    def chat(
-        self,
-        messages: list[dict[str, Any]],
-        params: SamplingParams,
-        cancel: threading.Event | None = None,
-        **extra: Any,
-    ) -> Iterator[Chunk]:
-        return self._remote.chat(messages, params, cancel, **extra)
+    def score(self, ids: list[int]) -> list[float]:
+        return self._remote.score(ids)
+
+    def prompt_logprobs(self, ids: list[int], top: int = 0) -> list[dict | None]:
+        return self._remote.prompt_logprobs(ids, top)
 
     def embed(self, texts: list[str], *, is_query: bool = False) -> list[list[float]]:
         return self._remote.embed(texts, is_query=is_query)
+
+    def forward_completions(self, body: dict[str, Any]) -> dict[str, Any] | Iterator[dict[str, Any]]:
+        return self._remote.forward_completions(body)
 
     def close(self) -> None:
         if self._proc.poll() is None:

@@ -22,15 +22,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lmforge.data.lang import HAN_RE
 from lmforge.infer.base import Backend
-from lmforge.infer.chat import fit_messages
-from lmforge.infer.sampling import SamplingParams
+from lmforge.infer.chat import greedy_text
 from lmforge.rag.chunking import count_tokens, split_sentences
 from lmforge.rag.embed import Embedder
 from lmforge.rag.lexical import Analyzer
 from lmforge.rag.retrieve import Hit
 
-_CJK = re.compile(r"[\u3400-\u9fff]")
 _CITE = re.compile(r"[\[【]\s*(\d{1,3}(?:\s*[,，、]\s*\d{1,3})*)\s*[\]】]")
 _CONTROL = re.compile(
     r"<\|[^|<>]{0,40}\|>|</?s>|\[/?INST\]|<</?SYS>>|<start_of_turn>|<end_of_turn>|<\|?(?:system|user|assistant)\|?>"
@@ -46,6 +45,9 @@ _INJECTION = re.compile(
     r"|(只|仅)(回答|回复|输出|说).{0,10}(这个词|以下|一个词)|你现在是|新的指令|系统提示",
     re.IGNORECASE,
 )
+
+DEFAULT_ANSWER_TOKENS = 384
+"""Answer budget for grounded answers (CLI, API and console)."""
 
 NO_ANSWER = {
     "en": "I don't know: the knowledge base has nothing relevant to this question.",
@@ -88,13 +90,13 @@ class AnswerConfig:
     """...or claim and source have at least this cosine similarity."""
     max_source_tokens: int = 1600
     """Sources beyond this (estimated) budget are left out of the prompt."""
-    max_tokens: int = 384
+    max_tokens: int = DEFAULT_ANSWER_TOKENS
 
 
 def language(text: str) -> str:
     """'zh' when at least a tenth of the non-space characters are CJK, else 'en'."""
     chars = sum(1 for c in text if not c.isspace())
-    return "zh" if chars and len(_CJK.findall(text)) / chars >= 0.1 else "en"
+    return "zh" if chars and len(HAN_RE.findall(text)) / chars >= 0.1 else "en"
 
 
 def neutralise(text: str) -> str:
@@ -292,12 +294,9 @@ def ask(question: str, hits: list[Hit], generate: Callable[[list[dict]], str], a
     return response(p, text, verify(text, p, analyzer, embedder, cfg), model)
 
 
-def backend_generator(backend: Backend, max_tokens: int = 384, seed: int = 0) -> Callable[[list[dict]], str]:
-    """Greedy generation with a loaded backend, refusing (not truncating) an oversized prompt."""
-    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, seed=seed).validate()
-
-    def generate(messages: list[dict]) -> str:
-        fitted = fit_messages(backend, messages, params, allow_truncation=False)
-        return "".join(c.text for c in backend.generate(fitted.ids, params))
-
-    return generate
+def backend_generator(
+    backend: Backend, max_tokens: int = DEFAULT_ANSWER_TOKENS, seed: int = 0
+) -> Callable[[list[dict]], str]:
+    """Greedy answers from a loaded backend (any kind: local or remote), refusing (not truncating)
+    an oversized prompt."""
+    return lambda messages: greedy_text(backend, messages, max_tokens, seed=seed)

@@ -19,10 +19,10 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from lmforge.data.lang import NO_SPACE_SCRIPTS
 from lmforge.rag.loaders import Block
 
-_CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af"
-_TOKEN = re.compile(rf"[{_CJK}]|[A-Za-z0-9_]+|[^\s{_CJK}A-Za-z0-9_]")
+_TOKEN = re.compile(rf"[{NO_SPACE_SCRIPTS}]|[A-Za-z0-9_]+|[^\s{NO_SPACE_SCRIPTS}A-Za-z0-9_]")
 _SENTENCE_END = re.compile(r"(?<=[。！？；…!?;])[”’」』）)\"']*|(?<=[.])(?=\s)|\n\s*\n")
 
 

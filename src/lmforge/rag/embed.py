@@ -19,8 +19,7 @@ import numpy as np
 
 from lmforge.errors import LmforgeError
 from lmforge.home import Registry
-
-DEFAULT_EMBEDDER = "multilingual-e5-small"
+from lmforge.hub import DEFAULT_EMBEDDER
 
 
 @dataclass

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-_WORD = re.compile(r"[A-Za-z0-9_]+|[\u3400-\u9fff\uf900-\ufaff]+")
+from lmforge.data.lang import HAN
+
+_WORD = re.compile(rf"[A-Za-z0-9_]+|[{HAN}]+")
 _STOP_EN = frozenset(
     [
         "a",

@@ -1,6 +1,11 @@
 """Knowledge bases on disk and the ingestion pipeline.
 
-`KnowledgeBases(root)` holds every KB under `LMFORGE_HOME/kb/`; `KnowledgeBase.add(paths)` runs
+A knowledge base is a registry artifact like any model (home.py): `LMFORGE_HOME/models/<name>/`
+holds its manifest (kind 'kb', format 'lmforge-kb', parent = the embedder, config = the KBConfig,
+metrics = its evaluations) beside its store, so `lmforge models ls/show` list it with its lineage.
+`KnowledgeBases(registry)` holds every KB of a registry; KBs that older versions kept under
+`LMFORGE_HOME/kb/<name>/` are moved into the registry (one rename each) the first time a newer
+version opens that home. `KnowledgeBase.add(paths)` runs
 load → chunk → embed → store in batches of `batch_docs` documents. Each batch is one SQLite
 transaction and one KB version: killing the process mid-batch leaves the KB exactly as the last
 committed batch left it, and running the same command again skips what is already in (the
@@ -11,36 +16,35 @@ from __future__ import annotations
 
 import fcntl
 import glob
-import hashlib
 import json
-import os
 import re
-import shutil
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lmforge.errors import LmforgeError, NotFoundError
-from lmforge.home import check_name, default_home
+from lmforge.home import MANIFEST, Manifest, Registry, check_name, file_sha256, tree_size
+from lmforge.hub import DEFAULT_EMBEDDER
 from lmforge.rag.chunking import ChunkConfig, chunk_blocks
-from lmforge.rag.embed import DEFAULT_EMBEDDER, Embedder, load_embedder
+from lmforge.rag.embed import Embedder, load_embedder
 from lmforge.rag.lexical import Analyzer
 from lmforge.rag.loaders import SUPPORTED, LoaderError, load
 from lmforge.rag.store import DocRow, Store, require_dim
 
 EMBED_BATCH = 64
+KIND, FORMAT = "kb", "lmforge-kb"
+"""How a knowledge base is marked in the registry."""
 
 
 @dataclass(frozen=True)
 class KBConfig:
     embedder: str = DEFAULT_EMBEDDER
     """Embedding model: 'multilingual-e5-small', a registered embedding model, or openai:<model>@<url>."""
-    chunk_size: int = 200
+    chunk_size: int = ChunkConfig.size
     """Estimated tokens per chunk."""
-    chunk_overlap: int = 40
+    chunk_overlap: int = ChunkConfig.overlap
     """Tokens repeated at the start of the next chunk."""
     shard_size: int = 65536
     """Chunks per shard; a query fans out over shards."""
@@ -50,6 +54,12 @@ class KBConfig:
     """Larger files are refused."""
     store: str = "embedded"
     """Vector store: 'embedded' (numpy shards, no server) or 'qdrant:local' / 'qdrant:http://host:6333'."""
+
+    def __post_init__(self) -> None:
+        if self.store != "embedded" and not self.store.startswith("qdrant:"):
+            raise LmforgeError(
+                f"unknown store {self.store!r}: use embedded, qdrant:local or qdrant:http://host:6333"
+            )
 
 
 @dataclass
@@ -127,14 +137,6 @@ def expand(paths: Iterable[str | Path]) -> list[tuple[Path, str]]:
     return out
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def embed_text(title: str, heading: tuple[str, ...], text: str) -> str:
     """What the embedder and BM25 see: the heading path in front of the chunk text."""
     path = " > ".join(h for h in heading if h)
@@ -142,10 +144,15 @@ def embed_text(title: str, heading: tuple[str, ...], text: str) -> str:
 
 
 class KnowledgeBase:
-    def __init__(self, name: str, folder: Path, cfg: KBConfig, embedders: EmbedderCache) -> None:
+    def __init__(
+        self, name: str, folder: Path, cfg: KBConfig, embedders: EmbedderCache,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:  # fmt: skip
+        """`on_change` runs after each add/remove, under the writer lock (the registry's size)."""
         self.name, self.folder, self.cfg = name, folder, cfg
         self.store = Store(folder, shard_size=cfg.shard_size, external=cfg.store)
         self._embedders = embedders
+        self._on_change = on_change
         self._write_lock = threading.Lock()
 
     @property
@@ -189,6 +196,8 @@ class KnowledgeBase:
             for start in range(0, len(files), self.cfg.batch_docs):
                 batch = files[start : start + self.cfg.batch_docs]
                 self._batch(batch, groups_t, embedder, report, t0, start, len(files), progress)
+            if self._on_change and (report.added or report.replaced):
+                self._on_change()
         report.seconds = time.monotonic() - t0
         report.version = self.version
         self.store.shards()  # build the indexes now, so the first query is fast
@@ -238,7 +247,7 @@ class KnowledgeBase:
                 raise LoaderError(
                     f"{name}: {size / 2**20:.0f} MB is over the {self.cfg.max_file_mb} MB limit"
                 )
-            sha = _sha256(path)
+            sha = file_sha256(path)
         except OSError as e:
             report.failed.append((name, f"cannot read: {e.strerror}"))
             return False
@@ -294,6 +303,8 @@ class KnowledgeBase:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            if self._on_change:
+                self._on_change()
         self.store.shards()
         return version
 
@@ -364,76 +375,104 @@ class EmbedderCache:
 
 
 class KnowledgeBases:
-    """Every KB under `root` (default LMFORGE_HOME/kb)."""
+    """Every knowledge base of a registry (default: LMFORGE_HOME's).
 
-    def __init__(self, root: Path | None = None, embedders: EmbedderCache | None = None) -> None:
-        self.root = (root or default_home() / "kb").expanduser().resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.embedders = embedders or EmbedderCache()
+    `where` may also be a folder: a collection of KBs of its own (tests, benchmarks); `root` is the
+    folder holding the KB folders either way, so `KnowledgeBases(kbs.root)` opens the same KBs."""
+
+    def __init__(self, where: Registry | Path | None = None, embedders: EmbedderCache | None = None) -> None:
+        if isinstance(where, Registry):
+            self.registry = where
+            self.embedders = embedders or EmbedderCache(lambda n: load_embedder(n, where))
+        else:
+            self.registry = Registry(models_dir=where) if where is not None else Registry()
+            self.embedders = embedders or EmbedderCache()
+        self.root = self.registry.models_dir
         self._open: dict[str, KnowledgeBase] = {}
         self._lock = threading.Lock()
+        self._adopt_legacy()
+
+    def _adopt_legacy(self) -> None:
+        """Register the KBs an older version kept in LMFORGE_HOME/kb/<name>/ (hand-written manifest)."""
+        old_root = self.registry.root / "kb"
+        folders = [d for d in (old_root.iterdir() if old_root.is_dir() else ()) if (d / MANIFEST).is_file()]
+        for d in folders:
+            data = json.loads((d / MANIFEST).read_text(encoding="utf-8"))
+            if "path" in data or (old_root != self.root and self.registry.exists(d.name)):
+                continue  # a registry manifest already, or the name is taken (open() explains)
+            m = Manifest(name=d.name, kind=KIND, format=FORMAT, path="", parents=data.get("parents", []),
+                         source=f"embedder:{data.get('embedder', '?')}", config=data["config"],
+                         metrics=data.get("metrics", {}), created=data.get("created", ""))  # fmt: skip
+            try:
+                self.registry.adopt(d, m)
+            except FileNotFoundError:
+                continue  # another process moved it first
 
     def names(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir() if (p / "manifest.json").is_file())
+        return [m.name for m in self.registry.list() if m.kind == KIND]
 
     def create(self, name: str, cfg: KBConfig | None = None) -> KnowledgeBase:
         check_name(name)
         cfg = cfg or KBConfig()
-        folder = self.root / name
-        if folder.exists():
-            raise LmforgeError(f"knowledge base {name!r} already exists")
+        if self.registry.exists(name):
+            kind = self.registry.get(name).kind
+            raise LmforgeError(
+                f"knowledge base {name!r} already exists"
+                if kind == KIND
+                else f"{name!r} is already a registered {kind} model; pick another name for the knowledge base"
+            )
         embedder = self.embedders.get(cfg.embedder)  # fail now if the embedder cannot load
-        stage = self.root / f".staging-{name}-{uuid.uuid4().hex[:8]}"
-        stage.mkdir()
-        try:
-            manifest = {"name": name, "kind": "kb", "format": "lmforge-kb", "parents": [cfg.embedder],
-                        "config": asdict(cfg), "embedder": embedder.identity,
-                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "metrics": {}}  # fmt: skip
-            (stage / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2))
-            Store(stage).close()
-            os.rename(stage, folder)
-        except BaseException:
-            shutil.rmtree(stage, ignore_errors=True)
-            raise
+        manifest = Manifest(name=name, kind=KIND, format=FORMAT, path="", parents=[cfg.embedder],
+                            source=f"embedder:{embedder.identity}", config=asdict(cfg))  # fmt: skip
+        self.registry.put(manifest, lambda stage: Store(stage).close())
         return self.open(name)
 
-    def open(self, name: str) -> KnowledgeBase:
+    def _manifest(self, name: str) -> Manifest:
         check_name(name)
+        if not self.registry.exists(name):
+            legacy = self.registry.root / "kb" / name
+            if (legacy / MANIFEST).is_file():
+                raise LmforgeError(
+                    f"knowledge base {name!r} is still in {legacy}, where older versions kept them; "
+                    f"move it to {self.root / name} (or remove the model of that name first)"
+                )
+            known = ", ".join(self.names()) or "none yet"
+            raise NotFoundError(
+                f"unknown knowledge base {name!r} (have: {known}); create it with `lmforge kb create`"
+            )
+        m = self.registry.get(name)
+        if m.kind != KIND:
+            raise NotFoundError(f"{name!r} is a {m.kind} model, not a knowledge base")
+        return m
+
+    def open(self, name: str) -> KnowledgeBase:
         with self._lock:
             if name in self._open:
                 return self._open[name]
-            manifest = self.root / name / "manifest.json"
-            if not manifest.is_file():
-                known = ", ".join(self.names()) or "none yet"
-                raise NotFoundError(
-                    f"unknown knowledge base {name!r} (have: {known}); create it with `lmforge kb create`"
-                )
-            data = json.loads(manifest.read_text(encoding="utf-8"))
-            kb = KnowledgeBase(name, self.root / name, KBConfig(**data["config"]), self.embedders)
+            m = self._manifest(name)
+            folder = self.registry.artifact_dir(name)
+            kb = KnowledgeBase(name, folder, KBConfig(**m.config), self.embedders,
+                               on_change=lambda: self.registry.update(name, size_bytes=tree_size(folder)))  # fmt: skip
             self._open[name] = kb
             return kb
 
     def manifest(self, name: str) -> dict:
-        self.open(name)
-        return json.loads((self.root / name / "manifest.json").read_text(encoding="utf-8"))
+        """The registry manifest of KB `name`, as a dict."""
+        return asdict(self._manifest(name))
 
     def update_metrics(self, name: str, metrics: dict) -> None:
-        data = self.manifest(name)
-        data["metrics"].update(metrics)
-        path = self.root / name / "manifest.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2))
-        os.replace(tmp, path)
+        """Merge `metrics` into the manifest (atomic rewrite, under the KB's writer lock)."""
+        with self.open(name)._writer():
+            self.registry.update(name, metrics=metrics)
 
     def drop(self, name: str) -> None:
+        """Delete the KB: its registry entry, store and indexes."""
         kb = self.open(name)
         with kb._writer():
             with self._lock:
                 self._open.pop(name, None)
             kb.close()
-            trash = self.root / f".trash-{name}-{uuid.uuid4().hex[:8]}"
-            os.rename(kb.folder, trash)
-        shutil.rmtree(trash, ignore_errors=True)
+            self.registry.remove(name)
 
     def close(self) -> None:
         for kb in self._open.values():

@@ -352,15 +352,6 @@ class Store:
                 self._masks.pop(next(iter(self._masks)), None)
         return mask
 
-    def sweep(self) -> None:
-        for tmp in self.index_dir.glob(".tmp-*"):
-            shutil.rmtree(tmp, ignore_errors=True)
-
-    def size(self) -> tuple[int, int]:
-        docs = self.read("SELECT count(*) FROM docs")[0][0]
-        chunks = self.read("SELECT count(*) FROM chunks")[0][0]
-        return int(docs), int(chunks)
-
 
 def _doc(r: tuple) -> DocRow:
     return DocRow(

@@ -11,7 +11,6 @@ many tokens; prompt text only when the operator turns it on.
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 import sqlite3
 import threading
@@ -188,17 +187,3 @@ class RateLimiter:
     def add_tokens(self, key: ApiKey, n: int) -> None:
         with self._lock:
             self._w.setdefault(key.name, _Window()).tokens.append((time.monotonic(), n))
-
-
-def describe(key: ApiKey) -> str:
-    state = "revoked" if key.revoked else "active"
-    return json.dumps(
-        {
-            "name": key.name,
-            "scopes": key.scopes,
-            "rpm": key.rpm,
-            "tpm": key.tpm,
-            "groups": key.groups,
-            "state": state,
-        }
-    )

@@ -5,15 +5,13 @@ a valid key, asking for a pair and voting need `chat`, exporting preference data
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
-from lmforge.eval.human import VoteStore
-from lmforge.home import Registry
+from lmforge.serve.context import ServerContext
 
 
 class PairRequest(BaseModel):
@@ -27,10 +25,9 @@ class VoteRequest(BaseModel):
     winner: Literal["A", "B", "tie"]
 
 
-def eval_router(registry: Registry, votes: VoteStore, authorize: Callable[[str | None], Any],
-                call: Callable[[Callable[[], Any]], Awaitable[Any]], chat: Callable[[str, list[dict], int], str]) -> APIRouter:  # fmt: skip
-    """`call(work)` runs blocking work off the event loop and turns user errors into API errors."""
+def eval_router(ctx: ServerContext) -> APIRouter:
     r = APIRouter(prefix="/api", tags=["evaluation"])
+    registry, votes, authorize, call = ctx.registry, ctx.votes, ctx.authorize, ctx.offload
 
     @r.get("/eval")
     async def results(key=authorize(None)) -> dict:
@@ -49,7 +46,7 @@ def eval_router(registry: Registry, votes: VoteStore, authorize: Callable[[str |
             for name in req.models:
                 registry.get(name)  # unknown model: 404 before any generation
             return votes.new_pair(req.prompt, (req.models[0], req.models[1]),
-                                  lambda model, prompt: chat(model, [{"role": "user", "content": prompt}], req.max_tokens),
+                                  lambda model, prompt: ctx.service.greedy(model, [{"role": "user", "content": prompt}], req.max_tokens),
                                   rater)  # fmt: skip
 
         return await call(work)

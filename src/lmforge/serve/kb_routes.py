@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter, File, Form, UploadFile
 from pydantic import BaseModel, Field
 
-from lmforge.errors import ForbiddenError, LmforgeError, NotFoundError
-from lmforge.rag.answer import NO_ANSWER, AnswerConfig, prepare, response, verify
-from lmforge.rag.pipeline import KBConfig, KnowledgeBases, check_doc_name
-from lmforge.rag.retrieve import Retriever, SearchParams
+from lmforge.errors import ForbiddenError, NotFoundError
+from lmforge.rag.answer import DEFAULT_ANSWER_TOKENS, NO_ANSWER, AnswerConfig, ask, prepare, response, verify
+from lmforge.rag.pipeline import KBConfig, check_doc_name
+from lmforge.rag.retrieve import SearchParams
 from lmforge.rag.store import visible
 from lmforge.serve.auth import ApiKey
+from lmforge.serve.context import ServerContext
 
 
 class KBCreate(BaseModel):
@@ -54,7 +55,7 @@ class KBAsk(BaseModel):
     model: str
     k: int = Field(default=5, ge=1, le=20)
     mode: Literal["hybrid", "dense", "lexical"] = "hybrid"
-    max_tokens: int = Field(default=384, ge=1, le=4096)
+    max_tokens: int = Field(default=DEFAULT_ANSWER_TOKENS, ge=1, le=4096)
     stream: bool = False
 
 
@@ -64,18 +65,9 @@ def caller_groups(key: ApiKey | None) -> frozenset[str] | None:
     return frozenset(key.groups)
 
 
-def kb_router(
-    kbs: KnowledgeBases,
-    retriever: Retriever,
-    authorize: Callable[[str | None], Any],
-    run_json: Callable[..., Any],
-    to_api_error: Callable[[Exception], Exception],
-    call: Callable[[Callable[[], Any]], Awaitable[Any]],
-    chat: Callable[[str, list[dict], int], str],
-    chat_stream: Callable[[str, list[dict], int], tuple[Iterator[dict], Callable[[], None]]],
-    sse: Callable[..., Any],
-) -> APIRouter:
+def kb_router(ctx: ServerContext) -> APIRouter:
     r = APIRouter(prefix="/v1/kb", tags=["knowledge bases"])
+    kbs, retriever, authorize, call = ctx.kbs, ctx.retriever, ctx.authorize, ctx.offload
 
     def visible_doc(name: str, doc: str, caller: frozenset[str] | None):  # noqa: ANN202
         """(kb, document row), or 404 alike for a missing and a hidden document."""
@@ -118,9 +110,7 @@ def kb_router(
     @r.delete("/{name}")
     async def drop_kb(name: str, key=authorize("kb:write")) -> dict:
         if caller_groups(key):
-            raise to_api_error(
-                ForbiddenError("dropping a knowledge base needs an unrestricted (admin or group-less) key")
-            )
+            raise ForbiddenError("dropping a knowledge base needs an unrestricted (admin or group-less) key")
         await call(lambda: kbs.drop(name))
         return {"dropped": name}
 
@@ -136,16 +126,9 @@ def kb_router(
         wanted = frozenset(x.strip() for x in groups.split(",") if x.strip())
         if g is not None:
             if wanted - g:
-                raise to_api_error(
-                    ForbiddenError(f"this key may not tag documents with groups {sorted(wanted - g)}")
-                )
+                raise ForbiddenError(f"this key may not tag documents with groups {sorted(wanted - g)}")
             wanted = wanted or g
-        names = []
-        for f in files:
-            try:
-                names.append(check_doc_name(f.filename or ""))
-            except LmforgeError as e:
-                raise to_api_error(e) from e
+        names = [check_doc_name(f.filename or "") for f in files]
         kb = await call(lambda: kbs.open(name))
         tmp = Path(tempfile.mkdtemp(prefix=".upload-", dir=kb.folder))
         try:
@@ -195,42 +178,41 @@ def kb_router(
         return await call(work)
 
     @r.post("/{name}/ask")
-    async def ask(name: str, req: KBAsk, key=authorize("kb:read")):
+    async def ask_kb(name: str, req: KBAsk, key=authorize("kb:read")):
         if key is not None and "chat" not in key.scopes and "admin" not in key.scopes:
-            raise to_api_error(ForbiddenError("asking needs the 'chat' scope as well as 'kb:read'"))
+            raise ForbiddenError("asking needs the 'chat' scope as well as 'kb:read'")
         g = caller_groups(key)
 
-        def prepared():
+        def hits():  # noqa: ANN202
             kb = kbs.open(name)
-            hits = retriever.search(kb, req.question, SearchParams(k=req.k, mode=req.mode), caller=g)
-            return kb, prepare(req.question, hits, kb.analyzer, AnswerConfig())
+            return kb, retriever.search(kb, req.question, SearchParams(k=req.k, mode=req.mode), caller=g)
 
-        kb, p = await call(prepared)
         if not req.stream:
 
             def work() -> dict:
-                if not p.answerable:
-                    return response(p, NO_ANSWER[p.lang], [], req.model)
-                text = chat(req.model, p.messages, req.max_tokens).strip()
-                return response(p, text, verify(text, p, kb.analyzer, kb.embedder), req.model)
+                kb, found = hits()
+                generate = lambda msgs: ctx.service.greedy(req.model, msgs, req.max_tokens)  # noqa: E731
+                return ask(req.question, found, generate, kb.analyzer, kb.embedder, req.model)
 
-            return await run_json("kb.ask", key, req.model, req.question, work)
+            return await ctx.run_json("kb.ask", key, req.model, req.question, work)
+
+        def prepared():  # noqa: ANN202
+            kb, found = hits()
+            return kb, prepare(req.question, found, kb.analyzer, AnswerConfig())
+
+        kb, p = await call(prepared)
 
         def events() -> Iterator[dict]:
             yield {"type": "sources", **response(p, "", [], req.model)}
             text = NO_ANSWER[p.lang]
             if p.answerable:
                 parts = []
-                stream, cancel = chat_stream(req.model, p.messages, req.max_tokens)
+                pieces, cancel = ctx.service.greedy_stream(req.model, p.messages, req.max_tokens)
                 try:
-                    for ev in stream:
-                        for ch in ev.get("choices", []):
-                            piece = (ch.get("delta") or {}).get("content")
-                            if piece:
-                                parts.append(piece)
-                                yield {"type": "delta", "content": piece}
+                    for piece in pieces:
+                        parts.append(piece)
+                        yield {"type": "delta", "content": piece}
                 finally:
-                    stream.close()
                     cancel()
                 text = "".join(parts).strip()
             else:
@@ -242,6 +224,6 @@ def kb_router(
                 ),
             }
 
-        return sse("kb.ask", key, req.model, req.question, events(), lambda: None)
+        return ctx.run_stream("kb.ask", key, req.model, req.question, events(), lambda: None)
 
     return r

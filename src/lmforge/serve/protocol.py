@@ -1,16 +1,19 @@
-"""OpenAI-compatible request/response schemas (pydantic), in OpenAI's field order.
+"""OpenAI-compatible request and response schemas (pydantic), in OpenAI's field order.
 
-Our extensions are marked `# lmforge`. Unknown fields are ignored (clients send vendor fields
-freely); wrong types and out-of-range values are rejected with a 400 naming the field.
+Requests: our extensions are marked `# lmforge`. Unknown fields are ignored (clients send vendor
+fields freely); wrong types and out-of-range values are rejected with a 400 naming the field.
+Responses: typed models in OpenAI's field order; our extensions sit in one `lmforge` block at the
+end of the object (omitted when empty), as vLLM keeps its own fields apart. `finish_reason` and
+`usage` are computed in one place each (`finish_reason`, `Usage.of`).
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 
 class _Lenient(BaseModel):
@@ -28,7 +31,9 @@ class ToolCall(_Lenient):
     function: FunctionCall
 
 
-class ContentPart(_Lenient):
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")  # image_url / input_audio parts travel on to a remote upstream
+
     type: str
     text: str | None = None
 
@@ -101,9 +106,15 @@ class ChatCompletionRequest(_SamplingFields):
     truncate: bool = False  # lmforge: drop oldest turns (and say so) instead of answering 400
 
 
+TokenIds = list[int]
+
+
 class CompletionRequest(_SamplingFields):
     model: str
-    prompt: str | list[str]
+    prompt: str | list[str] | TokenIds | list[TokenIds]
+    """A string, a list of strings, a list of token ids, or a list of token-id lists."""
+    max_tokens: int | None = Field(default=None, ge=0)
+    """0 with `echo` scores the prompt without generating."""
     logprobs: int | None = Field(default=None, ge=0, le=20)
     echo: bool = False
 
@@ -115,10 +126,123 @@ class EmbeddingRequest(_Lenient):
     input_type: Literal["query", "passage"] = "passage"  # lmforge: E5-style prefixes
 
 
-class Usage(BaseModel):
+# -- responses ------------------------------------------------------------------------------------
+class _Response(BaseModel):
+    """Response base: fields named in `omit_if_none` are left out when None (as OpenAI does)."""
+
+    omit_if_none: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _omit(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        return {k: v for k, v in data.items() if not (v is None and k in self.omit_if_none)}
+
+
+class Usage(_Response):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+
+    @classmethod
+    def of(cls, prompt_tokens: int, completion_tokens: int) -> Usage:
+        return cls(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                   total_tokens=prompt_tokens + completion_tokens)  # fmt: skip
+
+
+def finish_reason(engine_reason: str | None, tool_calls: bool = False) -> str:
+    """OpenAI's finish_reason for an engine's: tool_calls, length, or stop (a cancelled stream too)."""
+    if tool_calls:
+        return "tool_calls"
+    return "length" if engine_reason == "length" else "stop"
+
+
+class Extension(_Response):
+    """lmforge's own response fields."""
+
+    omit_if_none = frozenset({"notice", "dropped_messages"})
+    notice: str | None = None
+    """What was done to fit the context (oldest turns dropped, no chat template)."""
+    dropped_messages: int | None = None
+
+
+class AssistantMessage(_Response):
+    omit_if_none = frozenset({"tool_calls"})
+    role: Literal["assistant"] = "assistant"
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class ChatChoice(_Response):
+    index: int
+    message: AssistantMessage
+    logprobs: dict[str, Any] | None = None
+    finish_reason: str
+
+
+class ChatCompletion(_Response):
+    omit_if_none = frozenset({"lmforge"})
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    lmforge: Extension | None = None  # lmforge
+
+
+class ChunkChoice(_Response):
+    index: int
+    delta: dict[str, Any]
+    logprobs: dict[str, Any] | None = None
+    finish_reason: str | None = None
+
+
+class ChatCompletionChunk(_Response):
+    omit_if_none = frozenset({"usage", "lmforge"})
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+    lmforge: Extension | None = None  # lmforge
+
+
+class CompletionLogprobs(_Response):
+    tokens: list[str] = Field(default_factory=list)
+    token_logprobs: list[float | None] = Field(default_factory=list)
+    top_logprobs: list[dict[str, float] | None] = Field(default_factory=list)
+    text_offset: list[int] = Field(default_factory=list)
+
+
+class CompletionChoice(_Response):
+    text: str
+    index: int
+    logprobs: CompletionLogprobs | None = None
+    finish_reason: str | None = None
+
+
+class Completion(_Response):
+    omit_if_none = frozenset({"usage"})
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+
+
+class EmbeddingData(_Response):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingList(_Response):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: Usage
 
 
 def new_id(prefix: str) -> str:

@@ -1,10 +1,11 @@
-"""Turn OpenAI requests into scheduler calls and OpenAI responses (chat, completions, embeddings).
+"""Turn OpenAI requests into backend calls and typed OpenAI responses (chat, completions, embeddings).
 
-Plain class, no web framework in here: routes call it from a worker thread. Structured output
-(`response_format` json_object / json_schema) is enforced with a llama.cpp grammar during
-sampling, so the text always parses. Tools are rendered through the model's own chat template
-(`tools` variable, as transformers does) and tool calls are parsed from the output in the
-Hermes/Qwen `<tool_call>{...}</tool_call>` form or as a bare JSON object naming a declared tool.
+Plain class, no web framework in here: routes call it from a worker thread. Every model is reached
+through the one Backend contract: chat requests go to `backend.chat` (local engines render the
+template and enforce `response_format` with a grammar; remote ones forward), completions need the
+`tokens` capability (or are forwarded upstream by a remote model), echoed prompt log-probabilities
+need `score`. Tool calls made by a local model are parsed from its output in the Hermes/Qwen
+`<tool_call>{...}</tool_call>` form or as a bare JSON object naming a declared tool.
 """
 
 from __future__ import annotations
@@ -13,25 +14,50 @@ import json
 import queue
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
-from lmforge.errors import LmforgeError
+from lmforge.errors import ContextOverflowError, LmforgeError
 from lmforge.home import Registry
-from lmforge.infer.base import Chunk
-from lmforge.infer.chat import FittedPrompt, fit_messages
+from lmforge.infer.base import Backend, CapabilityError, ChatOptions, Chunk, require
+from lmforge.infer.chat import greedy_params
 from lmforge.infer.sampling import SamplingParams
 from lmforge.infer.scheduler import Scheduler, Ticket
-from lmforge.serve.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, new_id, now
+from lmforge.serve.protocol import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChunkChoice,
+    Completion,
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+    EmbeddingData,
+    EmbeddingList,
+    EmbeddingRequest,
+    Extension,
+    Usage,
+    finish_reason,
+    new_id,
+    now,
+)
 
 TOOL_CALL_RE = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
 DEFAULT_MAX_TOKENS = 512
+"""Answer budget when a request sets no max_tokens."""
 
 
-def sampling_from(req) -> SamplingParams:
+def sampling_from(
+    req: ChatCompletionRequest | CompletionRequest, max_tokens: int | None = None
+) -> SamplingParams:
+    """SamplingParams for a request: its fields where set, SamplingParams' defaults elsewhere."""
     d = SamplingParams()
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-    max_tokens = getattr(req, "max_completion_tokens", None) or req.max_tokens or DEFAULT_MAX_TOKENS
+    if max_tokens is None:
+        max_tokens = getattr(req, "max_completion_tokens", None) or req.max_tokens or DEFAULT_MAX_TOKENS
     return SamplingParams(
         max_tokens=max_tokens,
         temperature=d.temperature if req.temperature is None else req.temperature,
@@ -44,54 +70,6 @@ def sampling_from(req) -> SamplingParams:
         stop=stop,
         seed=req.seed,
     ).validate()
-
-
-def grammar_for(req: ChatCompletionRequest) -> str | None:
-    rf = req.response_format
-    if rf is None or rf.type == "text":
-        return None
-    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
-
-    if rf.type == "json_object":
-        return JSON_GBNF
-    schema = rf.json_schema.schema_ if rf.json_schema else None
-    if not schema:
-        raise LmforgeError("response_format json_schema needs json_schema.schema")
-    try:
-        # llama-cpp-python's converter lets raw control characters into strings, which JSON forbids
-        return json_schema_to_gbnf(json.dumps(schema)).replace(
-            'char ::= [^"\\\\] |', 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
-        )
-    except (ValueError, KeyError, TypeError, NotImplementedError) as e:
-        raise LmforgeError(f"response_format json_schema is not supported: {e}") from e
-
-
-def template_messages(req: ChatCompletionRequest) -> list[dict[str, Any]]:
-    out = []
-    for m in req.messages:
-        d: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-        if m.tool_calls:
-            d["tool_calls"] = [
-                {
-                    "id": c.id,
-                    "type": "function",
-                    "function": {"name": c.function.name, "arguments": _maybe_json(c.function.arguments)},
-                }
-                for c in m.tool_calls
-            ]
-        if m.tool_call_id:
-            d["tool_call_id"] = m.tool_call_id
-        if m.name:
-            d["name"] = m.name
-        out.append(d)
-    return out
-
-
-def _maybe_json(s: str) -> Any:
-    try:
-        return json.loads(s)
-    except (json.JSONDecodeError, TypeError):
-        return s
 
 
 def parse_tool_calls(text: str, tool_names: set[str]) -> tuple[str, list[dict]]:
@@ -129,50 +107,47 @@ def _call_from(blob: str, tool_names: set[str]) -> dict | None:
     }
 
 
-class ChatService:
-    def __init__(self, registry: Registry, scheduler: Scheduler) -> None:
-        self.registry = registry
-        self.scheduler = scheduler
+def n_params(params: SamplingParams, n: int) -> list[SamplingParams]:
+    """n > 1: distinct but reproducible sampler streams (seed, seed+1, ...)."""
+    if n == 1:
+        return [params]
+    return [
+        replace(params, seed=None if params.seed is None else (params.seed + i) % 2**32) for i in range(n)
+    ]
 
-    # -- shared ---------------------------------------------------------------------------------
-    def _engine_kwargs(self, ticket: Ticket, grammar: str | None, logprobs: int | None) -> dict:
-        kwargs: dict[str, Any] = {}
-        if grammar is not None or logprobs is not None:
-            if not getattr(ticket.model.backend, "supports_grammar", False):
-                raise LmforgeError(
-                    f"{ticket.model.name} runs on {ticket.model.backend.kind}; response_format and logprobs "
-                    "need a GGUF model on llama.cpp"
-                )
-            kwargs = {"grammar": grammar, "logprobs": logprobs}
-        return kwargs
 
-    def _runs(self, ticket: Ticket, prompts: list, params: list[SamplingParams], kwargs: dict) -> list:
-        """One `run(cancel)` per choice: token ids through `generate`, or messages through a remote `chat`."""
-        backend = ticket.model.backend
-        if hasattr(backend, "chat"):
-            return [
-                lambda ev, m=m, p=p: backend.chat(m, p, ev, **kwargs)
-                for m, p in zip(prompts, params, strict=True)
-            ]
-        return [
-            lambda ev, x=x, p=p: backend.generate(x, p, ev, **kwargs)
-            for x, p in zip(prompts, params, strict=True)
-        ]
+class _Open:
+    """An admitted request with its streams; `close()` cancels what still runs and frees the model."""
 
-    def _run_many(
-        self, ticket: Ticket, prompts: list, params: list[SamplingParams], kwargs: dict
-    ) -> Iterator[tuple[int, Chunk]]:
-        """Run several generations concurrently (they share the engine's batch); yield (index, chunk)."""
-        runs = self._runs(ticket, prompts, params, kwargs)
+    def __init__(self, scheduler: Scheduler, ticket: Ticket) -> None:
+        self.scheduler, self.ticket = scheduler, ticket
+        self.streams: list[Iterator[Chunk]] = []
+        self._closed = threading.Event()
+
+    @property
+    def backend(self) -> Backend:
+        return self.ticket.model.backend
+
+    def close(self) -> None:
+        """Cancel every stream (engines free their slots at the next step) and release the model.
+        Streams are not closed here: another thread may be iterating them."""
+        self.ticket.cancel_all()
+        if not self._closed.is_set():
+            self._closed.set()
+            self.scheduler.close(self.ticket)
+
+    def chunks(self) -> Iterator[tuple[int, Chunk]]:
+        """(stream index, chunk) from every stream, concurrently (they share the engine's batch)."""
+        runs = [self.scheduler.stream(self.ticket, s) for s in self.streams]
         if len(runs) == 1:
-            for c in self.scheduler.stream(ticket, runs[0]):
+            for c in runs[0]:
                 yield 0, c
             return
         q: queue.Queue = queue.Queue()
 
         def worker(i: int) -> None:
             try:
-                for c in self.scheduler.stream(ticket, runs[i]):
+                for c in runs[i]:
                     q.put((i, c))
             except Exception as e:  # handed to the consumer, which re-raises it
                 q.put((i, e))
@@ -187,140 +162,109 @@ class ChatService:
             if item is None:
                 remaining -= 1
             elif isinstance(item, Exception):
-                ticket.cancel_all()
+                self.ticket.cancel_all()
                 raise item
             else:
                 yield i, item
 
-    @staticmethod
-    def _n_params(params: SamplingParams, n: int) -> list[SamplingParams]:
-        if n == 1:
-            return [params]
-        out = []
-        for i in range(n):  # distinct but reproducible streams for n > 1
-            seed = None if params.seed is None else (params.seed + i) % 2**32
-            out.append(SamplingParams(**{**params.__dict__, "seed": seed}))
-        return out
 
-    def _logprob_entry(self, backend, tok: int, info: dict) -> dict:
+class ChatService:
+    def __init__(self, registry: Registry, scheduler: Scheduler) -> None:
+        self.registry = registry
+        self.scheduler = scheduler
+
+    def _admit(self, model: str, start: Callable[[_Open], None]) -> _Open:
+        """Admit a request and start its streams; on any error nothing stays held."""
+        req = _Open(self.scheduler, self.scheduler.admit(model))
+        try:
+            start(req)
+        except BaseException:
+            req.close()
+            raise
+        return req
+
+    @staticmethod
+    def _logprob_entry(backend: Backend, tok: int, info: dict) -> dict:
         def item(t: int, lp: float) -> dict:
             s = backend.detokenize([t])
             return {"token": s, "logprob": lp, "bytes": list(s.encode())}
 
         return {**item(tok, info["logprob"]), "top_logprobs": [item(t, lp) for t, lp in info["top"]]}
 
-    def _closer(self, ticket: Ticket):
-        closed = threading.Event()
-
-        def close() -> None:
-            ticket.cancel_all()
-            if not closed.is_set():
-                closed.set()
-                self.scheduler.close(ticket)
-
-        return close
-
     # -- chat -----------------------------------------------------------------------------------
-    def _prepare_chat(self, req: ChatCompletionRequest):
+    def _open_chat(self, req: ChatCompletionRequest) -> tuple[_Open, Extension | None, set[str]]:
         params = sampling_from(req)
-        grammar = grammar_for(req)
-        tools = [t.model_dump() for t in req.tools] if req.tools else None
+        tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None
         if req.tool_choice == "none":
             tools = None
-        ticket = self.scheduler.admit(req.model)
-        try:
-            backend = ticket.model.backend
-            if hasattr(backend, "chat"):  # remote: the upstream applies its template and counts tokens
-                msgs = [m.model_dump(exclude_none=True) for m in req.messages]
-                fitted = FittedPrompt(ids=[], messages=msgs, dropped_turns=0, notice="")
-                fmt = (
-                    req.response_format.model_dump(by_alias=True, exclude_none=True)
-                    if req.response_format
-                    else None
-                )
-                kwargs = {"response_format": fmt, "tools": tools}
-            else:
-                fitted = fit_messages(
-                    backend, template_messages(req), params, allow_truncation=req.truncate, tools=tools
-                )
-                lp = (req.top_logprobs or 0) if req.logprobs else None
-                kwargs = self._engine_kwargs(ticket, grammar, lp)
-        except BaseException:
-            self.scheduler.close(ticket)
-            raise
-        extra = (
-            {"lmforge": {"notice": fitted.notice, "dropped_messages": fitted.dropped_turns}}
-            if fitted.notice
-            else {}
+        fmt = (
+            req.response_format.model_dump(by_alias=True, exclude_none=True) if req.response_format else None
         )
-        names = {t["function"]["name"] for t in tools} if tools else set()
-        return ticket, fitted, self._n_params(params, req.n), kwargs, extra, names
+        opts = ChatOptions(tools=tools, response_format=fmt, allow_truncation=req.truncate,
+                           logprobs=(req.top_logprobs or 0) if req.logprobs else None)  # fmt: skip
+        messages = [m.model_dump(exclude_none=True) for m in req.messages]
+        ext: list[Extension | None] = [None]
 
-    def chat(self, req: ChatCompletionRequest) -> dict:
-        ticket, fitted, plist, kwargs, extra, names = self._prepare_chat(req)
-        backend = ticket.model.backend
+        def start(o: _Open) -> None:
+            if tools:
+                require(o.backend, "tools")
+            for p in n_params(params, req.n):
+                stream = o.backend.chat(messages, p, o.ticket.stream_event(), opts)
+                o.streams.append(stream)
+                if stream.notice:
+                    ext[0] = Extension(notice=stream.notice, dropped_messages=stream.dropped_turns)
+
+        o = self._admit(req.model, start)
+        return o, ext[0], {t["function"]["name"] for t in tools} if tools else set()
+
+    def chat(self, req: ChatCompletionRequest) -> ChatCompletion:
+        o, ext, names = self._open_chat(req)
         texts = [""] * req.n
-        prompt_tokens = len(fitted.ids)
-        finish: list[str | None] = [None] * req.n
+        reasons: list[str | None] = [None] * req.n
+        upstream_calls: list[list[dict] | None] = [None] * req.n
         lps: list[list[dict]] = [[] for _ in range(req.n)]
-        completion = 0
+        prompt_tokens = completion = 0
         try:
-            for i, c in self._run_many(ticket, [fitted.ids or fitted.messages] * req.n, plist, kwargs):
+            for i, c in o.chunks():
                 texts[i] += c.text
                 if c.logprobs is not None and c.token_id is not None:
-                    lps[i].append(self._logprob_entry(backend, c.token_id, c.logprobs))
+                    lps[i].append(self._logprob_entry(o.backend, c.token_id, c.logprobs))
                 if c.finish_reason:
-                    finish[i] = c.finish_reason
+                    reasons[i], upstream_calls[i] = c.finish_reason, c.tool_calls
                     completion += c.completion_tokens
                     prompt_tokens = c.prompt_tokens
         finally:
-            self.scheduler.close(ticket)
+            o.close()
         choices = []
         for i in range(req.n):
-            message: dict[str, Any] = {"role": "assistant", "content": texts[i]}
-            reason = finish[i] if finish[i] in ("stop", "length") else "stop"
-            if names:
-                content, calls = parse_tool_calls(texts[i], names)
-                if calls:
-                    message = {"role": "assistant", "content": content or None, "tool_calls": calls}
-                    reason = "tool_calls"
-            choices.append({"index": i, "message": message, "logprobs": {"content": lps[i]} if req.logprobs else None,
-                            "finish_reason": reason})  # fmt: skip
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion,
-            "total_tokens": prompt_tokens + completion,
-        }
-        return {"id": new_id("chatcmpl"), "object": "chat.completion", "created": now(), "model": req.model,
-                "choices": choices, "usage": usage, **extra}  # fmt: skip
+            content, calls = parse_tool_calls(texts[i], names) if names else (texts[i], [])
+            calls = upstream_calls[i] or calls
+            message = AssistantMessage(
+                content=(content or None) if calls else texts[i], tool_calls=calls or None
+            )
+            choices.append(ChatChoice(index=i, message=message, logprobs={"content": lps[i]} if req.logprobs else None,
+                                      finish_reason=finish_reason(reasons[i], bool(calls))))  # fmt: skip
+        return ChatCompletion(id=new_id("chatcmpl"), created=now(), model=req.model, choices=choices,
+                              usage=Usage.of(prompt_tokens, completion), lmforge=ext)  # fmt: skip
 
-    def chat_stream(self, req: ChatCompletionRequest):
-        ticket, fitted, plist, kwargs, extra, names = self._prepare_chat(req)
-        close = self._closer(ticket)
-        backend = ticket.model.backend
+    def chat_stream(
+        self, req: ChatCompletionRequest
+    ) -> tuple[Iterator[ChatCompletionChunk], Callable[[], None]]:
+        o, ext, names = self._open_chat(req)
         cid, created = new_id("chatcmpl"), now()
 
-        def chunk(choices: list[dict], **more) -> dict:
-            return {
-                "id": cid,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": req.model,
-                "choices": choices,
-                **more,
-            }
+        def chunk(choices: list[ChunkChoice], **more: Any) -> ChatCompletionChunk:
+            return ChatCompletionChunk(id=cid, created=created, model=req.model, choices=choices, **more)
 
-        def events() -> Iterator[dict]:
-            completion = 0
-            prompt_tokens = len(fitted.ids)
+        def events() -> Iterator[ChatCompletionChunk]:
+            completion = prompt_tokens = 0
             buffered = [""] * req.n
             try:
                 for i in range(req.n):
                     yield chunk(
-                        [{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
-                        **extra,
+                        [ChunkChoice(index=i, delta={"role": "assistant", "content": ""})], lmforge=ext
                     )
-                for i, c in self._run_many(ticket, [fitted.ids or fitted.messages] * req.n, plist, kwargs):
+                for i, c in o.chunks():
                     delta: dict[str, Any] = {}
                     if names:  # tool calls can only be recognised on the whole text
                         buffered[i] += c.text
@@ -330,155 +274,237 @@ class ChatService:
                     if c.finish_reason:
                         completion += c.completion_tokens
                         prompt_tokens = c.prompt_tokens
-                        reason = c.finish_reason if c.finish_reason in ("stop", "length") else "stop"
-                        if names:
-                            content, calls = parse_tool_calls(buffered[i], names)
-                            if calls:
-                                delta["tool_calls"] = [{"index": k, **call} for k, call in enumerate(calls)]
-                                reason = "tool_calls"
-                            if content:
-                                delta["content"] = content
+                        content, calls = parse_tool_calls(buffered[i], names) if names else ("", [])
+                        calls = c.tool_calls or calls
+                        if calls:
+                            delta["tool_calls"] = [{"index": k, **call} for k, call in enumerate(calls)]
+                        if content:
+                            delta["content"] = content
+                        reason = finish_reason(c.finish_reason, bool(calls))
                     lp = None
                     if c.logprobs is not None and c.token_id is not None:
-                        lp = {"content": [self._logprob_entry(backend, c.token_id, c.logprobs)]}
+                        lp = {"content": [self._logprob_entry(o.backend, c.token_id, c.logprobs)]}
                     if delta or reason or lp:
-                        yield chunk([{"index": i, "delta": delta, "logprobs": lp, "finish_reason": reason}])
+                        yield chunk([ChunkChoice(index=i, delta=delta, logprobs=lp, finish_reason=reason)])
                 if req.stream_options and req.stream_options.include_usage:
-                    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                             "total_tokens": prompt_tokens + completion}  # fmt: skip
-                    yield chunk([], usage=usage)
+                    yield chunk([], usage=Usage.of(prompt_tokens, completion))
             finally:
-                close()
+                o.close()
 
-        return events(), close
+        return events(), o.close
 
     # -- completions ----------------------------------------------------------------------------
-    def _prepare_completion(self, req: CompletionRequest):
-        params = sampling_from(req)
-        prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
-        if not prompts or any(not p for p in prompts):
-            raise LmforgeError("prompt must be a non-empty string (or list of them)")
-        ticket = self.scheduler.admit(req.model)
-        try:
-            backend = ticket.model.backend
-            ids = [backend.tokenize(p) for p in prompts]
-            for x in ids:
-                if len(x) >= backend.context_length:
-                    from lmforge.errors import ContextOverflowError
-
-                    raise ContextOverflowError(
-                        f"prompt is {len(x)} tokens but the context holds {backend.context_length}",
-                        prompt_tokens=len(x),
-                        context_length=backend.context_length,
-                    )
-            kwargs = self._engine_kwargs(ticket, None, req.logprobs)
-        except BaseException:
-            self.scheduler.close(ticket)
-            raise
-        all_ids = [x for x in ids for _ in range(req.n)]
-        all_prompts = [p for p in prompts for _ in range(req.n)]
-        return ticket, all_prompts, all_ids, self._n_params(params, req.n) * len(prompts), kwargs
-
     @staticmethod
-    def _completion_logprobs(backend, toks: list[tuple[int, dict]]) -> dict:
-        tokens, lps, tops, offsets, pos = [], [], [], [], 0
-        for t, info in toks:
-            s = backend.detokenize([t])
-            tokens.append(s)
-            lps.append(info["logprob"])
-            tops.append({backend.detokenize([a]): b for a, b in info["top"]})
-            offsets.append(pos)
-            pos += len(s)
-        return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
+    def _prompts(req: CompletionRequest) -> list[str | list[int]]:
+        p = req.prompt
+        if isinstance(p, str):
+            prompts: list[str | list[int]] = [p]
+        elif p and all(isinstance(x, int) for x in p):
+            prompts = [list(p)]  # type: ignore[arg-type]
+        else:
+            prompts = list(p)  # type: ignore[arg-type]
+        if not prompts or any(len(x) == 0 for x in prompts):
+            raise LmforgeError("prompt must be a non-empty string, list of strings, or list of token ids")
+        if req.max_tokens == 0 and not req.echo:
+            raise LmforgeError(
+                "max_tokens 0 generates nothing: send echo=true (with logprobs) to score the prompt"
+            )
+        return prompts
 
-    def complete(self, req: CompletionRequest) -> dict:
-        ticket, prompts, ids, plist, kwargs = self._prepare_completion(req)
-        backend = ticket.model.backend
-        texts = [""] * len(ids)
-        finish: list[str] = ["stop"] * len(ids)
-        toks: list[list[tuple[int, dict]]] = [[] for _ in ids]
+    def _open_completion(self, req: CompletionRequest) -> tuple[_Open, list[dict[str, Any]], Any]:
+        """Admit, tokenize, score echoed prompts, start generations. Returns the request, per-choice
+        state {'ids', 'text', 'prompt_lp', 'stream' index or None}, and for a model without token
+        access whose upstream speaks OpenAI, the upstream's answer instead (forwarded as-is)."""
+        prompts = self._prompts(req)
+        generate = req.max_tokens != 0
+        params = sampling_from(req, None if generate else 1)
+        states: list[dict[str, Any]] = []
+        forwarded: list[Any] = [None]
+
+        def start(o: _Open) -> None:
+            backend = o.backend
+            if not backend.capabilities.tokens and backend.capabilities.upstream:
+                forwarded[0] = backend.forward_completions(req.model_dump(exclude_none=True))
+                return
+            require(backend, "tokens")
+            for prompt in prompts:
+                ids = backend.tokenize(prompt) if isinstance(prompt, str) else prompt
+                if len(ids) + (1 if generate else 0) > backend.context_length:
+                    raise ContextOverflowError(
+                        f"prompt is {len(ids)} tokens but the context holds {backend.context_length}",
+                        prompt_tokens=len(ids), context_length=backend.context_length,
+                    )  # fmt: skip
+                prompt_lp = None
+                if req.echo and req.logprobs is not None:
+                    require(backend, "score")
+                    prompt_lp = backend.prompt_logprobs(ids, req.logprobs)
+                text = prompt if isinstance(prompt, str) else backend.detokenize(ids)
+                for p in n_params(params, req.n):
+                    stream = None
+                    if generate:
+                        kw = {"logprobs": req.logprobs} if req.logprobs is not None else {}
+                        o.streams.append(backend.generate(ids, p, o.ticket.stream_event(), **kw))
+                        stream = len(o.streams) - 1
+                    states.append({"ids": ids, "text": text, "prompt_lp": prompt_lp, "stream": stream})
+
+        o = self._admit(req.model, start)
+        return o, states, forwarded[0]
+
+    def _choice_logprobs(self, backend: Backend, state: dict, generated: list[tuple[int, dict]],
+                         echo: bool) -> CompletionLogprobs:  # fmt: skip
+        """Legacy completions logprobs: echoed prompt tokens first (the first has null logprob),
+        then generated ones; text_offset counts characters of the choice's text."""
+        out = CompletionLogprobs()
+        parts: list[tuple[int, list[tuple[int, dict | None]]]] = []  # (character base, entries)
+        if echo:
+            parts.append(
+                (0, list(zip(state["ids"], state["prompt_lp"] or [None] * len(state["ids"]), strict=True)))
+            )
+        parts.append((len(state["text"]) if echo else 0, list(generated)))
+        for base, entries in parts:
+            ids = [t for t, _ in entries]
+            for k, (tok, info) in enumerate(entries):
+                # the characters before this token: decoding the prefix keeps multi-byte characters whole
+                out.text_offset.append(base + (len(backend.detokenize(ids[:k])) if k else 0))
+                out.tokens.append(backend.detokenize([tok]))
+                out.token_logprobs.append(None if info is None else info["logprob"])
+                out.top_logprobs.append(
+                    None if info is None else {backend.detokenize([a]): b for a, b in info["top"]}
+                )
+        return out
+
+    def complete(self, req: CompletionRequest) -> Completion | dict:
+        o, states, forwarded = self._open_completion(req)
+        if forwarded is not None:
+            o.close()
+            return forwarded
+        texts = [""] * len(o.streams)
+        reasons: list[str | None] = [None] * len(o.streams)
+        toks: list[list[tuple[int, dict]]] = [[] for _ in o.streams]
         completion = 0
         try:
-            for i, c in self._run_many(ticket, ids, plist, kwargs):
+            for i, c in o.chunks() if o.streams else iter(()):
                 texts[i] += c.text
                 if c.logprobs is not None and c.token_id is not None:
                     toks[i].append((c.token_id, c.logprobs))
                 if c.finish_reason:
-                    finish[i] = c.finish_reason if c.finish_reason in ("stop", "length") else "stop"
+                    reasons[i] = c.finish_reason
                     completion += c.completion_tokens
+            choices = []
+            for k, st in enumerate(states):
+                s = st["stream"]
+                text = (st["text"] if req.echo else "") + (texts[s] if s is not None else "")
+                lp = None
+                if req.logprobs is not None:
+                    lp = self._choice_logprobs(o.backend, st, toks[s] if s is not None else [], req.echo)
+                reason = finish_reason(reasons[s]) if s is not None else "length"
+                choices.append(CompletionChoice(text=text, index=k, logprobs=lp, finish_reason=reason))
         finally:
-            self.scheduler.close(ticket)
-        choices = [
-            {
-                "index": i,
-                "text": (prompts[i] if req.echo else "") + texts[i],
-                "logprobs": self._completion_logprobs(backend, toks[i]) if req.logprobs is not None else None,
-                "finish_reason": finish[i],
-            }  # fmt: skip
-            for i in range(len(ids))
-        ]
-        prompt_tokens = sum(len(x) for x in ids[:: req.n])
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion,
-            "total_tokens": prompt_tokens + completion,
-        }
-        return {"id": new_id("cmpl"), "object": "text_completion", "created": now(), "model": req.model,
-                "choices": choices, "usage": usage}  # fmt: skip
+            o.close()
+        prompt_tokens = sum(len(st["ids"]) for st in states[:: req.n])
+        return Completion(id=new_id("cmpl"), created=now(), model=req.model, choices=choices,
+                          usage=Usage.of(prompt_tokens, completion))  # fmt: skip
 
-    def complete_stream(self, req: CompletionRequest):
-        ticket, prompts, ids, plist, kwargs = self._prepare_completion(req)
-        close = self._closer(ticket)
+    def complete_stream(
+        self, req: CompletionRequest
+    ) -> tuple[Iterator[Completion | dict], Callable[[], None]]:
+        o, states, forwarded = self._open_completion(req)
+        if forwarded is not None:
+
+            def relay() -> Iterator[dict]:
+                try:
+                    yield from forwarded
+                finally:
+                    o.close()
+
+            return relay(), o.close
         cid, created = new_id("cmpl"), now()
 
-        def events() -> Iterator[dict]:
+        def event(choices: list[CompletionChoice], usage: Usage | None = None) -> Completion:
+            return Completion(id=cid, created=created, model=req.model, choices=choices, usage=usage)
+
+        def events() -> Iterator[Completion]:
             completion = 0
             try:
-                for i, c in self._run_many(ticket, ids, plist, kwargs):
+                for k, st in enumerate(states):  # echoed prompts (and score-only choices) come first
+                    if req.echo or st["stream"] is None:
+                        lp = (
+                            self._choice_logprobs(o.backend, st, [], True)
+                            if req.logprobs is not None
+                            else None
+                        )
+                        reason = None if st["stream"] is not None else "length"
+                        yield event([CompletionChoice(text=st["text"] if req.echo else "", index=k, logprobs=lp,
+                                                      finish_reason=reason)])  # fmt: skip
+                index = {st["stream"]: k for k, st in enumerate(states) if st["stream"] is not None}
+                for s, c in o.chunks() if o.streams else iter(()):
                     reason = None
                     if c.finish_reason:
                         completion += c.completion_tokens
-                        reason = c.finish_reason if c.finish_reason in ("stop", "length") else "stop"
+                        reason = finish_reason(c.finish_reason)
                     if c.text or reason:
-                        yield {"id": cid, "object": "text_completion", "created": created, "model": req.model,
-                               "choices": [{"index": i, "text": c.text, "logprobs": None, "finish_reason": reason}]}  # fmt: skip
+                        yield event([CompletionChoice(text=c.text, index=index[s], finish_reason=reason)])
                 if req.stream_options and req.stream_options.include_usage:
-                    p = sum(len(x) for x in ids[:: req.n])
-                    yield {"id": cid, "object": "text_completion", "created": created, "model": req.model, "choices": [],
-                           "usage": {"prompt_tokens": p, "completion_tokens": completion, "total_tokens": p + completion}}  # fmt: skip
+                    p = sum(len(st["ids"]) for st in states[:: req.n])
+                    yield event([], Usage.of(p, completion))
             finally:
-                close()
+                o.close()
 
-        return events(), close
+        return events(), o.close
 
     # -- embeddings -----------------------------------------------------------------------------
-    def embed(self, req: EmbeddingRequest) -> dict:
+    def embed(self, req: EmbeddingRequest) -> EmbeddingList:
         texts = [req.input] if isinstance(req.input, str) else list(req.input)
         if any(not isinstance(t, str) or not t for t in texts):
             raise LmforgeError("input must be a non-empty string or a list of non-empty strings")
         manifest = self.registry.get(req.model)
         if manifest.kind != "embedding":
             raise LmforgeError(f"{req.model} is a {manifest.kind} model, not an embedding model")
-        ticket = self.scheduler.admit(req.model)
+        o = self._admit(req.model, lambda o: require(o.backend, "embed"))
         try:
-            backend = ticket.model.backend
-            vecs = backend.embed(texts, is_query=req.input_type == "query")
-            try:
+            backend = o.backend
+            vecs: list[Any] = backend.embed(texts, is_query=req.input_type == "query")
+            if backend.capabilities.tokens:
                 n_tokens = sum(len(backend.tokenize(t)) for t in texts)
-            except LmforgeError:
+            else:  # the engine keeps its tokens to itself: count words
                 n_tokens = sum(len(t.split()) for t in texts)
         finally:
-            self.scheduler.close(ticket)
+            o.close()
         if req.encoding_format == "base64":  # what the openai SDK asks for: little-endian float32
             import base64
 
             import numpy as np
 
             vecs = [base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode() for v in vecs]
-        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vecs)]
-        return {
-            "object": "list",
-            "data": data,
-            "model": req.model,
-            "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
-        }
+        data = [EmbeddingData(index=i, embedding=v) for i, v in enumerate(vecs)]
+        return EmbeddingList(data=data, model=req.model, usage=Usage.of(n_tokens, 0))
+
+    # -- greedy answers for knowledge bases, reranking and the arena -----------------------------
+    def greedy_stream(
+        self, model: str, messages: list[dict], max_tokens: int
+    ) -> tuple[Iterator[str], Callable[[], None]]:
+        """Text pieces of the greedy answer (scheduled like any request: queue, deadline, cancel)."""
+        params = greedy_params(max_tokens)
+
+        def start(o: _Open) -> None:
+            o.streams.append(o.backend.chat(messages, params, o.ticket.stream_event(),
+                                            ChatOptions(allow_truncation=False)))  # fmt: skip
+
+        o = self._admit(model, start)
+
+        def pieces() -> Iterator[str]:
+            try:
+                for _, c in o.chunks():
+                    if c.text:
+                        yield c.text
+            finally:
+                o.close()
+
+        return pieces(), o.close
+
+    def greedy(self, model: str, messages: list[dict], max_tokens: int) -> str:
+        pieces, _close = self.greedy_stream(model, messages, max_tokens)
+        return "".join(pieces)
+
+
+__all__ = ["ChatService", "CapabilityError", "parse_tool_calls", "sampling_from"]
