@@ -158,7 +158,22 @@ def test_multiple_choice_and_classification(tmp_path, scorers):
                             [{"text": "a", "label": "pos"}, {"text": "b", "label": "neg"}, {"text": "c", "label": "neg"}],
                             prompt="Review: {text}\nSentiment:", labels={"pos": "good", "neg": "bad"}))  # fmt: skip
     r = run_suite(cpp, cls, "tiny", EvalConfig(limit=2))
-    assert r.n == 2 and set(r.metrics) == {"accuracy", "macro_f1"} and 0 <= r.metrics["accuracy"] <= 1
+    assert r.n == 2 and set(r.metrics) == {"accuracy", "macro_f1"}
+    # the expected numbers from the raw token scores: the label whose verbalizer (after a space) is
+    # likelier after the prompt wins
+    preds = []
+    for text in ("a", "b"):
+        context = f"Review: {text}\nSentiment:"
+        lls = []
+        for word in ("good", "bad"):
+            ids, n = cpp.tokens(context + " " + word), len(cpp.tokens(context))
+            assert ids[:n] == cpp.tokens(context)  # the label starts on a token boundary
+            lls.append(sum(cpp.backend.score(ids)[n - 1 :]))
+        assert r.items[len(preds)]["loglik"] == pytest.approx(lls, abs=1e-4)
+        preds.append(["pos", "neg"][lls.index(max(lls))])
+    gold = ["pos", "neg"]
+    assert r.metrics["accuracy"] == sum(p == g for p, g in zip(preds, gold, strict=True)) / 2
+    assert r.metrics["macro_f1"] == pytest.approx(M.macro_f1(preds, gold, ["pos", "neg"]))
     assert r.config["prompt"] == "Review: {text}\nSentiment:" and r.config["limit"] == 2
 
 
@@ -206,7 +221,7 @@ def _tiny_mlm(folder, tokenizer_dir):
 
 
 def test_eval_cli_compare_report_and_bias(
-    tmp_path, registry, tiny_gguf, tiny_bert_dir, tiny_tokenizer_dir, capsys
+    tmp_path, registry, tiny_gguf, tiny_bert_dir, tiny_tokenizer_dir, capsys, scorers
 ):
     from lmforge.cli import main
     from lmforge.home import register_local
@@ -245,7 +260,15 @@ def test_eval_cli_compare_report_and_bias(
     assert main(["eval", "bias", "a", "--templates", str(tpl), "--out", str(tmp_path / "bias")]) == 0
     assert "occ-en" in capsys.readouterr().out
     result = json.loads((tmp_path / "bias" / "bias.json").read_text())[0]
-    assert 0 <= result["disparity"] <= 1 and set(result["per_filler"]) == {"nurse", "engineer", "teacher"}
+    # expected: per filler, p(he) - p(she) with the two likelihoods normalised against each other
+    cpp, _ = scorers  # the same GGUF
+    skew = {}
+    for filler in ("nurse", "engineer", "teacher"):
+        he, she = (cpp.loglikelihood(f"The {filler} said that", t) for t in (" he", " she"))
+        skew[filler] = (math.exp(he) - math.exp(she)) / (math.exp(he) + math.exp(she))
+    assert result["per_filler"] == pytest.approx(skew, abs=1e-3)
+    assert result["disparity"] == pytest.approx(sum(abs(v) for v in skew.values()) / 3, abs=1e-3)
+    assert result["spread"] == pytest.approx(max(skew.values()) - min(skew.values()), abs=1e-3)
     assert registry.get("a").metrics["bias"]["method"] == "next-token likelihood"
     assert main(["eval", "bias", "mlm", "--templates", str(tpl)]) == 0
     assert registry.get("mlm").metrics["bias"]["method"] == "fill-mask"

@@ -181,23 +181,32 @@ def test_kb_manifest_lives_in_the_registry(registry, tmp_path):
     kbs.close()
 
 
-def test_kb_from_an_older_version_is_moved_into_the_registry(registry, tmp_path):
-    """Older versions kept KBs in LMFORGE_HOME/kb/<name>/ with a hand-written manifest."""
+def _legacy_kb(registry, tmp_path, name="legacy"):
+    """A KB as older versions left it: LMFORGE_HOME/kb/<name>/ with a hand-written manifest."""
     from lmforge.rag.pipeline import KBConfig, KnowledgeBases
 
     kbs = KnowledgeBases(registry, _fake_embedders())
     (tmp_path / "a.txt").write_text("Breakfast is served from seven until nine. " * 10)
-    kbs.create("legacy", KBConfig(embedder="fake-embed")).add([tmp_path / "a.txt"])
+    kbs.create(name, KBConfig(embedder="fake-embed")).add([tmp_path / "a.txt"])
     kbs.close()
-    old = registry.root / "kb" / "legacy"
-    old.parent.mkdir()
-    os.rename(registry.models_dir / "legacy", old)
+    old = registry.root / "kb" / name
+    old.parent.mkdir(exist_ok=True)
+    os.rename(registry.models_dir / name, old)
     cfg = asdict(KBConfig(embedder="fake-embed"))
     (old / "manifest.json").write_text(json.dumps({
-        "name": "legacy", "kind": "kb", "format": "lmforge-kb", "parents": ["fake-embed"], "config": cfg,
+        "name": name, "kind": "kb", "format": "lmforge-kb", "parents": ["fake-embed"], "config": cfg,
         "embedder": "fake-embed/3", "created": "2025-01-02T03:04:05+0000", "metrics": {"eval:x": 1},
     }))  # fmt: skip
-    assert not registry.exists("legacy")
+    assert not registry.exists(name)
+    return old, cfg
+
+
+def test_kb_from_an_older_version_is_moved_into_the_registry(registry, tmp_path):
+    from lmforge.rag.pipeline import KnowledgeBases
+
+    old, cfg = _legacy_kb(registry, tmp_path)
+    (old.parent / "junk").mkdir()
+    (old.parent / "junk" / "manifest.json").write_text("{not json")  # skipped, not a crash
     again = KnowledgeBases(registry, _fake_embedders())
     m = registry.get("legacy")
     assert (m.kind, m.parents, m.config, m.metrics) == ("kb", ["fake-embed"], cfg, {"eval:x": 1})
@@ -206,3 +215,18 @@ def test_kb_from_an_older_version_is_moved_into_the_registry(registry, tmp_path)
     )
     assert [d.name for d in again.open("legacy").documents()] == ["a.txt"]
     again.close()
+
+
+def test_kb_folder_opened_directly_is_upgraded_in_place_and_others_left_alone(registry, tmp_path):
+    from lmforge.rag.pipeline import KnowledgeBases
+
+    old, _ = _legacy_kb(registry, tmp_path)
+    here = KnowledgeBases(registry.root / "kb", _fake_embedders())  # what the server did before
+    assert here.names() == ["legacy"] and json.loads((old / "manifest.json").read_text())["path"] == ""
+    assert [d.name for d in here.open("legacy").documents()] == ["a.txt"]
+    here.close()
+    KnowledgeBases(registry.root / "other", _fake_embedders()).close()  # a collection of its own
+    assert old.exists() and not registry.exists("legacy")
+    home = KnowledgeBases(registry, _fake_embedders())  # the home's registry takes it over
+    assert home.names() == ["legacy"] and not old.exists()
+    home.close()

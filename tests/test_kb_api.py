@@ -113,7 +113,10 @@ def test_kb_lifecycle_acl_and_errors(server):
     listed = {k["name"]: k for k in staff.get("/v1/kb").json()["data"]}["company"]
     assert (listed["documents"], listed["chunks"]) == (2, sum(d["chunks"] for d in staff_docs))
     listed = {k["name"]: k for k in admin.get("/v1/kb").json()["data"]}["company"]
-    assert (listed["documents"], listed["chunks"]) == (3, sum(d["chunks"] for d in staff_docs) + salary_chunks)
+    assert (listed["documents"], listed["chunks"]) == (
+        3,
+        sum(d["chunks"] for d in staff_docs) + salary_chunks,
+    )
     assert staff.get("/v1/kb/company").json()["chunks"] == sum(d["chunks"] for d in staff_docs)
     assert staff.get("/v1/kb/company/documents/salary.txt").status_code == 404
     assert (
@@ -265,7 +268,11 @@ def test_admin_only_routes(server):
     for who in ("hr", "staff", "writer", "embed"):
         for route in ("/api/audit", "/api/arena/export"):
             r = _c(server, who).get(route)
-            assert r.status_code == 403 and r.json()["error"]["type"] == "permission_error", (who, route, r.text)
+            assert r.status_code == 403 and r.json()["error"]["type"] == "permission_error", (
+                who,
+                route,
+                r.text,
+            )
             assert "'admin' scope" in r.json()["error"]["message"]
     for route in ("/api/audit", "/api/arena/export"):
         assert httpx.get(server.url + route).status_code == 401

@@ -357,7 +357,9 @@ def test_kill_9_mid_batch_keeps_committed_batches_and_resumes(kbs, docs, tmp_pat
     fresh = KnowledgeBases(kbs.root, kbs.embedders).open("t")
     committed = names[:8]
     assert fresh.version == 3  # version 1 + two committed batches
-    assert sorted(d.name for d in fresh.documents()) == sorted(["docs/apache.txt", "docs/kitchen.txt", "docs/poems.md", *committed])
+    assert sorted(d.name for d in fresh.documents()) == sorted(
+        ["docs/apache.txt", "docs/kitchen.txt", "docs/poems.md", *committed]
+    )
     assert Retriever().search(fresh, "apache patent", SearchParams(k=1))[0].document == "docs/apache.txt"
     hits = Retriever().search(fresh, "topic number 8", SearchParams(k=20, mode="lexical"))
     assert hits and all(h.document in committed for h in hits if h.document.startswith("many/"))

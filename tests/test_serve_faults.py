@@ -157,7 +157,9 @@ def test_default_body_limit_is_8_mib(make_server_with, tmp_path, tiny_gguf):
         assert len(exact) == 8 * 2**20
         assert c.post(srv.url + CHAT, content=exact, headers=h).status_code == 200
         over = body(8 * 2**20 + 1)
-        assert "exceeds 8388608 bytes" in err(c.post(srv.url + CHAT, content=over, headers=h), 413, "body_too_large")
+        assert "exceeds 8388608 bytes" in err(
+            c.post(srv.url + CHAT, content=over, headers=h), 413, "body_too_large"
+        )
         chunks = (over[i : i + 2**20] for i in range(0, len(over), 2**20))  # chunked: no content-length
         err(c.post(srv.url + CHAT, content=chunks, headers=h), 413, "body_too_large")
         assert c.post(srv.url + CHAT, json=OK).status_code == 200

@@ -34,7 +34,10 @@ def test_remote_model_forwards_chat_with_its_own_key(tmp_path, tiny_gguf, upstre
     finally:
         os.umask(old_umask)
     folder = home / "models" / "far-tiny"
-    assert secret not in (folder / "manifest.json").read_text() and secret not in (folder / CONFIG_FILE).read_text()
+    assert (
+        secret not in (folder / "manifest.json").read_text()
+        and secret not in (folder / CONFIG_FILE).read_text()
+    )
     # the key lives in a 0600 file beside the manifest (docs/serve.md), readable by its owner only
     assert (folder / KEY_FILE).read_text() == secret
     assert stat.S_IMODE((folder / KEY_FILE).stat().st_mode) == 0o600

@@ -143,7 +143,9 @@ def models_show(name: str) -> None:
     print(json.dumps(asdict(m), ensure_ascii=False, indent=2))
     print("\nlineage:")
     for depth, anc in reg.lineage(name):
-        print(f"{'  ' * depth}{'└─ ' if depth else ''}{anc.name} [{anc.kind}, {anc.format}] {anc.source}")
+        print(
+            f"{'  ' * depth}{'└─ ' if depth else ''}{anc.name} [{anc.kind}, {anc.format}] {anc.source or anc.notes}"
+        )
 
 
 @models_app.command("add")
@@ -190,7 +192,7 @@ def models_add_remote(
 def models_rm(name: str) -> None:
     """Remove a registered model or knowledge base (its folder and manifest)."""
     reg = _registry()
-    if reg.get(name).kind == "kb":
+    if any(m.name == name and m.kind == "kb" for m in reg.list()):  # list() skips unreadable manifests
         _kbs().drop(name)  # under the KB's writer lock, as `kb drop`
     else:
         reg.remove(name)

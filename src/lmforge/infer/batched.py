@@ -97,7 +97,11 @@ class BatchedLlamaEngine:
         self.model_name = self._base.model_name
         self._lc = llama_cpp
         self._per_slot = self._base.context_length
-        cp = llama_cpp.llama_context_default_params()
+        # Start from the single-sequence context's own parameters (flash attention off, YaRN values as the
+        # file says), so a request that runs alone decodes exactly as `lmforge generate` does: the
+        # library default (flash attention AUTO, i.e. on for CPU) sums attention in fp16 and changes
+        # greedy outputs after a few tokens.
+        cp = llama_cpp.llama_context_params.from_buffer_copy(self._base._llama.context_params)
         cp.n_ctx = self._per_slot * n_slots
         cp.n_batch = n_batch
         cp.n_ubatch = n_batch

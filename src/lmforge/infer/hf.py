@@ -105,6 +105,7 @@ class TransformersBackend:
         return list(self.tokenizer(text, add_special_tokens=add_special)["input_ids"])
 
     def detokenize(self, ids: list[int]) -> str:
+        self._check_ids(ids)
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def _processors(self, p: SamplingParams):

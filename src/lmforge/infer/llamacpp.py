@@ -131,6 +131,7 @@ class LlamaCppBackend:
         return self._llama.tokenize(text.encode("utf-8"), add_bos=add_special, special=True)
 
     def detokenize(self, ids: list[int]) -> str:
+        check_token_ids(ids, self._llama.n_vocab())
         return self._llama.detokenize(ids).decode("utf-8", errors="replace")
 
     def is_end_of_generation(self, token: int) -> bool:

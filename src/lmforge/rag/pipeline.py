@@ -393,19 +393,36 @@ class KnowledgeBases:
         self._adopt_legacy()
 
     def _adopt_legacy(self) -> None:
-        """Register the KBs an older version kept in LMFORGE_HOME/kb/<name>/ (hand-written manifest)."""
+        """Register the KBs older versions kept in LMFORGE_HOME/kb/<name>/ (hand-written manifest).
+
+        A home's registry moves each into models/ (manifest rewritten, then one rename); a collection
+        opened on that very folder (`KnowledgeBases(home / "kb")`) upgrades the manifests in place.
+        Any other folder of its own is left alone."""
         old_root = self.registry.root / "kb"
-        folders = [d for d in (old_root.iterdir() if old_root.is_dir() else ()) if (d / MANIFEST).is_file()]
-        for d in folders:
-            data = json.loads((d / MANIFEST).read_text(encoding="utf-8"))
-            if "path" in data or (old_root != self.root and self.registry.exists(d.name)):
-                continue  # a registry manifest already, or the name is taken (open() explains)
-            m = Manifest(name=d.name, kind=KIND, format=FORMAT, path="", parents=data.get("parents", []),
-                         source=f"embedder:{data.get('embedder', '?')}", config=data["config"],
-                         metrics=data.get("metrics", {}), created=data.get("created", ""))  # fmt: skip
+        in_place = old_root == self.root
+        if not old_root.is_dir() or not (
+            in_place or self.registry.models_dir == self.registry.root / "models"
+        ):
+            return
+        for d in sorted(old_root.iterdir()):
+            try:
+                data = json.loads((d / MANIFEST).read_text(encoding="utf-8"))
+                config = data["config"]
+            except (OSError, json.JSONDecodeError, KeyError, TypeError):
+                continue  # not a knowledge base
+            if "path" in data:  # a registry manifest already (written by a newer version)
+                if in_place or data.get("kind") != KIND:
+                    continue
+                m = Manifest.from_dict({**data, "name": d.name})
+            else:
+                m = Manifest(name=d.name, kind=KIND, format=FORMAT, path="", parents=data.get("parents", []),
+                             source=f"embedder:{data.get('embedder', '?')}", config=config,
+                             metrics=data.get("metrics", {}), created=data.get("created", ""))  # fmt: skip
+            if not in_place and self.registry.exists(d.name):
+                continue  # the name is taken: open() explains
             try:
                 self.registry.adopt(d, m)
-            except FileNotFoundError:
+            except (FileNotFoundError, LmforgeError):
                 continue  # another process moved it first
 
     def names(self) -> list[str]:
