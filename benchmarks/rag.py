@@ -1,16 +1,23 @@
 """Knowledge-base benchmark: ingestion throughput, query latency at 10k/100k chunks, retrieval quality.
 
-    python benchmarks/rag.py [--sizes 10000 100000] [--queries 200] [--skip-ingest] [--skip-quality]
+    python benchmarks/rag.py [--sizes 10000 100000] [--queries 200] [--rounds 4] [--ingest-rounds 1]
+                             [--skip-ingest] [--skip-quality]
 
 1. Ingestion of a mixed zh/en folder (examples/rag/docs plus HTML, DOCX and PDF renderings of
    some of them): documents/s, PDF pages/s, chunks/s, beside the embedder alone on the same chunk
-   texts (the pipeline's ceiling: embedding dominates on CPU).
-2. Query latency on synthetic KBs of N chunks × 384 dims (random unit vectors; term lists drawn
+   texts (the pipeline's ceiling: embedding dominates on CPU); the two alternate (A B A B) for
+   --ingest-rounds rounds, each into a fresh KB, and the medians are reported.
+2. Query latency on synthetic KBs of N chunks x 384 dims (random unit vectors; term lists drawn
    from the real vocabulary of the example corpus): BM25 (bm25s numba), exact dense (numpy), the
    whole hybrid retrieval (both + RRF + metadata fetch, excluding the query's embedding) and a
    cached repeat, through lmforge's own code. Alternatives measured on the same vectors in the
-   same run: faiss IndexFlatIP, qdrant-client local mode, bm25s with its numpy backend.
-3. Quality on examples/rag/qa.jsonl: hit@5 and MRR for dense-only, BM25-only and hybrid.
+   same run: faiss IndexFlatIP, qdrant-client local mode, bm25s with its numpy backend. Every
+   engine answers exactly the same --queries queries (after the same 3 untimed warm-up queries),
+   in --rounds rounds that interleave the engines (each round: a block of queries on every
+   engine in turn), so drift on a shared machine hits all of them alike.
+3. Quality on examples/rag/qa.jsonl: hit@5 and MRR for dense-only, BM25-only and hybrid (every
+   mode answers all 70 questions), after ingesting examples/rag/docs with the default embedder
+   (the line `lmforge kb add` prints for it is printed too).
 """
 
 from __future__ import annotations
@@ -30,15 +37,6 @@ EXAMPLES = ROOT / "examples" / "rag"
 
 def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.array(xs) * 1000, q))
-
-
-def timed(fn, n: int) -> tuple[float, float]:
-    ts = []
-    for i in range(n):
-        t = time.perf_counter()
-        fn(i)
-        ts.append(time.perf_counter() - t)
-    return pct(ts, 50), pct(ts, 95)
 
 
 # ------------------------------------------------------------------ 1. ingestion
@@ -80,29 +78,40 @@ def mixed_folder(dest: Path) -> tuple[Path, int]:
     return dest, pages
 
 
-def bench_ingest(tmp: Path) -> dict:
+def bench_ingest(tmp: Path, rounds: int = 1) -> dict:
+    import statistics
+
     from lmforge.rag.pipeline import EmbedderCache, KnowledgeBases, embed_text
 
     folder, pdf_pages = mixed_folder(tmp / "mixed")
     embedders = EmbedderCache()
     kbs = KnowledgeBases(tmp / "kb", embedders)
-    kb = kbs.create("ingest")
-    kb.analyzer  # noqa: B018 - load jieba's dictionary outside the timing
-    t = time.perf_counter()
-    report = kb.add([folder])
-    wall = time.perf_counter() - t
-    texts = [
-        embed_text(c.title, (c.heading,), c.text) for d in kb.documents() for c in kb.store.doc_chunks(d.name)
-    ]
-    t = time.perf_counter()
-    kb.embedder.passages(texts)
-    embed_only = time.perf_counter() - t
+    walls, embed_walls = [], []
+    for r in range(rounds):  # A B A B: the pipeline, then the embedder alone on the same texts
+        kb = kbs.create(f"ingest{r}")
+        kb.analyzer  # noqa: B018 - load jieba's dictionary and the embedder outside the timing
+        kb.embedder  # noqa: B018
+        t = time.perf_counter()
+        report = kb.add([folder])
+        walls.append(time.perf_counter() - t)
+        texts = [
+            embed_text(c.title, (c.heading,), c.text)
+            for d in kb.documents()
+            for c in kb.store.doc_chunks(d.name)
+        ]
+        t = time.perf_counter()
+        kb.embedder.passages(texts)
+        embed_walls.append(time.perf_counter() - t)
+        print(f"ingest round {r + 1}: pipeline {report.chunks / walls[-1]:.1f} chunks/s, embedder alone "
+              f"{len(texts) / embed_walls[-1]:.1f} chunks/s", flush=True)  # fmt: skip
+    wall, embed_only = statistics.median(walls), statistics.median(embed_walls)
     n_docs = len(report.added)
-    out = {"docs": n_docs, "pdf_pages": pdf_pages, "chunks": report.chunks, "seconds": wall,
+    out = {"docs": n_docs, "pdf_pages": pdf_pages, "pages": report.pages, "chunks": report.chunks, "seconds": wall,
            "docs_per_s": n_docs / wall, "chunks_per_s": report.chunks / wall, "embed_only_chunks_per_s": len(texts) / embed_only,
            "failed": report.failed}  # fmt: skip
-    print(f"ingest: {n_docs} docs ({pdf_pages} PDF pages), {report.chunks} chunks in {wall:.1f} s = "
-          f"{out['docs_per_s']:.2f} docs/s, {out['chunks_per_s']:.1f} chunks/s; embedder alone on the same "
+    print(f"ingest (median of {rounds}): {n_docs} docs ({pdf_pages} PDF pages, {report.pages} pages in all), "
+          f"{report.chunks} chunks in {wall:.1f} s = {out['docs_per_s']:.2f} docs/s, "
+          f"{report.pages / wall:.2f} pages/s, {out['chunks_per_s']:.1f} chunks/s; embedder alone on the same "
           f"texts {out['embed_only_chunks_per_s']:.1f} chunks/s → pipeline at "
           f"{100 * out['chunks_per_s'] / out['embed_only_chunks_per_s']:.0f}% of the embedding ceiling")  # fmt: skip
     kbs.close()
@@ -152,26 +161,42 @@ def synthetic_kb(tmp: Path, n: int, vocab: list[str], rng: random.Random):
     return kb, build
 
 
-def bench_size(tmp: Path, n: int, n_queries: int, vocab: list[str], rng: random.Random) -> dict:
+ENGINES = {  # key: label; the first five are lmforge's own code
+    "bm25": "BM25 (bm25s numba)",
+    "dense": "exact dense (numpy)",
+    "dense_acl": "dense, ACL mask on",
+    "hybrid": "hybrid retrieval",
+    "cached": "cached repeat",
+    "faiss_flat": "faiss IndexFlatIP",
+    "qdrant_local": "qdrant-client local",
+    "bm25_numpy": "bm25s numpy backend",
+}
+WARMUP = 3
+
+
+def bench_size(tmp: Path, n: int, n_queries: int, rounds: int, vocab: list[str], rng: random.Random) -> dict:
     from lmforge.rag.retrieve import Retriever, SearchParams
 
     kb, build = synthetic_kb(tmp, n, vocab, rng)
     shards = kb.store.shards()
     all_vecs = np.concatenate([s.vectors for s in shards])
-    qv = np.random.default_rng(1).standard_normal((n_queries, 384)).astype(np.float32)
+    total = WARMUP + n_queries  # the first WARMUP queries warm every engine up and are not timed
+    qv = np.random.default_rng(1).standard_normal((total, 384)).astype(np.float32)
     qv /= np.linalg.norm(qv, axis=1, keepdims=True)
-    qtexts = [" ".join(rng.choice(vocab) for _ in range(4)) for _ in range(n_queries)]
+    qtexts = [" ".join(rng.choice(vocab) for _ in range(4)) for _ in range(total)]
     qterms = [kb.analyzer.terms(q) for q in qtexts]
-    res = {"chunks": n, "index_build_s": build}
+    res: dict = {"chunks": n, "index_build_s": build}
 
-    res["bm25"] = timed(lambda i: [s.lexical_search(qterms[i], 50, None) for s in shards], n_queries)
-    res["dense"] = timed(lambda i: [s.dense(qv[i], 50, None) for s in shards], n_queries)
     ret = Retriever()
-    res["hybrid"] = timed(lambda i: ret.search(kb, qtexts[i], SearchParams(k=5), qvec=qv[i]), n_queries)
-    res["cached"] = timed(lambda i: ret.search(kb, qtexts[i], SearchParams(k=5), qvec=qv[i]), n_queries)
     mask = np.ones(len(shards[0].ids), dtype=bool)
     mask[::2] = False  # a caller who may see half the documents
-    res["dense_acl"] = timed(lambda i: shards[0].dense(qv[i], 50, mask), n_queries)
+    engines = {
+        "bm25": lambda i: [s.lexical_search(qterms[i], 50, None) for s in shards],
+        "dense": lambda i: [s.dense(qv[i], 50, None) for s in shards],
+        "dense_acl": lambda i: shards[0].dense(qv[i], 50, mask),
+        "hybrid": lambda i: ret.search(kb, qtexts[i], SearchParams(k=5), qvec=qv[i]),
+        "cached": lambda i: ret.search(kb, qtexts[i], SearchParams(k=5), qvec=qv[i]),  # after "hybrid" ran i
+    }
     # alternatives on the same vectors / terms
     try:
         import faiss
@@ -179,9 +204,10 @@ def bench_size(tmp: Path, n: int, n_queries: int, vocab: list[str], rng: random.
         faiss.omp_set_num_threads(2)
         index = faiss.IndexFlatIP(384)
         index.add(all_vecs)
-        res["faiss_flat"] = timed(lambda i: index.search(qv[i : i + 1], 50), n_queries)
+        engines["faiss_flat"] = lambda i: index.search(qv[i : i + 1], 50)
     except ImportError:
         res["faiss_flat"] = None
+    client = None
     try:
         from qdrant_client import QdrantClient, models
 
@@ -194,10 +220,7 @@ def bench_size(tmp: Path, n: int, n_queries: int, vocab: list[str], rng: random.
                 "c",
                 models.Batch(ids=list(range(s, min(n, s + 2000))), vectors=all_vecs[s : s + 2000].tolist()),
             )
-        res["qdrant_local"] = timed(
-            lambda i: client.query_points("c", query=qv[i].tolist(), limit=50), min(n_queries, 50)
-        )
-        client.close()
+        engines["qdrant_local"] = lambda i: client.query_points("c", query=qv[i].tolist(), limit=50)
     except ImportError:
         res["qdrant_local"] = None
     import bm25s
@@ -205,39 +228,56 @@ def bench_size(tmp: Path, n: int, n_queries: int, vocab: list[str], rng: random.
     numpy_bm25 = bm25s.BM25(backend="numpy")
     terms = kb.store.read("SELECT terms FROM chunks ORDER BY id")
     numpy_bm25.index([t[0].split(" ") for t in terms], show_progress=False)
-    res["bm25_numpy"] = timed(
-        lambda i: numpy_bm25.retrieve([qterms[i] or ["x"]], k=50, show_progress=False, n_threads=1),
-        min(n_queries, 50),
+    engines["bm25_numpy"] = lambda i: numpy_bm25.retrieve(
+        [qterms[i] or ["x"]], k=50, show_progress=False, n_threads=1
     )
+
+    for fn in engines.values():
+        for i in range(WARMUP):
+            fn(i)
+    times: dict[str, list[float]] = {key: [] for key in engines}
+    bounds = [WARMUP + (n_queries * r) // rounds for r in range(rounds + 1)]
+    for lo, hi in zip(
+        bounds, bounds[1:], strict=False
+    ):  # each round: the same block of queries, every engine
+        for key, fn in engines.items():
+            for i in range(lo, hi):
+                t = time.perf_counter()
+                fn(i)
+                times[key].append(time.perf_counter() - t)
+    for key, ts in times.items():
+        assert len(ts) == n_queries, (key, len(ts))
+        res[key] = (pct(ts, 50), pct(ts, 95))
+    if client is not None:
+        client.close()
     kb.close()
     return res
 
 
-def bench_latency(tmp: Path, sizes: list[int], n_queries: int) -> list[dict]:
+def bench_latency(tmp: Path, sizes: list[int], n_queries: int, rounds: int) -> list[dict]:
     rng = random.Random(0)
     vocab = vocabulary()
     rows = []
     for n in sizes:
-        res = bench_size(tmp, n, n_queries, vocab, rng)
+        res = bench_size(tmp, n, n_queries, rounds, vocab, rng)
         rows.append(res)
 
         def f(x):
             return "     -" if x is None else f"{x[0]:6.2f} / {x[1]:6.2f}"
 
         print(
-            f"\n{n} chunks (index build {res['index_build_s']:.1f} s), p50 / p95 ms over {n_queries} queries:"
+            f"\n{n} chunks (index build {res['index_build_s']:.1f} s), p50 / p95 ms, {n_queries} queries per engine "
+            f"in {rounds} interleaved rounds:",
+            flush=True,
         )
-        for key in (
-            "bm25",
-            "dense",
-            "dense_acl",
-            "hybrid",
-            "cached",
-            "faiss_flat",
-            "qdrant_local",
-            "bm25_numpy",
-        ):
-            print(f"  {key:13} {f(res[key])}")
+        for key, label in ENGINES.items():
+            print(f"  {key:13} {label:22} {f(res.get(key))}", flush=True)
+    dense = {r["chunks"]: r["dense"][0] for r in rows}
+    for r in rows:
+        for alt in ("faiss_flat", "qdrant_local"):
+            if r.get(alt):
+                print(f"{r['chunks']} chunks: exact numpy dense is {r[alt][0] / dense[r['chunks']]:.1f}x faster "
+                      f"than {ENGINES[alt]} (p50)")  # fmt: skip
     return rows
 
 
@@ -250,7 +290,11 @@ def bench_quality(tmp: Path) -> list:
 
     kbs = KnowledgeBases(tmp / "kbq", EmbedderCache())
     kb = kbs.create("examples")
-    kb.add([EXAMPLES / "docs"])
+    report = kb.add([EXAMPLES / "docs"])
+    print(f"\nlmforge kb add <kb> examples/rag/docs (fresh KB, default embedder; the line the CLI prints):\n"
+          f"{len(report.added)} added, {len(report.replaced)} replaced, {len(report.unchanged)} unchanged, "
+          f"{len(report.failed)} failed; {report.chunks} chunks from {report.pages} pages in {report.seconds:.1f} s "
+          f"({report.chunks / max(report.seconds, 1e-9):.1f} chunks/s); version {report.version}")  # fmt: skip
     items = load_qa(EXAMPLES / "qa.jsonl")
     results = evaluate(kb, items, k=5)
     print("\nretrieval quality on examples/rag/qa.jsonl (all questions)")
@@ -266,15 +310,19 @@ def bench_quality(tmp: Path) -> list:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
-    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--queries", type=int, default=200, help="timed queries per engine and size")
+    ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds the queries are split into")
+    ap.add_argument("--ingest-rounds", type=int, default=1, help="A/B rounds of pipeline vs embedder alone")
     ap.add_argument("--skip-ingest", action="store_true")
     ap.add_argument("--skip-quality", action="store_true")
     args = ap.parse_args(argv)
+    if not 1 <= args.rounds <= args.queries or args.ingest_rounds < 1:
+        ap.error("need 1 <= --rounds <= --queries and --ingest-rounds >= 1")
     tmp = Path(tempfile.mkdtemp(prefix="lmforge-rag-bench-"))
     try:
         if not args.skip_ingest:
-            bench_ingest(tmp)
-        bench_latency(tmp, args.sizes, args.queries)
+            bench_ingest(tmp, args.ingest_rounds)
+        bench_latency(tmp, args.sizes, args.queries, args.rounds)
         if not args.skip_quality:
             bench_quality(tmp)
     finally:

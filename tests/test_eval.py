@@ -161,19 +161,21 @@ def test_multiple_choice_and_classification(tmp_path, scorers):
     assert r.n == 2 and set(r.metrics) == {"accuracy", "macro_f1"}
     # the expected numbers from the raw token scores: the label whose verbalizer (after a space) is
     # likelier after the prompt wins
+    labels = list(cls.labels)  # the suite's order (YAML sorts the keys: neg, pos)
+    assert sorted(labels) == ["neg", "pos"]
     preds = []
     for text in ("a", "b"):
         context = f"Review: {text}\nSentiment:"
         lls = []
-        for word in ("good", "bad"):
-            ids, n = cpp.tokens(context + " " + word), len(cpp.tokens(context))
-            assert ids[:n] == cpp.tokens(context)  # the label starts on a token boundary
+        for label in labels:
+            ids, n = cpp.tokens(context + " " + cls.labels[label]), len(cpp.tokens(context))
+            assert ids[:n] == cpp.tokens(context)  # the verbalizer starts on a token boundary
             lls.append(sum(cpp.backend.score(ids)[n - 1 :]))
         assert r.items[len(preds)]["loglik"] == pytest.approx(lls, abs=1e-4)
-        preds.append(["pos", "neg"][lls.index(max(lls))])
+        preds.append(labels[lls.index(max(lls))])
     gold = ["pos", "neg"]
     assert r.metrics["accuracy"] == sum(p == g for p, g in zip(preds, gold, strict=True)) / 2
-    assert r.metrics["macro_f1"] == pytest.approx(M.macro_f1(preds, gold, ["pos", "neg"]))
+    assert r.metrics["macro_f1"] == pytest.approx(M.macro_f1(preds, gold, labels))
     assert r.config["prompt"] == "Review: {text}\nSentiment:" and r.config["limit"] == 2
 
 

@@ -36,7 +36,9 @@ app.add_typer(keys_app, name="keys")
 kb_app = typer.Typer(no_args_is_help=True, help="Knowledge bases: RAG over your documents (知识库).")
 app.add_typer(kb_app, name="kb")
 
-BackendName = Literal["auto", "llamacpp", "transformers"]
+BackendName = Literal[
+    "auto", "llamacpp", "transformers"
+]  # the loader's EngineName less 'vllm' (a server engine)
 """`--backend` of generate/chat: the engines that run a model in this process."""
 ModelKind = Literal["chat", "base", "embedding"]
 _SAMPLING = SamplingParams()
@@ -266,7 +268,12 @@ def chat(
 @app.command()
 def export(
     name: str,
-    format: Annotated[Literal["gguf"], typer.Option("--format", help="Only gguf for now.")] = "gguf",
+    format: Annotated[
+        Literal["gguf", "hf-tokenizer"],
+        typer.Option(
+            "--format", help="gguf: the model; hf-tokenizer: its tokenizer as an HF folder (--out)."
+        ),
+    ] = "gguf",
     quant: Annotated[Quant, typer.Option(help="Weight precision of the GGUF file.")] = "f16",
     out_name: Annotated[str | None, typer.Option("--name", help="Name of the exported model.")] = None,
     no_parity: Annotated[bool, typer.Option("--no-parity", help="Skip the parity check.")] = False,
@@ -274,9 +281,19 @@ def export(
         Path | None, typer.Option(help="Held-out text file for the perplexity check.")
     ] = None,
     threads: Threads = None,
+    out: Annotated[Path | None, typer.Option("--out", help="hf-tokenizer: the folder to write.")] = None,
 ) -> None:
-    """Convert a Hugging Face checkpoint to GGUF, register it with lineage and a parity check."""
-    from lmforge.compress.export import ExportConfig, export_gguf
+    """Convert a Hugging Face checkpoint to GGUF (registered with lineage and a parity check), or
+    write a model's tokenizer as a Hugging Face folder for tools that tokenize on their side."""
+    from lmforge.compress.export import ExportConfig, export_gguf, export_hf_tokenizer
+
+    if format == "hf-tokenizer":
+        if out is None:
+            raise LmforgeError("--format hf-tokenizer needs --out DIR")
+        r = export_hf_tokenizer(_registry(), name, out)
+        print(f"tokenizer of {name} -> {r['folder']} ({r['vocab']} tokens; probe texts tokenize identically: "
+              f"{r['probes_identical']})")  # fmt: skip
+        return
 
     if eval_text is not None and not eval_text.is_file():
         raise LmforgeError(f"no such file: {eval_text}")

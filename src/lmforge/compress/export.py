@@ -234,3 +234,37 @@ def export_gguf(registry: Registry, parent: str, cfg: ExportConfig | None = None
         manifest.metrics["export_seconds"] = round(time.time() - started, 2)
 
     return registry.put(manifest, fill)
+
+
+TOKENIZER_PROBES = (
+    "Hello, world! The quick brown fox.",
+    "中文分词：私有化部署大模型。",
+    "def f(x):\n    return x ** 2",
+)
+
+
+def export_hf_tokenizer(registry: Registry, name: str, out: Path) -> dict[str, object]:
+    """Write the model's tokenizer as a Hugging Face folder (tokenizer.json, tokenizer_config.json
+    with the chat template) for tools that tokenize on their side, such as lm-evaluation-harness's
+    `local-completions`. A GGUF's tokenizer is read by transformers out of the file itself. The
+    result is checked: the probe texts must tokenize to the same ids as the model's own engine."""
+    from lmforge.infer.hf import load_tokenizer
+    from lmforge.infer.loader import load_backend
+
+    m = registry.get(name)
+    if m.format not in ("gguf", "hf"):
+        raise LmforgeError(
+            f"{name} is a {m.format} model; only GGUF and Hugging Face models carry a tokenizer"
+        )
+    if out.exists() and any(out.iterdir()):
+        raise LmforgeError(f"{out} exists and is not empty; give a new folder")
+    tok = load_tokenizer(registry.model_path(m))
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save_pretrained(str(out))
+    engine = load_backend(registry, name)
+    try:
+        same = [engine.tokenize(t, add_special=False) == tok(t, add_special_tokens=False)["input_ids"]
+                for t in TOKENIZER_PROBES]  # fmt: skip
+    finally:
+        engine.close()
+    return {"folder": str(out), "vocab": len(tok), "probes_identical": f"{sum(same)}/{len(same)}"}

@@ -28,6 +28,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from lmforge.errors import LmforgeError
 from lmforge.infer.sampling import SamplingParams
 
+DEFAULT_CTX = 4096
+"""Context per sequence when none is asked for (capped at what the model was trained for)."""
+
 FinishReason = Literal["stop", "length", "cancelled", "tool_calls"]
 
 

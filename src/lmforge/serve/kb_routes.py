@@ -19,6 +19,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from pydantic import BaseModel, Field
 
 from lmforge.errors import ForbiddenError, NotFoundError
+from lmforge.hub import DEFAULT_EMBEDDER
 from lmforge.rag.answer import DEFAULT_ANSWER_TOKENS, NO_ANSWER, AnswerConfig, ask, prepare, response, verify
 from lmforge.rag.pipeline import KBConfig, check_doc_name
 from lmforge.rag.retrieve import SearchParams
@@ -29,7 +30,7 @@ from lmforge.serve.context import ServerContext
 
 class KBCreate(BaseModel):
     name: str = Field(min_length=1, max_length=128)
-    embedder: str = "multilingual-e5-small"
+    embedder: str = DEFAULT_EMBEDDER
     chunk_size: int = Field(default=200, ge=32, le=1000)
     chunk_overlap: int = Field(default=40, ge=0, le=500)
 

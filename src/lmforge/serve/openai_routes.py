@@ -31,7 +31,7 @@ def openai_router(ctx: ServerContext) -> APIRouter:
     async def list_models(key=ctx.authorize(None)) -> dict:
         data = [{"id": m.name, "object": "model", "created": created_ts(m.created), "owned_by": "lmforge",
                  "lmforge": {"kind": m.kind, "format": m.format}}
-                for m in ctx.registry.list()]  # fmt: skip
+                for m in ctx.registry.list() if m.kind != "kb"]  # fmt: skip
         return {"object": "list", "data": data}
 
     @r.get("/v1/models/{name}")

@@ -46,8 +46,6 @@ from lmforge.serve.protocol import (
 )
 
 TOOL_CALL_RE = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
-DEFAULT_MAX_TOKENS = 512
-"""Answer budget when a request sets no max_tokens."""
 
 
 def sampling_from(
@@ -57,7 +55,7 @@ def sampling_from(
     d = SamplingParams()
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
     if max_tokens is None:
-        max_tokens = getattr(req, "max_completion_tokens", None) or req.max_tokens or DEFAULT_MAX_TOKENS
+        max_tokens = getattr(req, "max_completion_tokens", None) or req.max_tokens or d.max_tokens
     return SamplingParams(
         max_tokens=max_tokens,
         temperature=d.temperature if req.temperature is None else req.temperature,
