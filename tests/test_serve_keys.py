@@ -111,7 +111,7 @@ def test_documented_key_defaults(tmp_path):
     assert (key.scopes, key.rpm, key.tpm, key.groups) == (("chat", "embed"), 60, 20000, ())  # docs/serve.md
 
 
-def test_audit_prompts_stores_prompt_text_only_when_on(keyed, make_server_with, tmp_path, tiny_gguf):
+def test_audit_prompts_stores_prompt_text_only_when_on(keyed, tmp_path, tiny_gguf):
     from lmforge.serve.app import ServerSettings
 
     secret_prompt = "Remember the zebra password 7731"
@@ -125,7 +125,7 @@ def test_audit_prompts_stores_prompt_text_only_when_on(keyed, make_server_with, 
     # on (`lmforge serve --audit-prompts`): the last user message / the prompt is stored
     on_keys = KeyStore(tmp_path / "keys.sqlite")
     bob = on_keys.create("bob", ("chat",), rpm=100, tpm=100000)
-    app = make_server_with(ServerSettings(audit_prompts=True), tmp_path / "home", tiny_gguf, keys=on_keys)
+    app = make_server(tmp_path / "home", tiny_gguf, keys=on_keys, settings=ServerSettings(audit_prompts=True))
     with LiveServer(app) as on:
         client(on, bob).chat.completions.create(**msg)
         client(on, bob).completions.create(model="tiny", prompt=secret_prompt + " (completion)", max_tokens=2)

@@ -9,6 +9,7 @@ on raw ids is not offered, and tokenization happens upstream.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,10 +33,10 @@ def write_remote(folder: Path, base_url: str, model: str, api_key: str | None, c
     (folder / CONFIG_FILE).write_text(
         json.dumps({"base_url": base_url, "model": model, "context_length": context_length})
     )
-    if api_key:
-        key = folder / KEY_FILE
-        key.write_text(api_key)
-        key.chmod(0o600)
+    if api_key:  # created 0600: never readable by others, not even for a moment
+        fd = os.open(folder / KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(api_key)
 
 
 class OpenAIRemoteBackend:

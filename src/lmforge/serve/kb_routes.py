@@ -183,6 +183,7 @@ def kb_router(ctx: ServerContext) -> APIRouter:
         if key is not None and "chat" not in key.scopes and "admin" not in key.scopes:
             raise ForbiddenError("asking needs the 'chat' scope as well as 'kb:read'")
         g = caller_groups(key)
+        await call(lambda: ctx.registry.get(req.model))  # unknown model: 404 even when no answer is needed
 
         def hits():  # noqa: ANN202
             kb = kbs.open(name)
