@@ -78,7 +78,7 @@ class Capabilities:
 
 
 CAPABILITY_WHAT = {
-    "chat": "chat (it is not a generative model)",
+    "chat": "generate text (it is an embedding model)",
     "tokens": "work on token ids (tokenize / generate from ids)",
     "score": "score log-likelihoods",
     "logprobs": "return token log-probabilities",
