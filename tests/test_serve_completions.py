@@ -101,3 +101,29 @@ def test_bad_completion_requests(live, body, needle):
     err = r.json()["error"]
     assert set(err) == {"message", "type", "param", "code"} and needle in err["message"]
     assert post(live, {"prompt": "Once", "max_tokens": 2}).status_code == 200  # still serving
+
+
+def test_an_answer_that_ends_at_once_still_lists_its_end_token(tmp_path, smollm2_registry):
+    """lm-evaluation-harness reads `token_logprobs[ctxlen:-1]`: the one generated token must be listed
+    even when it is the end-of-turn token (as OpenAI and vLLM do), or the last prompt token is lost.
+    SmolLM2 (a real chat model) ends its answers with <|im_end|>; the tiny test model never does."""
+    from conftest import LiveServer, make_server
+
+    from lmforge.infer.chat import fit_messages, greedy_params
+
+    gguf = smollm2_registry.model_path(smollm2_registry.get("smollm2-135m-instruct"))
+    ref = LlamaCppBackend(gguf, n_ctx=2048, n_threads=2)
+    try:
+        ids = fit_messages(ref, [{"role": "user", "content": "Say hello."}], greedy_params(64)).ids
+        chunks = list(ref.generate(ids, greedy_params(64)))
+        assert chunks[-1].finish_reason == "stop"  # ended by the end-of-turn token
+        ids += [c.token_id for c in chunks if c.token_id is not None]  # now its next token is <|im_end|>
+        text = ref.detokenize(ids)
+    finally:
+        ref.close()
+    with LiveServer(make_server(tmp_path / "home", gguf, ctx=2048)) as srv:
+        r = httpx.post(srv.url + URL, timeout=120, json={"model": "tiny", "prompt": ids, "max_tokens": 1, "echo": True,
+                                                         "logprobs": 1, "temperature": 0})  # fmt: skip
+    c = r.json()["choices"][0]
+    assert c["finish_reason"] == "stop" and c["text"] == text
+    assert len(c["logprobs"]["token_logprobs"]) == len(ids) + 1 and c["logprobs"]["token_logprobs"][-1] < 0

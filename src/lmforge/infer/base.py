@@ -49,6 +49,10 @@ class Chunk:
     """When asked for: {'logprob': float, 'top': [(token_id, logprob), ...]} for token_id."""
     tool_calls: list[dict] | None = None
     """Remote backends, last chunk: tool calls the upstream made (OpenAI shape)."""
+    end_token: int | None = None
+    """Last chunk: the end-of-generation token that ended the stream (sampled, not shown). With
+    logprobs asked for, its log-probability is in `logprobs` (token_id is None on that chunk), as
+    completions report it: lm-evaluation-harness counts on that one generated token."""
 
 
 @dataclass(frozen=True)
@@ -276,13 +280,13 @@ def stream_tokens(
     text_stream = TextStream(stop)
     n = 0
     finish: FinishReason = "length"
-    last, last_token = "", None
+    last, last_token, end_token = "", None, None
     for token in tokens:
         if cancel is not None and cancel.is_set():
             finish = "cancelled"
             break
         if is_end(token):
-            finish = "stop"
+            finish, end_token = "stop", token
             break
         n += 1
         text = text_stream.push(piece(token))
@@ -296,4 +300,4 @@ def stream_tokens(
     tail = last + text_stream.push(final_piece())
     if text_stream.stopped:
         finish = "stop"
-    yield Chunk(tail + text_stream.flush(), last_token, finish, prompt_len, n)
+    yield Chunk(tail + text_stream.flush(), last_token, finish, prompt_len, n, end_token=end_token)

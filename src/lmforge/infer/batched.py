@@ -255,6 +255,8 @@ class BatchedLlamaEngine:
             ):
                 if chunk.token_id is not None and chunk.token_id in extras:
                     chunk.logprobs = extras.pop(chunk.token_id)
+                elif chunk.end_token is not None and chunk.end_token in extras:
+                    chunk.logprobs = extras.pop(chunk.end_token)
                 yield chunk
         finally:
             req.cancel.set()  # stop string, budget, cancel, or the caller walked away: free the slot

@@ -385,6 +385,8 @@ class ChatService:
                 texts[i] += c.text
                 if c.logprobs is not None and c.token_id is not None:
                     toks[i].append((c.token_id, c.logprobs))
+                elif c.logprobs is not None and c.end_token is not None:  # the end token, as OpenAI/vLLM list it
+                    toks[i].append((c.end_token, c.logprobs))
                 if c.finish_reason:
                     reasons[i] = c.finish_reason
                     completion += c.completion_tokens
