@@ -176,6 +176,7 @@ async def one_request(
         "messages": [{"role": "user", "content": prompt(i)}],
         "max_tokens": max_tokens,
         "temperature": 0.0,
+        "repeat_penalty": 1.0,  # llama_cpp.server's own default is 1.1; lmforge's is 1.0 (it ignores this name)
         "stream": True,
     }
     t0 = time.perf_counter()
