@@ -20,7 +20,7 @@ from typing import Any
 
 from lmforge.errors import ContextOverflowError, LmforgeError
 from lmforge.home import Registry
-from lmforge.infer.base import Backend, CapabilityError, ChatOptions, Chunk, require
+from lmforge.infer.base import Backend, ChatOptions, Chunk, require
 from lmforge.infer.chat import greedy_params
 from lmforge.infer.sampling import SamplingParams
 from lmforge.infer.scheduler import Scheduler, Ticket
@@ -385,7 +385,7 @@ class ChatService:
                 texts[i] += c.text
                 if c.logprobs is not None and c.token_id is not None:
                     toks[i].append((c.token_id, c.logprobs))
-                elif c.logprobs is not None and c.end_token is not None:  # the end token, as OpenAI/vLLM list it
+                elif c.logprobs is not None and c.end_token is not None:  # listed as OpenAI/vLLM do
                     toks[i].append((c.end_token, c.logprobs))
                 if c.finish_reason:
                     reasons[i] = c.finish_reason
@@ -505,6 +505,3 @@ class ChatService:
     def greedy(self, model: str, messages: list[dict], max_tokens: int) -> str:
         pieces, _close = self.greedy_stream(model, messages, max_tokens)
         return "".join(pieces)
-
-
-__all__ = ["ChatService", "CapabilityError", "parse_tool_calls", "sampling_from"]
