@@ -177,3 +177,30 @@ def test_evaluation_page_results_and_blind_vote(tmp_path, tiny_gguf, browser):
         assert (
             httpx.post(srv.url + "/api/arena/vote", json={"pair_id": "zz", "winner": "C"}).status_code == 400
         )
+
+
+def test_console_chats_with_a_remote_model(tmp_path, tiny_gguf, live, browser):
+    """A model registered with `models add-remote` (here: the `live` lmforge server on loopback)
+    streams in the console like a local one, and answers what the upstream answers."""
+    from lmforge.home import Registry, register_remote
+
+    home = tmp_path / "gateway"
+    app = make_server(home, tiny_gguf)
+    register_remote(Registry(home), "far-tiny", live.url + "/v1", "tiny", context_length=256)
+    msgs = [{"role": "user", "content": "The capital of France is"}]
+    expected = httpx.post(live.url + "/v1/chat/completions", timeout=60, json={
+        "model": "tiny", "messages": msgs, "temperature": 0, "max_tokens": 12, "top_p": 0.95})  # fmt: skip
+    with LiveServer(app) as gw:
+        page = browser.new_page()
+        page.goto(gw.url + "/")
+        page.wait_for_selector("#model-select option[value=far-tiny]", state="attached")
+        page.select_option("#model-select", "far-tiny")
+        page.click("#settings summary")
+        page.fill("#temperature", "0")
+        page.fill("#max-tokens", "12")
+        page.fill("#prompt", msgs[0]["content"])
+        page.press("#prompt", "Enter")
+        page.wait_for_function("document.body.dataset.streaming === '1'")
+        page.wait_for_function("document.body.dataset.streaming === '0'", timeout=60000)
+        answer = page.inner_text(".msg.assistant .body").strip()
+    assert answer and answer == expected.json()["choices"][0]["message"]["content"].strip()
