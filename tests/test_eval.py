@@ -195,14 +195,19 @@ def test_generation_and_ner_are_reproducible(tmp_path, scorers):
 
 
 def test_remote_model_cannot_score(tmp_path):
+    """A remote chat model scores through its upstream (tests/test_remote.py); one without even that
+    (a remote embedding model) is refused by name, and generation needs `chat` too."""
     from lmforge.infer.remote import OpenAIRemoteBackend
 
-    remote = OpenAIRemoteBackend(base_url="http://127.0.0.1:9/v1", model="m", api_key="k", model_name="r")
-    scorer = Scorer(remote, chat=True)  # generation suites run on it; log-likelihood ones are refused
+    remote = OpenAIRemoteBackend(base_url="http://127.0.0.1:9/v1", model="m", api_key="k", model_name="r",
+                                 embedding=True)  # fmt: skip
+    scorer = Scorer(remote, chat=True)
     with pytest.raises(LmforgeError, match="cannot score log-likelihoods"):
         scorer.loglikelihood("The capital of France is", " Paris")
     with pytest.raises(LmforgeError, match="cannot score log-likelihoods"):
         scorer.rolling("some text", 8, 4)
+    with pytest.raises(LmforgeError, match="cannot generate text"):
+        scorer.generate("The capital of France is", 4, 0)
 
 
 # ------------------------------------------------------------------ CLI, manifest, report, bias

@@ -71,14 +71,51 @@ def test_cli_eval_generation_suite_on_a_remote_model(home, tmp_path, capsys):
     stored = home.get("far").metrics["eval:s"]
     assert stored["n"] == 1 and set(stored["metrics"]) == {"exact_match", "f1"}
     capsys.readouterr()
-    (tmp_path / "mc.jsonl").write_text(
-        json.dumps({"question": "2+2=", "choices": ["4", "5"], "answer": 0}) + "\n"
-    )
+    assert main(["generate", "far", "x", "--raw"]) == 2  # token ids stay upstream
+    assert "cannot work on token ids" in capsys.readouterr().err
+
+
+def test_cli_eval_loglikelihood_suites_through_the_upstream(home, tmp_path, tiny_gguf_long, capsys):
+    """Multiple choice and perplexity on a remote model: scored by the upstream's completions API
+    (echo + logprobs), the same numbers as the same file evaluated here."""
+    from lmforge.home import register_local
+
+    rows = [{"question": q, "choices": c, "answer": 0} for q, c in (
+        ("The little fox counted the", ["boats", "stars"]), ("Once upon a time there was a", ["little fox", "big river"]),
+        ("The river ran past the", ["old mill", "new moon"]))]  # fmt: skip
+    (tmp_path / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "mc.yaml").write_text(
         "name: mc\ntask: multiple_choice\ndata: mc.jsonl\nprompt: '{question}'\n"
     )
-    assert main(["eval", "far", "--suite", str(tmp_path / "mc.yaml")]) == 2
-    assert "cannot score log-likelihoods" in capsys.readouterr().err
+    register_local(home, tiny_gguf_long, "near")  # the upstream's file, here
+    for model in ("far", "near"):
+        assert main(["eval", model, "--suite", str(tmp_path / "mc.yaml")]) == 0
+    far = [
+        json.loads(x)["loglik"] for x in (home.root / "eval" / "far" / "mc.jsonl").read_text().splitlines()
+    ]
+    near = [
+        json.loads(x)["loglik"] for x in (home.root / "eval" / "near" / "mc.jsonl").read_text().splitlines()
+    ]
+    assert [x for row in far for x in row] == pytest.approx([x for row in near for x in row], abs=1e-4)
+    assert home.get("far").metrics["eval:mc"]["metrics"] == home.get("near").metrics["eval:mc"]["metrics"]
+    (tmp_path / "ppl.jsonl").write_text(
+        json.dumps({"text": "The little fox counted the boats by the river."}) + "\n"
+    )
+    (tmp_path / "ppl.yaml").write_text("name: ppl\ntask: perplexity\ndata: ppl.jsonl\n")
+    assert main(["eval", "far", "--suite", str(tmp_path / "ppl.yaml")]) == 0
+    ppl = home.get("far").metrics["eval:ppl"]
+    n_tokens = len(
+        load_backend(home, "near").tokenize(
+            "The little fox counted the boats by the river.", add_special=False
+        )
+    )
+    assert ppl["config"]["tokens"] == n_tokens - 1 and 1 < ppl["metrics"]["perplexity"] < 1e4
+    # an upstream that refuses (here: it has no such model) is named in one line
+    register_remote(home, "lost", home.get("far").config["base_url"], "no-such-model", context_length=2048)
+    capsys.readouterr()
+    assert main(["eval", "lost", "--suite", str(tmp_path / "mc.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot score log-likelihoods" in err and "no-such-model" in err
 
 
 def test_cli_kb_ask_with_a_remote_model(home, tmp_path, capsys):

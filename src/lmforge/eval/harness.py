@@ -200,11 +200,20 @@ class Scorer:
     def _require_score(self) -> None:
         require(self.backend, "score", "serve it from a local file or use generation suites")
 
+    @property
+    def by_text(self) -> bool:
+        """No local token access, but the upstream returns prompt log-probabilities: score text
+        through its completions API, split at the character boundary."""
+        caps = self.backend.capabilities
+        return not caps.score and caps.score_text
+
     def tokens(self, text: str) -> list[int]:
         return self.backend.tokenize(text, add_special=False)
 
     def loglikelihood(self, context: str, continuation: str) -> float:
         """Sum of log p(continuation | context), split at the token boundary the way lm-eval does."""
+        if self.by_text:  # the tokens that start inside the continuation
+            return self.backend.score_text(context + continuation, len(context))[0]
         self._require_score()
         whole = self.tokens(context + continuation)
         ctx = self.tokens(context) if context else []
@@ -219,6 +228,11 @@ class Scorer:
 
     def rolling(self, text: str, window: int, stride: int) -> tuple[float, int]:
         """(summed NLL, tokens scored) over the text with a sliding window."""
+        if (
+            self.by_text
+        ):  # one request: the upstream's context must hold the text; the first token is not scored
+            total, n = self.backend.score_text(text, 0)
+            return -total, n
         self._require_score()
         ids = self.prefix + self.tokens(text)
         total, scored, prev_end, begin = 0.0, 0, 1, 0
@@ -300,9 +314,18 @@ def run_suite(scorer: Scorer, suite: Suite, model: str, cfg: EvalConfig,
             "perplexity": M.perplexity(nll, int(tokens)),
             "bits_per_byte": M.bits_per_byte(nll, int(nbytes)),
         }
-        probe = scorer.tokens(TOKENIZER_PROBE)
-        extra = {"window": window, "stride": stride, "tokens": int(tokens), "bytes": int(nbytes),
-                 "tokenizer": hashlib.sha256(json.dumps(probe).encode()).hexdigest()[:16]}  # fmt: skip
+        if scorer.by_text:  # tokenized upstream, one request per text: no window, no local fingerprint
+            window = stride = 0
+            tokenizer = f"upstream:{scorer.backend.model_name}"
+        else:
+            tokenizer = hashlib.sha256(json.dumps(scorer.tokens(TOKENIZER_PROBE)).encode()).hexdigest()[:16]
+        extra = {
+            "window": window,
+            "stride": stride,
+            "tokens": int(tokens),
+            "bytes": int(nbytes),
+            "tokenizer": tokenizer,
+        }
     elif suite.task in ("multiple_choice", "classification"):
         golds, preds, preds_norm = [], [], []
         labels = list(suite.labels)

@@ -79,6 +79,9 @@ class Capabilities:
     """Image or audio content parts (only a remote upstream can take them here)."""
     upstream: bool = False
     """Forwards OpenAI requests to an upstream server (`forward_completions`)."""
+    score_text: bool = False
+    """`score_text(text, start)`: log-likelihood of text through an upstream's completions API
+    (`echo` + `logprobs`), split by character offset; for models without local token access."""
 
 
 CAPABILITY_WHAT = {
@@ -91,6 +94,7 @@ CAPABILITY_WHAT = {
     "embed": "embed text",
     "multimodal": "take image or audio input (it is a text-only model)",
     "upstream": "forward requests to an upstream server (it runs here)",
+    "score_text": "score text through an upstream (it runs here: use score)",
 }
 
 
@@ -216,6 +220,12 @@ class Backend(Protocol):
 
     def embed(self, texts: list[str], *, is_query: bool = False) -> list[list[float]]:
         """Unit-length embeddings (capability `embed`)."""
+        ...
+
+    def score_text(self, text: str, start: int = 0) -> tuple[float, int]:
+        """(sum of log p, tokens counted) over the tokens of `text` that begin at or after character
+        `start`, as the upstream tokenizes it (capability `score_text`); the first token, which
+        has no left context, is never counted."""
         ...
 
     def forward_completions(self, body: dict[str, Any]) -> dict[str, Any] | Iterator[dict[str, Any]]:

@@ -262,6 +262,9 @@ class BatchedLlamaEngine:
             req.cancel.set()  # stop string, budget, cancel, or the caller walked away: free the slot
             self._wake.set()
 
+    def score_text(self, text: str, start: int = 0) -> tuple[float, int]:
+        raise CapabilityError(self.kind, self.model_name, "score_text")
+
     def forward_completions(self, body: dict[str, Any]) -> dict[str, Any] | Iterator[dict[str, Any]]:
         raise CapabilityError(self.kind, self.model_name, "upstream")
 

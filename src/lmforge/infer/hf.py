@@ -270,6 +270,9 @@ class TransformersBackend:
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, H) mean pooling
             return torch.nn.functional.normalize(pooled, dim=-1).tolist()
 
+    def score_text(self, text: str, start: int = 0) -> tuple[float, int]:
+        raise CapabilityError(self.kind, self.model_name, "score_text")
+
     def forward_completions(self, body: dict[str, Any]) -> dict[str, Any] | Iterator[dict[str, Any]]:
         raise CapabilityError(self.kind, self.model_name, "upstream")
 

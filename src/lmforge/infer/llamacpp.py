@@ -266,6 +266,9 @@ class LlamaCppBackend:
             out.append((v / (np.linalg.norm(v) or 1.0)).tolist())
         return out
 
+    def score_text(self, text: str, start: int = 0) -> tuple[float, int]:
+        raise CapabilityError(self.kind, self.model_name, "score_text")
+
     def forward_completions(self, body: dict[str, Any]) -> dict[str, Any] | Iterator[dict[str, Any]]:
         raise CapabilityError(self.kind, self.model_name, "upstream")
 

