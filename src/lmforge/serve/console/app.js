@@ -299,7 +299,7 @@
     for (const k of data.data || []) { const o = el("option", "", `${k.name} (${k.documents})`); o.value = k.name; sel.append(o); }
     if (prev && [...sel.options].some((o) => o.value === prev)) sel.value = prev;
     if (!sel.options.length) kbStatus(t("noKb"));
-    loadDocs();
+    await loadDocs();
   }
   async function loadDocs() {
     const tb = document.querySelector("#kb-docs tbody"); tb.textContent = "";
@@ -336,13 +336,14 @@
     xhr.upload.onprogress = (e) => { if (e.lengthComputable) { bar.value = (100 * e.loaded) / e.total; kbStatus(`${Math.round(bar.value)}%`); } };
     xhr.upload.onload = () => { bar.value = 100; kbStatus(t("indexing")); };
     xhr.onerror = () => { kbStatus("network error", "msg-error"); document.body.dataset.uploading = "0"; };
-    xhr.onload = () => {
-      document.body.dataset.uploading = "0";
+    xhr.onload = async () => {
       let j = {}; try { j = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
-      if (xhr.status !== 200) { kbStatus(j?.error?.message || `HTTP ${xhr.status}`, "msg-error"); return; }
+      if (xhr.status !== 200) { kbStatus(j?.error?.message || `HTTP ${xhr.status}`, "msg-error"); document.body.dataset.uploading = "0"; return; }
       const fails = (j.failed || []).map((f) => `${f.document}: ${f.error}`);
       kbStatus(`${t("uploaded")} ${j.added.length}, ${t("replaced")} ${j.replaced.length}, ${t("unchanged")} ${j.unchanged.length}, ${t("failed")} ${fails.length}` + (fails.length ? "\n" + fails.join("\n") : ""), fails.length ? "msg-error" : "notice");
-      $("kb-files").value = ""; loadKbs();
+      $("kb-files").value = "";
+      await loadKbs();  // "done" only once the document list shows what was added
+      document.body.dataset.uploading = "0";
     };
     xhr.send(form);
   };
