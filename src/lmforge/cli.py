@@ -19,6 +19,7 @@ from typer.exceptions import TyperException
 from typer.rich_utils import rich_format_error
 
 from lmforge.compress.export import Quant
+from lmforge.data.prepare import Dedup, PrepareConfig
 from lmforge.errors import LmforgeError
 from lmforge.eval.harness import EvalConfig
 from lmforge.hub import DEFAULT_CHAT_MODEL, DEFAULT_EMBEDDER
@@ -43,6 +44,7 @@ BackendName = Literal[
 ModelKind = Literal["chat", "base", "embedding"]
 _SAMPLING = SamplingParams()
 _EVAL = EvalConfig()
+_PREP = PrepareConfig()
 
 # Shared option types (one definition per knob; defaults come from SamplingParams / LoadConfig).
 MaxTokens = Annotated[int, typer.Option("--max-tokens", "-n", help="Most tokens to generate.")]
@@ -611,6 +613,39 @@ def kb_eval(
     kbs.update_metrics(name, {f"eval:{qa.name}": {r.mode: {"hit@k": r.hit_at_k, "mrr": r.mrr, "k": k, "n": r.n,
                                                             "f1": r.f1, "citation_precision": r.citation_precision}
                                                    for r in results}})  # fmt: skip
+
+
+# -- data -------------------------------------------------------------------------------------
+data_app = typer.Typer(
+    no_args_is_help=True, help="Datasets for training: prepare a corpus (数据准备 · 清洗 · 去重)."
+)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("prepare")
+def data_prepare(
+    paths: Annotated[list[Path], typer.Argument(help="Files and folders (txt, md, html, pdf, docx, jsonl, json, csv, parquet).")],
+    out: Annotated[str, typer.Option("--out", help="Name of the dataset in the registry.")],
+    text_field: Annotated[str, typer.Option(help="Field holding the text in jsonl/json/csv/parquet.")] = _PREP.text_field,
+    dedup: Annotated[Dedup, typer.Option(help="exact | near (MinHash LSH) | none")] = _PREP.dedup,
+    near_threshold: Annotated[float, typer.Option(help="Jaccard similarity for near duplicates.")] = _PREP.near_threshold,
+    val_frac: Annotated[float, typer.Option(help="Share of documents held out for validation.")] = _PREP.val_frac,
+    min_chars: Annotated[int, typer.Option(help="Shorter documents are dropped.")] = _PREP.min_chars,
+) -> None:  # fmt: skip
+    """Read, normalise, filter, deduplicate and split a corpus; register it as a dataset."""
+    from lmforge.data.prepare import PrepareConfig, PrepareReport, prepare
+    from lmforge.progress import steps_progress
+
+    cfg = PrepareConfig(text_field=text_field, dedup=dedup, near_threshold=near_threshold, val_frac=val_frac,
+                        min_chars=min_chars)  # fmt: skip
+    with steps_progress() as bar:
+        task = bar.add_task("reading", total=None)
+        m = prepare(_registry(), list(paths), out, cfg,
+                    progress=lambda d, t, cur: bar.update(task, completed=d, total=t, description=cur[-40:]))  # fmt: skip
+    report = PrepareReport(**m.metrics["report"])
+    print(report.text())
+    print(f"registered dataset {m.name} ({_human(m.size_bytes)}, fingerprint {m.data_fingerprint[:12]}) -> "
+          f"{_registry().artifact_dir(m.name)}")  # fmt: skip
 
 
 # -- evaluation --------------------------------------------------------------------------------
