@@ -26,6 +26,7 @@ from lmforge.hub import DEFAULT_CHAT_MODEL, DEFAULT_EMBEDDER
 from lmforge.infer.sampling import SamplingParams
 from lmforge.rag.chunking import ChunkConfig
 from lmforge.rag.retrieve import Mode as SearchMode
+from lmforge.tokenizer.bpe import BPEConfig
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="lmforge: your own LLM stack, on your machine."
@@ -45,6 +46,7 @@ ModelKind = Literal["chat", "base", "embedding"]
 _SAMPLING = SamplingParams()
 _EVAL = EvalConfig()
 _PREP = PrepareConfig()
+_BPE = BPEConfig()
 
 # Shared option types (one definition per knob; defaults come from SamplingParams / LoadConfig).
 MaxTokens = Annotated[int, typer.Option("--max-tokens", "-n", help="Most tokens to generate.")]
@@ -646,6 +648,42 @@ def data_prepare(
     print(report.text())
     print(f"registered dataset {m.name} ({_human(m.size_bytes)}, fingerprint {m.data_fingerprint[:12]}) -> "
           f"{_registry().artifact_dir(m.name)}")  # fmt: skip
+
+
+tokenizer_app = typer.Typer(
+    no_args_is_help=True, help="Tokenizers: train byte-level BPE on a dataset (分词器训练)."
+)
+app.add_typer(tokenizer_app, name="tokenizer")
+
+
+@tokenizer_app.command("train")
+def tokenizer_train(
+    data: Annotated[str, typer.Option("--data", help="A dataset made by `lmforge data prepare`.")],
+    vocab: Annotated[int, typer.Option("--vocab", help="Vocabulary size (bytes and special tokens included).")],
+    out: Annotated[str, typer.Option("--out", help="Name of the tokenizer in the registry.")],
+    min_frequency: Annotated[int, typer.Option(help="Merges seen fewer times are not learned.")] = _BPE.min_frequency,
+    compare: Annotated[str | None, typer.Option(help="Model whose tokenizer to compare with (default: the default chat model, if pulled).")] = None,
+) -> None:  # fmt: skip
+    """Train a byte-level BPE tokenizer (no unknown characters; ChatML specials and template)."""
+    from lmforge.hub import DEFAULT_CHAT_MODEL
+    from lmforge.tokenizer.bpe import BPEConfig, train_registered
+
+    reg = _registry()
+    if compare is None and reg.exists(DEFAULT_CHAT_MODEL):
+        compare = DEFAULT_CHAT_MODEL
+    print(f"training on {data} ...", file=sys.stderr)
+    m = train_registered(reg, data, out, BPEConfig(vocab_size=vocab, min_frequency=min_frequency), compare)
+    met = m.metrics
+    print(f"registered tokenizer {m.name}: {met['vocab']} tokens from {met['train_documents']} documents of {data}; "
+          f"decode(encode(text)) == text on the validation text: {met['roundtrip_exact']}")  # fmt: skip
+    print(f"{'characters per token':24} {'zh':>8} {'en':>8}")
+    rows = [(m.name, met["chars_per_token"])] + ([(met["reference"]["model"], met["reference"]["chars_per_token"])]
+                                                 if "reference" in met else [])  # fmt: skip
+    for who, cpt in rows:
+        print(
+            f"{who[:24]:24} "
+            + " ".join(f"{cpt.get(k) if cpt.get(k) is not None else '-':>8}" for k in ("zh", "en"))
+        )
 
 
 # -- evaluation --------------------------------------------------------------------------------

@@ -4,16 +4,20 @@ Byte-level with GPT-2's pre-tokenizer regex: every UTF-8 byte is reachable, so C
 hits an unknown token, and llama.cpp implements the same pre-tokenizer ('gpt-2'), so a model using
 this tokenizer exports to GGUF and tokenizes identically there. ChatML special tokens and a ChatML
 chat template are added so chat models trained here work with `lmforge chat` and the server.
+`train_registered` is `lmforge tokenizer train`: the same training on a registered dataset, with
+characters-per-token figures (zh and en apart) beside a reference model's tokenizer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lmforge.data.chat_template import CHATML
 from lmforge.errors import LmforgeError
+from lmforge.home import Manifest, Registry, check_name, file_sha256
 
 
 @dataclass
@@ -60,3 +64,71 @@ def train_bpe(texts: Iterable[str], out_dir: Path, cfg: BPEConfig | None = None)
     out_dir.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(str(out_dir))
     return fast
+
+
+def chars_per_token(tokenize: Callable[[str], list[int]], texts: list[str]) -> float | None:
+    """Characters per token over `texts` (higher = a more compact tokenizer for that text)."""
+    chars = sum(len(t) for t in texts)
+    tokens = sum(len(tokenize(t)) for t in texts)
+    return round(chars / tokens, 3) if tokens else None
+
+
+def _dataset_texts(registry: Registry, name: str, split: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    folder = registry.artifact_dir(name)
+    return [
+        t
+        for shard in sorted(folder.glob(f"{split}-*.parquet"))
+        for t in pq.read_table(shard).column("text").to_pylist()
+    ]
+
+
+def train_registered(registry: Registry, data: str, out: str, cfg: BPEConfig | None = None,
+                     compare: str | None = None) -> Manifest:  # fmt: skip
+    """`lmforge tokenizer train`: a BPE tokenizer trained on dataset `data`'s train split, registered
+    as `out` with the dataset as its parent, and characters per token on the validation text (zh and
+    en apart) beside the same figure for `compare`'s tokenizer (a registered GGUF/HF model)."""
+    from lmforge.data.prepare import language
+    from lmforge.infer.hf import load_tokenizer
+
+    cfg = cfg or BPEConfig()
+    check_name(out)
+    if registry.exists(out):
+        raise LmforgeError(f"{out!r} already exists; pick another --out or remove it")
+    ds = registry.get(data)
+    if ds.kind != "dataset":
+        raise LmforgeError(
+            f"{data!r} is a {ds.kind} artifact, not a dataset; make one with `lmforge data prepare`"
+        )
+    if cfg.vocab_size < 256 + len(cfg.special_tokens) + 1:
+        raise LmforgeError(f"--vocab {cfg.vocab_size} is smaller than the byte alphabet: byte-level BPE needs more "
+                           f"than {256 + len(cfg.special_tokens)} (256 bytes + {len(cfg.special_tokens)} special tokens)")  # fmt: skip
+    train = _dataset_texts(registry, data, "train")
+    held = _dataset_texts(registry, data, "validation") or train
+    by_lang = {lang: [t for t in held if language(t) == lang] for lang in ("zh", "en")}
+    reference = None
+    if compare:
+        ref = registry.get(compare)
+        reference = load_tokenizer(registry.model_path(ref))
+    manifest = Manifest(name=out, kind="tokenizer", format="hf-tokenizer", path="", parents=[data], source=f"train:{data}",
+                        config={"vocab_size": cfg.vocab_size, "min_frequency": cfg.min_frequency,
+                                "special_tokens": cfg.special_tokens, "algorithm": "byte-level BPE"})  # fmt: skip
+
+    def fill(stage: Path) -> None:
+        tok = train_bpe(train, stage, cfg)
+        encode = lambda t: tok.backend_tokenizer.encode(t, add_special_tokens=False).ids  # noqa: E731
+        metrics: dict[str, Any] = {
+            "vocab": len(tok),
+            "train_documents": len(train),
+            "chars_per_token": {lang: chars_per_token(encode, texts) for lang, texts in by_lang.items()},
+            "roundtrip_exact": all(tok.decode(encode(t)) == t for t in held),
+        }
+        if reference is not None:
+            ref_encode = lambda t: reference.backend_tokenizer.encode(t, add_special_tokens=False).ids  # noqa: E731
+            metrics["reference"] = {"model": compare, "vocab": len(reference),
+                                    "chars_per_token": {lang: chars_per_token(ref_encode, texts) for lang, texts in by_lang.items()}}  # fmt: skip
+        manifest.metrics = metrics
+        manifest.data_fingerprint = file_sha256(stage / "tokenizer.json")
+
+    return registry.put(manifest, fill)
