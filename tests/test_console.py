@@ -39,19 +39,24 @@ def browser():
         b.close()
 
 
-def test_typed_message_streams_an_answer_and_survives_reload(live, browser):
+def chat_in_console(browser, url: str, model: str, prompt: str):
+    """Open the console, pick `model`, greedy with 12 tokens, send `prompt`; (page, answer text)."""
     page = browser.new_page()
-    page.goto(live.url + "/")
-    page.wait_for_selector("#model-select option[value=tiny]", state="attached")
-    page.select_option("#model-select", "tiny")
+    page.goto(url + "/")
+    page.wait_for_selector(f"#model-select option[value={model}]", state="attached")
+    page.select_option("#model-select", model)
     page.click("#settings summary")
     page.fill("#temperature", "0")
     page.fill("#max-tokens", "12")
-    page.fill("#prompt", "The capital of France is")
+    page.fill("#prompt", prompt)
     page.press("#prompt", "Enter")
     # the tiny model can finish before a poll sees the streaming flag up: wait for the answer to exist and be done
     page.wait_for_function(DONE, timeout=60000)
-    answer = page.inner_text(".msg.assistant .body")
+    return page, page.inner_text(".msg.assistant .body")
+
+
+def test_typed_message_streams_an_answer_and_survives_reload(live, browser):
+    page, answer = chat_in_console(browser, live.url, "tiny", "The capital of France is")
     expected = httpx.post(live.url + "/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": "The capital of France is"}],
                           "temperature": 0, "max_tokens": 12, "top_p": 0.95}, timeout=60).json()["choices"][0]["message"]["content"]  # fmt: skip
     assert answer.strip() and answer.strip() == expected.strip()
@@ -192,15 +197,5 @@ def test_console_chats_with_a_remote_model(tmp_path, tiny_gguf, live, browser):
     expected = httpx.post(live.url + "/v1/chat/completions", timeout=60, json={
         "model": "tiny", "messages": msgs, "temperature": 0, "max_tokens": 12, "top_p": 0.95})  # fmt: skip
     with LiveServer(app) as gw:
-        page = browser.new_page()
-        page.goto(gw.url + "/")
-        page.wait_for_selector("#model-select option[value=far-tiny]", state="attached")
-        page.select_option("#model-select", "far-tiny")
-        page.click("#settings summary")
-        page.fill("#temperature", "0")
-        page.fill("#max-tokens", "12")
-        page.fill("#prompt", msgs[0]["content"])
-        page.press("#prompt", "Enter")
-        page.wait_for_function(DONE, timeout=60000)
-        answer = page.inner_text(".msg.assistant .body").strip()
-    assert answer and answer == expected.json()["choices"][0]["message"]["content"].strip()
+        _, answer = chat_in_console(browser, gw.url, "far-tiny", msgs[0]["content"])
+    assert answer.strip() and answer.strip() == expected.json()["choices"][0]["message"]["content"].strip()
