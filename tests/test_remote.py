@@ -139,6 +139,13 @@ def test_server_forwards_completions_and_upstream_refusals(home, upstream, tiny_
         ).json()
         via = httpx.post(gw.url + "/v1/completions", json={"model": "far", **body}, timeout=60).json()
         assert via["model"] == "far" and via["choices"][0]["text"] == direct["choices"][0]["text"]
+        # our sampling extensions travel to the upstream too (the OpenAI SDK does not know them)
+        body = {**body, "top_k": 1, "repetition_penalty": 1.3}
+        direct = httpx.post(
+            upstream.url + "/v1/completions", json={"model": "tiny", **body}, timeout=60
+        ).json()
+        via = httpx.post(gw.url + "/v1/completions", json={"model": "far", **body}, timeout=60).json()
+        assert via["choices"][0]["text"] == direct["choices"][0]["text"]
         scored = httpx.post(gw.url + "/v1/completions", timeout=60, json={
             "model": "far", "prompt": "Once upon a time", "max_tokens": 0, "echo": True, "logprobs": 1})  # fmt: skip
         assert (

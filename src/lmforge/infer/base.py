@@ -114,6 +114,13 @@ def require(backend: Backend, capability: str, hint: str = "") -> None:
         raise CapabilityError(backend.kind, backend.model_name, capability, hint)
 
 
+def check_token_ids(ids: list[int], n_vocab: int) -> None:
+    """Refuse token ids outside the vocabulary (llama.cpp aborts the process on them), naming the id."""
+    bad = next((t for t in ids if not 0 <= t < n_vocab), None)
+    if bad is not None:
+        raise LmforgeError(f"token id {bad} is outside the vocabulary (0..{n_vocab - 1})")
+
+
 @dataclass
 class ChatOptions:
     """Per-request extras of a chat call (the OpenAI request fields beyond sampling)."""

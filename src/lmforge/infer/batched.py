@@ -33,8 +33,16 @@ from typing import Any
 import numpy as np
 
 from lmforge.errors import LmforgeError
-from lmforge.infer.base import Capabilities, CapabilityError, ChatOptions, ChatStream, Chunk, stream_tokens
-from lmforge.infer.llamacpp import LlamaCppBackend, check_token_ids, log_softmax_rows
+from lmforge.infer.base import (
+    Capabilities,
+    CapabilityError,
+    ChatOptions,
+    ChatStream,
+    Chunk,
+    check_token_ids,
+    stream_tokens,
+)
+from lmforge.infer.llamacpp import LlamaCppBackend, common_prefix, log_softmax_rows
 from lmforge.infer.sampling import SamplingParams
 
 END = -1  # queue sentinel: the slot is finished
@@ -328,8 +336,8 @@ class BatchedLlamaEngine:
                 continue
             # prefix cache: reuse the free sequence whose KV shares the longest prefix with this prompt
             # (the next chat turn, or requests with a common system prompt, skip re-reading it)
-            seq = max(self._free, key=lambda s: _common_prefix(self._kv[s], req.prompt))
-            keep = min(_common_prefix(self._kv[seq], req.prompt), len(req.prompt) - 1)
+            seq = max(self._free, key=lambda s: common_prefix(self._kv[s], req.prompt))
+            keep = min(common_prefix(self._kv[seq], req.prompt), len(req.prompt) - 1)
             if req.score_top is not None:
                 keep = 0  # every prompt position needs its logits
             self._free.remove(seq)
@@ -434,12 +442,3 @@ class BatchedLlamaEngine:
 
     def _logprobs(self, row: int, tok: int, k: int) -> dict:
         return log_softmax_rows(self._logits_row(row)[None, :], [tok], k)[0]
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n

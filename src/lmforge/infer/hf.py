@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lmforge.errors import LmforgeError
-from lmforge.infer.base import Capabilities, CapabilityError, ChatOptions, ChatStream, Chunk, stream_tokens
+from lmforge.infer.base import (
+    Capabilities,
+    CapabilityError,
+    ChatOptions,
+    ChatStream,
+    Chunk,
+    check_token_ids,
+    stream_tokens,
+)
 from lmforge.infer.sampling import SamplingParams
 
 Head = Literal["causal", "masked", "embedding"]
@@ -195,10 +203,7 @@ class TransformersBackend:
         return self._generate(prompt, params, cancel)
 
     def _check_ids(self, ids: list[int]) -> None:
-        n_vocab = int(self.model.config.vocab_size)
-        bad = next((t for t in ids if not 0 <= t < n_vocab), None)
-        if bad is not None:
-            raise LmforgeError(f"token id {bad} is outside the vocabulary (0..{n_vocab - 1})")
+        check_token_ids(ids, int(self.model.config.vocab_size))
 
     def _generate(
         self, prompt: list[int], params: SamplingParams, cancel: threading.Event | None

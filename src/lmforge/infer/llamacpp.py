@@ -27,6 +27,7 @@ from lmforge.infer.base import (
     ChatOptions,
     ChatStream,
     Chunk,
+    check_token_ids,
     stream_tokens,
 )
 from lmforge.infer.sampling import SamplingParams
@@ -180,12 +181,7 @@ class LlamaCppBackend:
         engine computes)."""
         llama = self._llama
         head = prompt[:-1]
-        cached = list(llama.input_ids[: llama.n_tokens])
-        keep = 0
-        for a, b in zip(cached, head, strict=False):
-            if a != b:
-                break
-            keep += 1
+        keep = common_prefix(list(llama.input_ids[: llama.n_tokens]), head)
         if keep < len(head):
             if keep:
                 llama.n_tokens = keep  # eval() drops the KV cells past this point
@@ -241,10 +237,9 @@ class LlamaCppBackend:
             # reuse the KV cache (and the logits rows) of a shared prefix with the previous call: the
             # choices of a multiple-choice question share their whole context
             llama = self._llama
-            cached = np.asarray(llama.input_ids[: llama.n_tokens])
-            n = min(len(cached), len(ids) - 1)  # always decode at least the last token
-            same = cached[:n] == np.asarray(ids[:n])
-            keep = n if same.all() else int(np.argmin(same))
+            keep = common_prefix(
+                list(llama.input_ids[: llama.n_tokens]), ids[:-1]
+            )  # decode at least the last token
             if keep > 0:
                 llama.n_tokens = keep  # eval() drops the KV cells past this point
             else:
@@ -276,8 +271,11 @@ class LlamaCppBackend:
         self._llama.close()
 
 
-def check_token_ids(ids: list[int], n_vocab: int) -> None:
-    """Token ids outside the vocabulary crash llama.cpp: refuse them with the offending id."""
-    bad = next((t for t in ids if not 0 <= t < n_vocab), None)
-    if bad is not None:
-        raise LmforgeError(f"token id {bad} is outside the vocabulary (0..{n_vocab - 1})")
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the longest common prefix of two token lists (what a KV cache can keep)."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

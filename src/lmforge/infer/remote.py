@@ -213,8 +213,9 @@ class OpenAIRemoteBackend:
         return total, n
 
     def forward_completions(self, body: dict[str, Any]) -> dict[str, Any] | Iterator[dict[str, Any]]:
-        """/v1/completions at the upstream, as-is (our model name swapped for the upstream's)."""
-        kw = {k: v for k, v in body.items() if k not in ("model", "truncate")}
+        """/v1/completions at the upstream, as-is (our model name swapped for the upstream's; fields the
+        SDK does not know travel in `body['extra_body']`)."""
+        kw = {k: v for k, v in body.items() if k != "model"}
         result = self._call(self._client.completions.create, model=self.upstream_model, **kw)
         if not body.get("stream"):
             return {**result.model_dump(exclude_none=True), "model": self.model_name}

@@ -39,13 +39,17 @@ def openai_router(ctx: ServerContext) -> APIRouter:
         m = ctx.registry.get(name)
         return {"id": m.name, "object": "model", "created": created_ts(m.created), "owned_by": "lmforge"}
 
+    async def answer(route: str, key, req, prompt: str | None, whole, streamed):  # noqa: ANN001, ANN202
+        """JSON from `whole(req)`, or SSE from `streamed(req)` when the request asks to stream."""
+        if not req.stream:
+            return await ctx.run_json(route, key, req.model, prompt, lambda: whole(req))
+        events, cancel = await asyncio.to_thread(streamed, req)
+        return ctx.run_stream(route, key, req.model, prompt, events, cancel)
+
     @r.post("/v1/chat/completions")
     async def chat_completions(req: ChatCompletionRequest, key=ctx.authorize("chat")):
         prompt = req.messages[-1].text() if ctx.settings.audit_prompts else None
-        if not req.stream:
-            return await ctx.run_json("chat", key, req.model, prompt, lambda: service.chat(req))
-        events, cancel = await asyncio.to_thread(service.chat_stream, req)
-        return ctx.run_stream("chat", key, req.model, prompt, events, cancel)
+        return await answer("chat", key, req, prompt, service.chat, service.chat_stream)
 
     @r.post("/v1/completions")
     async def completions(req: CompletionRequest, key=ctx.authorize("chat")):
@@ -53,10 +57,7 @@ def openai_router(ctx: ServerContext) -> APIRouter:
         if ctx.settings.audit_prompts:
             first = req.prompt if isinstance(req.prompt, str) else req.prompt[0] if req.prompt else ""
             prompt = first if isinstance(first, str) else str(first)
-        if not req.stream:
-            return await ctx.run_json("completions", key, req.model, prompt, lambda: service.complete(req))
-        events, cancel = await asyncio.to_thread(service.complete_stream, req)
-        return ctx.run_stream("completions", key, req.model, prompt, events, cancel)
+        return await answer("completions", key, req, prompt, service.complete, service.complete_stream)
 
     @r.post("/v1/embeddings")
     async def embeddings(req: EmbeddingRequest, key=ctx.authorize("embed")):

@@ -94,6 +94,10 @@ class _SamplingFields(_Lenient):
     repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0)  # lmforge
 
 
+LMFORGE_SAMPLING = ("top_k", "min_p", "repetition_penalty")
+"""Our sampling extensions: a request forwarded to an upstream carries them in `extra_body`."""
+
+
 class ChatCompletionRequest(_SamplingFields):
     model: str
     messages: list[ChatMessage] = Field(min_length=1)

@@ -25,6 +25,7 @@ from lmforge.infer.chat import greedy_params
 from lmforge.infer.sampling import SamplingParams
 from lmforge.infer.scheduler import Scheduler, Ticket
 from lmforge.serve.protocol import (
+    LMFORGE_SAMPLING,
     AssistantMessage,
     ChatChoice,
     ChatCompletion,
@@ -322,7 +323,9 @@ class ChatService:
         def start(o: _Open) -> None:
             backend = o.backend
             if not backend.capabilities.tokens and backend.capabilities.upstream:
-                forwarded[0] = backend.forward_completions(req.model_dump(exclude_none=True))
+                body = req.model_dump(exclude_none=True)
+                extra = {k: body.pop(k) for k in LMFORGE_SAMPLING if k in body}
+                forwarded[0] = backend.forward_completions(body | ({"extra_body": extra} if extra else {}))
                 return
             require(backend, "tokens")
             for prompt in prompts:
