@@ -1,0 +1,154 @@
+"""CLI commands that make models: `pretrain`, `fill-mask` (and `quickstart`). cli.py mounts them.
+
+Kept apart from cli.py only for size; the same rules hold: each command is a thin typer function
+whose defaults come from the config dataclasses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lmforge.train.args import Objective, Precision, PretrainConfig, Schedule
+
+_PRE = PretrainConfig()
+
+
+def _registry():
+    from lmforge.home import Registry
+
+    return Registry()
+
+
+def relaunch_cpu_ddp(argv: list[str]) -> int | None:
+    """`accelerate launch --num_processes N` on a machine with no GPU runs ONE process (its simple
+    launcher; multi-process needs --multi_gpu). When that happened, start the N gloo workers with
+    torch.distributed.run ourselves, so the documented command really trains data-parallel. Returns the
+    workers' exit code, or None when there is nothing to do."""
+    if "WORLD_SIZE" in os.environ or "ACCELERATE_USE_CPU" not in os.environ:
+        return None
+    try:
+        parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    if not any(a.endswith("accelerate") or a == "launch" for a in parent):
+        return None
+    n = 1
+    for i, a in enumerate(parent):
+        if a == "--num_processes" and i + 1 < len(parent):
+            n = int(parent[i + 1]) if parent[i + 1].isdigit() else 1
+        elif a.startswith("--num_processes="):
+            n = int(a.split("=", 1)[1]) if a.split("=", 1)[1].isdigit() else 1
+    if n <= 1:
+        return None
+    print(f"lmforge: accelerate started one process on a machine without GPUs; starting {n} CPU workers (gloo)",
+          file=sys.stderr)  # fmt: skip
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", "-m", "lmforge", *argv]  # fmt: skip
+    return subprocess.call(cmd)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pretrain(
+    out: Annotated[str, typer.Option("--out", help="Name of the trained model in the registry.")],
+    data: Annotated[str, typer.Option("--data", help="A dataset made by `lmforge data prepare`.")],
+    objective: Annotated[Objective, typer.Option(help="clm: causal LM (Llama); mlm: masked LM (BERT).")] = _PRE.objective,
+    size: Annotated[str, typer.Option(help="tiny | mini | small | CONFIG.json")] = _PRE.size,
+    tokenizer: Annotated[str | None, typer.Option(help="A tokenizer from `lmforge tokenizer train` (or a model's).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
+    tokens: Annotated[int | None, typer.Option(help="Train on this many tokens instead of --steps.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Sequences per micro-batch per process.")] = _PRE.batch_size,
+    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = _PRE.grad_accum,
+    seq_len: Annotated[int | None, typer.Option(help="Tokens per sequence (default: the size's context).")] = None,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = _PRE.lr,
+    min_lr_ratio: Annotated[float, typer.Option(help="Decaying schedules end at lr x this.")] = _PRE.min_lr_ratio,
+    schedule: Annotated[Schedule, typer.Option(help="cosine | linear | constant | cyclic (after warm-up).")] = _PRE.schedule,
+    warmup: Annotated[int | None, typer.Option(help="Warm-up steps (default 5% of steps).")] = None,
+    cycle_steps: Annotated[int, typer.Option(help="Cyclic schedule: steps per triangle.")] = _PRE.cycle_steps,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay (matrices only).")] = _PRE.weight_decay,
+    grad_clip: Annotated[float, typer.Option(help="Clip the gradient norm (0 = off).")] = _PRE.grad_clip,
+    dropout: Annotated[float, typer.Option(help="Dropout probability.")] = _PRE.dropout,
+    mlm_prob: Annotated[float, typer.Option(help="mlm: share of tokens predicted.")] = _PRE.mlm_prob,
+    eval_every: Annotated[int, typer.Option(help="Validate every N steps.")] = _PRE.eval_every,
+    eval_batches: Annotated[int, typer.Option(help="Validation micro-batches per evaluation.")] = _PRE.eval_batches,
+    early_stop: Annotated[int, typer.Option(help="Stop after N evaluations without improvement (0 = off).")] = _PRE.early_stop,
+    save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = _PRE.save_every,
+    seed: Annotated[int, typer.Option(help="Weights, data order, masks and dropout all follow it.")] = _PRE.seed,
+    precision: Annotated[Precision, typer.Option(help="auto (measure once), fp32 or bf16.")] = _PRE.precision,
+    init: Annotated[str | None, typer.Option(help="Continue pretraining this registered HF model.")] = None,
+    replay: Annotated[str | None, typer.Option(help="General dataset mixed in (with --init) against forgetting.")] = None,
+    replay_frac: Annotated[float, typer.Option(help="Share of sequences from --replay.")] = _PRE.replay_frac,
+    threads: Annotated[int | None, typer.Option(help="Torch threads per process.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Require a checkpoint to resume (a rerun resumes anyway).")] = False,
+    restart: Annotated[bool, typer.Option("--restart", help="Discard this run's checkpoint and start over.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the registered manifest as JSON.")] = False,
+) -> None:  # fmt: skip
+    """Pretrain a causal LM or a masked LM on a dataset; rerun the same command to resume (预训练)."""
+    code = relaunch_cpu_ddp(sys.argv[1:])
+    if code is not None:
+        raise typer.Exit(code)
+    from lmforge.train.pretrain import main
+
+    cfg = PretrainConfig(objective=objective, size=size, tokenizer=tokenizer, data=data, steps=steps, tokens=tokens,
+                         batch_size=batch_size, grad_accum=grad_accum, seq_len=seq_len, lr=lr,
+                         min_lr_ratio=min_lr_ratio, schedule=schedule, warmup=warmup, cycle_steps=cycle_steps,
+                         weight_decay=weight_decay, grad_clip=grad_clip, dropout=dropout, mlm_prob=mlm_prob,
+                         eval_every=eval_every, eval_batches=eval_batches, early_stop=early_stop,
+                         save_every=save_every, seed=seed, precision=precision, init=init, replay=replay,
+                         replay_frac=replay_frac, threads=threads)  # fmt: skip
+    reg = _registry()
+    m = main(reg, out, cfg, resume=resume, restart=restart, progress=sys.stderr.isatty())
+    if m is None:
+        return
+    if as_json:
+        from dataclasses import asdict
+
+        print(json.dumps(asdict(m), ensure_ascii=False, indent=2))
+        return
+    met = m.metrics
+    folder = reg.artifact_dir(m.name)
+    print(f"registered {m.kind} model {m.name}: {m.params / 1e6:.2f}M parameters, {met['steps']} steps, "
+          f"{met['tokens']:,} tokens, {met['processes']} process(es), precision {met['precision']['used']}")  # fmt: skip
+    print(f"validation loss {met['val_loss']}  perplexity {met['val_ppl']}  ({met['tokens_per_s']} tokens/s)")
+    if "forgetting" in met:
+        f = met["forgetting"]
+        print(f"domain perplexity {f['domain_ppl_before']} -> {f['domain_ppl_after']}; "
+              f"general perplexity {f['general_ppl_before']} -> {f['general_ppl_after']} (forgetting)")  # fmt: skip
+    print(f"loss curve: {folder / 'loss.png'}\nfolder: {folder}")
+
+
+def fill_mask(
+    model: Annotated[str, typer.Argument(help="A registered masked LM (from `lmforge pretrain --objective mlm`).")],
+    text: Annotated[str, typer.Argument(help="Text with one or more [MASK].")],
+    top_k: Annotated[int, typer.Option("--top-k", help="Candidates per mask.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:  # fmt: skip
+    """Predict the tokens behind [MASK] with a masked LM: top-k with probabilities (完形填空)."""
+    from lmforge.infer.fillmask import fill_mask as run
+
+    preds = run(_registry(), model, text, top_k)
+    if as_json:
+        print(json.dumps([[c.__dict__ for c in p] for p in preds], ensure_ascii=False))
+        return
+    for i, cands in enumerate(preds, 1):
+        print(f"[MASK] {i}:")
+        for c in cands:
+            print(f"  {c.token!r:>12}  {c.probability:.4f}  {c.sequence}")
+
+
+def mount(app: typer.Typer) -> None:
+    app.command("pretrain")(pretrain)
+    app.command("fill-mask")(fill_mask)
