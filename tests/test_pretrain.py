@@ -297,3 +297,15 @@ def test_schedules():
     assert lr_factor(70, 100, 10, "constant", 0.1, 20) == 1.0
     cyc = [lr_factor(s, 100, 0, "cyclic", 0.1, 20) for s in (0, 10, 20, 30)]
     assert cyc == pytest.approx([1.0, 0.1, 1.0, 0.1])
+
+
+def test_early_stopping_keeps_the_best_evaluation(home, tmp_path):
+    """A learning rate far too high makes validation worse; the run stops and registers the best weights."""
+    from transformers import AutoModelForCausalLM
+
+    m = pretrain(home, "es", cfg(tmp_path, steps=60, eval_every=3, early_stop=2, lr=0.3, grad_clip=0.0,
+                                 schedule="constant", warmup=0))  # fmt: skip
+    met = m.metrics
+    assert met["stopped_early"] is True and met["steps"] < 60
+    assert met["val_loss"] == met["best_val_loss"] == min(e["val_loss"] for e in met["evals"])
+    assert AutoModelForCausalLM.from_pretrained(str(home.artifact_dir("es"))) is not None

@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 from typer.rich_utils import rich_format_error
 
+from lmforge import cli_build
 from lmforge.compress.export import Quant
 from lmforge.data.prepare import Dedup, PrepareConfig
 from lmforge.errors import LmforgeError
@@ -27,6 +28,7 @@ from lmforge.infer.sampling import SamplingParams
 from lmforge.rag.chunking import ChunkConfig
 from lmforge.rag.retrieve import Mode as SearchMode
 from lmforge.tokenizer.bpe import BPEConfig
+from lmforge.tokenizer.extend import ExtendConfig
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="lmforge: your own LLM stack, on your machine."
@@ -47,6 +49,7 @@ _SAMPLING = SamplingParams()
 _EVAL = EvalConfig()
 _PREP = PrepareConfig()
 _BPE = BPEConfig()
+_EXTEND = ExtendConfig()
 
 # Shared option types (one definition per knob; defaults come from SamplingParams / LoadConfig).
 MaxTokens = Annotated[int, typer.Option("--max-tokens", "-n", help="Most tokens to generate.")]
@@ -127,31 +130,112 @@ def catalog() -> None:
         print(f"{mark} {e.name:30} {e.kind:9} {e.description}  [licence: {e.licence}]")
 
 
+GROUP_TITLES = {"dataset": "datasets", "tokenizer": "tokenizers", "model": "models", "adapter": "adapters",
+                "kb": "knowledge bases", "other": "other"}  # fmt: skip
+"""`models ls` headings, one per `lmforge.home.GROUPS` entry."""
+
+
 @models_app.command("ls")
-def models_ls() -> None:
-    """Registered models: name, kind, size, format, params, created."""
-    rows = _registry().list()
-    print(f"{'NAME':34} {'KIND':9} {'FORMAT':11} {'SIZE':>9} {'PARAMS':>8}  CREATED")
-    for m in rows:
-        params = f"{m.params / 1e6:.1f}M" if m.params else "-"
-        fmt = m.format + (f":{m.config['quant']}" if "quant" in m.config else "")
-        print(f"{m.name:34} {m.kind:9} {fmt:11} {_human(m.size_bytes):>9} {params:>8}  {m.created[:19]}")
-
-
-@models_app.command("show")
-def models_show(name: str) -> None:
-    """The manifest of NAME and its whole lineage."""
+def models_ls(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="A JSON list of the manifests (for scripts).")
+    ] = False,
+) -> None:
+    """Registered artifacts grouped by kind (datasets, tokenizers, models, adapters, knowledge bases):
+    name, kind, format, size, parameters and age."""
     import json
     from dataclasses import asdict
 
+    from lmforge.home import age_seconds, grouped, human_age
+
+    rows = _registry().list()
+    if as_json:
+        print(json.dumps([asdict(m) for m in rows], ensure_ascii=False, indent=2))
+        return
+    print(f"{'NAME':34} {'KIND':10} {'FORMAT':14} {'SIZE':>9} {'PARAMS':>8}  AGE")
+    for group, members in grouped(rows):
+        print(f"── {GROUP_TITLES[group]} ({len(members)}) ".ljust(84, "─"))
+        for m in members:
+            params = f"{m.params / 1e6:.1f}M" if m.params else "-"
+            fmt = m.format + (f":{m.config['quant']}" if "quant" in m.config else "")
+            age = human_age(age_seconds(m))
+            print(f"{m.name:34} {m.kind:10} {fmt:14} {_human(m.size_bytes):>9} {params:>8}  {age}")
+
+
+def _lineage_lines(tree) -> list[str]:
+    """A `home.LineageTree` drawn top-down, one line per artifact: `name [kind, format]  config |
+    metrics`; ◀ marks the one asked about. Plain text, not rich's Tree (which wraps at 80 columns
+    when piped), so a terminal, a pipe and docs/models.md get the same lines."""
+    from lmforge.home import LineageNode
+
+    out: list[str] = []
+
+    def draw(node: LineageNode, lead: str, branch: str, below: str) -> None:
+        if node.missing:
+            text = f"{node.name} (not in the registry)"
+        else:
+            text = f"{node.name} [{node.kind}, {node.format}]" + (" ◀" if node.focus else "")
+            if node.repeat:
+                text += f"  (see under {node.drawn_under})" if node.drawn_under else "  (see above)"
+            else:
+                facts = [" · ".join(part) for part in (node.facts.config, node.facts.metrics) if part]
+                text += "  " + " | ".join(facts) if facts else ""
+        out.append(lead + branch + text)
+        for i, child in enumerate(node.children):
+            last = i == len(node.children) - 1
+            draw(child, lead + below, "└── " if last else "├── ", "    " if last else "│   ")
+
+    for root in tree.roots:
+        draw(root, "", "", "")
+    return out
+
+
+@models_app.command("show")
+def models_show(
+    name: str,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="The manifest plus lineage names, as JSON (stable, for scripts).")
+    ] = False,
+) -> None:
+    """NAME, and its lineage (模型谱系) as a tree: what it was made from, what was made from it."""
+    import json
+    from dataclasses import asdict
+
+    from lmforge.home import age_seconds, human_age
+
     reg = _registry()
     m = reg.get(name)
-    print(json.dumps(asdict(m), ensure_ascii=False, indent=2))
-    print("\nlineage:")
-    for depth, anc in reg.lineage(name):
-        print(
-            f"{'  ' * depth}{'└─ ' if depth else ''}{anc.name} [{anc.kind}, {anc.format}] {anc.source or anc.notes}"
-        )
+    tree = reg.lineage_tree(name)
+    if as_json:
+        lineage = {"ancestors": tree.ancestors, "descendants": tree.descendants, "missing": tree.missing}
+        print(json.dumps({**asdict(m), "lineage": lineage}, ensure_ascii=False, indent=2))
+        return
+    params = f" · {m.params / 1e6:.1f}M params" if m.params else ""
+    print(f"{m.name}  {m.kind} · {m.format} · {_human(m.size_bytes)}{params} · {human_age(age_seconds(m))}")
+    for label, value in (("source", m.source), ("notes", m.notes)):
+        if value:
+            print(f"{label + ':':8}{value}")
+    print(f"\nlineage (模型谱系): made from {len(tree.ancestors)}, used by {len(tree.descendants)}"
+          + (f", missing {len(tree.missing)}" if tree.missing else ""))  # fmt: skip
+    print("\n".join(_lineage_lines(tree)))
+    if m.metrics:
+        print("\nmetrics:")
+        for k, v in m.metrics.items():
+            print(f"  {k}: {' · '.join(_metric_numbers(v)) or '(see --json)'}")
+    print(f"\nfull manifest: lmforge models show {name} --json")
+
+
+def _metric_numbers(value, path: str = "") -> list[str]:
+    """The numbers and flags of one stored metric as `path value` (two levels deep); texts and lists
+    (parity examples, eval config) are left to `--json`."""
+    from lmforge.home import short_number
+
+    if isinstance(value, bool | int | float):
+        shown = str(value).lower() if isinstance(value, bool) else short_number(value)
+        return [f"{path} {shown}" if path else shown]
+    if isinstance(value, dict) and path.count(".") < 1:
+        return [x for k, v in value.items() for x in _metric_numbers(v, f"{path}.{k}" if path else str(k))]
+    return []
 
 
 @models_app.command("add")
@@ -686,6 +770,31 @@ def tokenizer_train(
         )
 
 
+@tokenizer_app.command("extend")
+def tokenizer_extend(
+    model: Annotated[str, typer.Argument(help="A registered Hugging Face causal LM (format hf).")],
+    data: Annotated[str, typer.Option("--data", help="A dataset made by `lmforge data prepare` (the domain text).")],
+    add: Annotated[int, typer.Option("--add", help="How many domain tokens to add.")],
+    out: Annotated[str, typer.Option("--out", help="Name of the extended model in the registry.")],
+    min_frequency: Annotated[int, typer.Option(help="Pairs seen fewer times are not merged.")] = _EXTEND.min_frequency,
+) -> None:  # fmt: skip
+    """Add domain tokens to a model's tokenizer and resize its embeddings (扩充词表)."""
+    from lmforge.tokenizer.extend import ExtendConfig, extend_registered
+
+    print(f"extending {model} with tokens from {data} ...", file=sys.stderr)
+    m = extend_registered(_registry(), model, data, out, ExtendConfig(add=add, min_frequency=min_frequency))
+    met = m.metrics
+    print(f"registered model {m.name}: {met['added_tokens']} tokens added ({met['before']['vocab']} -> {met['vocab']}); "
+          f"decode(encode(text)) == text on the domain text: {met['roundtrip_exact']}")  # fmt: skip
+    if met["added_tokens"] < add:
+        print(f"only {met['added_tokens']} of {add}: no other pair occurs {min_frequency} times or more")
+    print(f"first tokens: {', '.join(repr(t) for t in m.config['tokens'][:20])}")
+    langs = list(met["chars_per_token"])
+    print(f"{'characters per token':24} " + " ".join(f"{k:>8}" for k in langs))
+    for who, cpt in ((model, met["before"]["chars_per_token"]), (m.name, met["chars_per_token"])):
+        print(f"{who[:24]:24} " + " ".join(f"{cpt[k] if cpt[k] is not None else '-':>8}" for k in langs))
+
+
 # -- evaluation --------------------------------------------------------------------------------
 class _EvalGroup(TyperGroup):
     """`eval compare ...` and `eval bias ...` are sub-commands; anything else is `eval run ...`, so
@@ -774,6 +883,10 @@ def eval_bias(
     from lmforge.eval.bias import main as bias_main
 
     print(bias_main(_registry(), model, templates, out, threads))
+
+
+# -- building models (pretrain, fill-mask): cli_build.py ----------------------------------------
+cli_build.mount(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from lmforge.quickstart import QuickstartConfig
 from lmforge.train.args import Objective, Precision, PretrainConfig, Schedule
 
 _PRE = PretrainConfig()
@@ -149,6 +150,34 @@ def fill_mask(
             print(f"  {c.token!r:>12}  {c.probability:.4f}  {c.sequence}")
 
 
+_QUICK = QuickstartConfig()
+
+
+def quickstart(
+    steps: Annotated[int, typer.Option(help="Pretraining steps (about 1 s each on 2 cores).")] = _QUICK.steps,
+    vocab: Annotated[int, typer.Option(help="Tokenizer vocabulary.")] = _QUICK.vocab,
+    prefix: Annotated[str, typer.Option(help="Registry names start with this.")] = _QUICK.prefix,
+    max_docs: Annotated[int | None, typer.Option(help="At most N documents per bundled source (faster).")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Rebuild every step (remove earlier quickstart artifacts).")] = False,
+    threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Also print the summary as JSON.")] = False,
+) -> None:  # fmt: skip
+    """The whole road on bundled real data: prepare, tokenizer, pretrain, perplexity, GGUF, generate (快速上手)."""
+    from lmforge.quickstart import names, run
+
+    reg = _registry()
+    cfg = QuickstartConfig(steps=steps, vocab=vocab, prefix=prefix, max_docs_per_source=max_docs, fresh=fresh,
+                           threads=threads)  # fmt: skip
+    summary = run(reg, cfg, say=lambda s: print(s, flush=True))
+    print(f"\ndone in {summary['total_seconds']:.0f} s. The lineage of what was built:\n")
+    from lmforge.cli import models_show
+
+    models_show(names(cfg)["lm"])
+    if as_json:
+        print(json.dumps(summary, ensure_ascii=False, indent=2))
+
+
 def mount(app: typer.Typer) -> None:
     app.command("pretrain")(pretrain)
     app.command("fill-mask")(fill_mask)
+    app.command("quickstart")(quickstart)

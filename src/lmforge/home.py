@@ -11,7 +11,11 @@ Contract:
   (even `kill -9`) never leaves a half-registered model: either the folder with its manifest is
   there, or nothing is. Stale staging folders are swept when a registry is opened.
 - `update_metrics` rewrites manifest.json through a temp file + `os.replace` (atomic on POSIX).
-- `lineage` follows `parents` back to the roots, so `lmforge models show` prints the whole chain.
+- `lineage` follows `parents` back to the roots; `lineage_tree` adds the descendants (artifacts whose
+  `parents` name it) and draws the chain top-down (dataset → tokenizer → model → export), each node
+  with its key settings and measurements (`key_facts`), for `lmforge models show` and the console.
+  A parent that is not in the registry is a node marked missing; an artifact with several parents
+  (a diamond) is drawn once, under its deepest parent, and referenced under the others.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lmforge import __version__
 from lmforge.errors import LmforgeError, ModelNotFoundError
@@ -116,6 +121,181 @@ def tree_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+# -- lineage tree, groups, one-line summaries (read by `lmforge models` and the console) ----------
+Group = Literal["dataset", "tokenizer", "model", "adapter", "kb", "other"]
+GROUPS: tuple[Group, ...] = ("dataset", "tokenizer", "model", "adapter", "kb", "other")
+"""The order `lmforge models ls` and the console list artifacts in."""
+MODEL_KINDS = ("chat", "base", "embedding", "masked-lm")
+"""Kinds `models ls` lists under models (masked-lm: `lmforge pretrain --objective mlm`)."""
+CONFIG_KEYS = ("architecture", "size", "objective", "method", "vocab_size", "steps", "quant", "context_length",
+               "dedup", "chunk_size")  # fmt: skip
+"""Config entries worth a glance, in this order; the rest stay in the manifest."""
+METRIC_KEYS = ("val_ppl", "val_loss", "train_loss", "perplexity", "accuracy", "documents", "chunks",
+               "added_tokens")  # fmt: skip
+"""Scalar metrics worth a glance, in this order (dataset reports, tokenizer ratios, parity and
+evaluations have their own wording in `key_facts`)."""
+
+
+@dataclass
+class Facts:
+    """A compact reading of one manifest: short phrases, most telling first."""
+
+    config: list[str] = field(default_factory=list)
+    """What it is: 'qwen2', '12.3M params', 'vocab_size=8,000', 'quant=q8_0'."""
+    metrics: list[str] = field(default_factory=list)
+    """What was measured on it: 'val_ppl=14.2', 'chars/token zh 1.52, en 3.91', 'parity greedy 5/5'."""
+
+
+@dataclass
+class LineageNode:
+    """One artifact in a drawn lineage; `children` were made from it."""
+
+    name: str
+    kind: str
+    """'?' for a parent that is not in the registry."""
+    format: str
+    facts: Facts
+    missing: bool = False
+    """Named as a parent but not in the registry (removed, or never registered here)."""
+    focus: bool = False
+    """The artifact the tree was asked for."""
+    repeat: bool = False
+    """A second appearance of an artifact with several parents (a diamond): drawn in full, with its
+    children, under `drawn_under`; here it has no children."""
+    drawn_under: str = ""
+    """On a repeat: the parent it is drawn in full under ('' = drawn as a root)."""
+    children: list[LineageNode] = field(default_factory=list)
+
+
+@dataclass
+class LineageTree:
+    """`Registry.lineage_tree(name)`: the names involved, and the drawing."""
+
+    name: str
+    ancestors: list[str]
+    """Everything `name` was made from, nearest first (missing ones included)."""
+    descendants: list[str]
+    """Everything made from `name`, nearest first."""
+    missing: list[str]
+    """Ancestors that are not in the registry."""
+    roots: list[LineageNode]
+    """Top-down: the oldest ancestors (or `name` itself when it has none), their children below."""
+
+
+def group_of(kind: str) -> Group:
+    """The `models ls` group of an artifact kind: chat/base/embedding are all 'model'."""
+    if kind in MODEL_KINDS:
+        return "model"
+    return next((g for g in GROUPS if g == kind), "other")
+
+
+def grouped(manifests: Iterable[Manifest]) -> list[tuple[Group, list[Manifest]]]:
+    """(group, its manifests by name) in GROUPS order; empty groups left out."""
+    by: dict[Group, list[Manifest]] = {}
+    for m in manifests:
+        by.setdefault(group_of(m.kind), []).append(m)
+    return [(g, sorted(by[g], key=lambda m: m.name)) for g in GROUPS if g in by]
+
+
+def age_seconds(m: Manifest, now: float | None = None) -> float | None:
+    """Seconds since `m.created`; None when it is empty or unreadable."""
+    try:
+        created = datetime.fromisoformat(m.created)
+    except ValueError:
+        return None
+    return max(0.0, (time.time() if now is None else now) - created.timestamp())
+
+
+def human_age(seconds: float | None) -> str:
+    """'just now', '5 min ago', '3 h ago', '2 d ago', '1 y ago'; '-' when unknown."""
+    if seconds is None:
+        return "-"
+    for unit, size in (("y", 365 * 86400), ("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit} ago"
+    return "just now"
+
+
+def short_number(v: Any) -> str:
+    """8,000 · 11,170 · 14.23 · 0.003071 · text as it is."""
+    if isinstance(v, float):
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def _scalar(v: Any) -> bool:
+    return isinstance(v, int | float | str) and not isinstance(v, bool) and v != ""
+
+
+def _eval_fact(suite: str, result: Any) -> str | None:
+    """'zh-sentiment accuracy=0.75' (a model suite) or 'handbook-qa hybrid hit@k=0.9' (a KB eval)."""
+    if not isinstance(result, dict):
+        return None
+    if isinstance(result.get("metrics"), dict):
+        first = next(((k, v) for k, v in result["metrics"].items() if isinstance(v, int | float)), None)
+        return f"{suite} {first[0]}={short_number(first[1])}" if first else None
+    for mode, scores in result.items():
+        if isinstance(scores, dict):
+            first = next(((k, v) for k, v in scores.items() if k not in ("k", "n") and isinstance(v, int | float)), None)  # fmt: skip
+            if first:
+                return f"{suite} {mode} {first[0]}={short_number(first[1])}"
+    return None
+
+
+def key_facts(m: Manifest) -> Facts:
+    """The few settings and measurements that tell artifacts in one chain apart."""
+    config = [f"{m.params / 1e6:.1f}M params"] if m.params else []
+    for k in CONFIG_KEYS:
+        v = m.config.get(k)
+        if _scalar(v):
+            config.append(str(v) if k == "architecture" else f"{k}={short_number(v)}")
+    metrics: list[str] = []
+    report = m.metrics.get("report")
+    if isinstance(report, dict) and "train_documents" in report:  # a dataset (`lmforge data prepare`)
+        train, val = report.get("train_documents", 0), report.get("validation_documents", 0)
+        metrics.append(f"{train + val:,} documents ({train:,} train / {val:,} val)")
+        langs = report.get("languages") or {}
+        if langs:
+            metrics.append(", ".join(f"{k} {v:,}" for k, v in sorted(langs.items(), key=lambda kv: -kv[1])))
+    cpt = m.metrics.get("chars_per_token")
+    if isinstance(cpt, dict) and cpt:  # a tokenizer
+        metrics.append(
+            "chars/token " + ", ".join(f"{k} {v:.2f}" for k, v in cpt.items() if isinstance(v, int | float))
+        )
+    elif isinstance(cpt, int | float):
+        metrics.append(f"chars/token {cpt:.2f}")
+    if m.metrics.get("roundtrip_exact") is not None:
+        metrics.append("lossless" if m.metrics["roundtrip_exact"] else "NOT lossless")
+    parity = m.metrics.get("parity")
+    if isinstance(parity, dict) and "prompts" in parity:  # an export
+        metrics.append(
+            f"parity greedy {parity['greedy_exact']}/{parity['prompts']}, ppl {parity['ppl_rel_diff']:.2%} apart"
+        )
+    metrics += [f"{k}={short_number(m.metrics[k])}" for k in METRIC_KEYS if _scalar(m.metrics.get(k))]
+    evals = [f for k, v in m.metrics.items() if k.startswith("eval:") and (f := _eval_fact(k[5:], v))]
+    metrics += evals[:2] + ([f"+{len(evals) - 2} more evals"] if len(evals) > 2 else [])
+    return Facts(config=config, metrics=metrics)
+
+
+def _chronological(m: Manifest) -> tuple[str, str]:
+    return (m.created, m.name)
+
+
+def _reach(start: str, step: Callable[[str], Iterable[str]]) -> list[str]:
+    """Names reachable from `start` by `step`, nearest first, `start` itself left out."""
+    seen, frontier, out = {start}, [start], []
+    while frontier:
+        nxt = []
+        for n in frontier:
+            for x in step(n):
+                if x not in seen:
+                    seen.add(x)
+                    out.append(x)
+                    nxt.append(x)
+        frontier = nxt
+    return out
+
+
 class Registry:
     """Artifacts under one LMFORGE_HOME. Cheap to construct; holds no open files."""
 
@@ -195,6 +375,52 @@ class Registry:
                 yield from walk(p, depth + 1)
 
         yield from walk(name, 0)
+
+    def children(self, name: str) -> list[Manifest]:
+        """Artifacts made directly from `name` (their `parents` name it), oldest first."""
+        return sorted((m for m in self.list() if name in m.parents), key=_chronological)
+
+    def lineage_tree(self, name: str) -> LineageTree:
+        """The chain of `name`: every ancestor, `name`, every descendant, drawn top-down from the roots.
+        Raises ModelNotFoundError for an unknown `name`; ends on a cycle (hand-edited manifests)."""
+        focus = self.get(name)
+        known = {m.name: m for m in self.list()} | {name: focus}
+        made_from: dict[str, list[str]] = {}
+        for m in sorted(known.values(), key=_chronological):  # so descendants come oldest first
+            for p in dict.fromkeys(m.parents):
+                made_from.setdefault(p, []).append(m.name)
+        ancestors = _reach(name, lambda n: known[n].parents if n in known else [])
+        descendants = _reach(name, lambda n: made_from.get(n, []))
+        shown = {name, *ancestors, *descendants}
+        parents = {n: [p for p in dict.fromkeys(known[n].parents) if p in shown] if n in known else []
+                   for n in shown}  # fmt: skip
+        kids = {n: [c for c in made_from.get(n, []) if c in shown] for n in shown}
+        depth: dict[str, int] = {}
+
+        def longest(n: str, path: frozenset[str]) -> int:  # longest path from a root; a cycle stops it
+            if n not in depth:
+                depth[n] = max((longest(p, path | {n}) + 1 for p in parents[n] if p not in path), default=0)
+            return depth[n]
+
+        home = {n: max(parents[n], key=lambda p: longest(p, frozenset({n}))) for n in shown if parents[n]}
+        drawn: dict[str, str] = {}  # name -> the parent it is drawn in full under ('' = a root)
+
+        def draw(n: str, via: str | None) -> LineageNode:  # via None: draw `n` as a root
+            m = known.get(n)
+            node = LineageNode(name=n, kind=m.kind if m else "?", format=m.format if m else "?",
+                               facts=key_facts(m) if m else Facts(), missing=m is None, focus=n == name)  # fmt: skip
+            if n in drawn or (via is not None and home[n] != via):
+                node.repeat, node.drawn_under = True, drawn[n] if n in drawn else home[n]
+                return node
+            drawn[n] = via or ""
+            node.children = [draw(c, n) for c in kids[n]]
+            return node
+
+        order = sorted(shown, key=lambda n: (n in known, _chronological(known[n]) if n in known else ("", n)))
+        roots = [draw(n, None) for n in order if not parents[n]]
+        roots += [draw(n, None) for n in order if n not in drawn]  # only on a cycle: nothing there is a root
+        return LineageTree(name=name, ancestors=ancestors, descendants=descendants,
+                           missing=[n for n in ancestors if n not in known], roots=roots)  # fmt: skip
 
     # -- writing -------------------------------------------------------------------------------
     def put(self, manifest: Manifest, fill: Callable[[Path], None], *, replace: bool = False) -> Manifest:

@@ -295,3 +295,20 @@ def prepare(registry: Registry, paths: list[str | Path], name: str, cfg: Prepare
         manifest.data_fingerprint = digest.hexdigest()
 
     return registry.put(manifest, fill)
+
+
+def dataset_texts(registry: Registry, name: str, split: str) -> list[str]:
+    """The texts of a registered dataset's split ('train' or 'validation')."""
+    import pyarrow.parquet as pq
+
+    if not registry.exists(name):
+        raise LmforgeError(f"unknown dataset {name!r}; `lmforge models ls` lists the registry, "
+                           f"`lmforge data prepare` makes one")  # fmt: skip
+    m = registry.get(name)
+    if m.kind != "dataset":
+        raise LmforgeError(
+            f"{name!r} is a {m.kind} artifact, not a dataset; make one with `lmforge data prepare`"
+        )
+    folder = registry.artifact_dir(name)
+    return [t for shard in sorted(folder.glob(f"{split}-*.parquet"))
+            for t in pq.read_table(shard).column("text").to_pylist()]  # fmt: skip

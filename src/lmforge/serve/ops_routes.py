@@ -1,14 +1,17 @@
 """Operations: /health, /metrics (Prometheus), /api/ps (loaded models), /api/models (registry with
-lineage and metrics), /api/audit (admin only)."""
+group, age, key facts, lineage and metrics), /api/models/{name}/lineage (`Registry.lineage_tree`: the
+drawn tree of ancestors and descendants, as `lmforge models show` prints it), /api/audit (admin only)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
 from lmforge import __version__
+from lmforge.home import age_seconds, group_of, key_facts
 from lmforge.serve.context import ServerContext
 
 
@@ -30,14 +33,24 @@ def ops_router(ctx: ServerContext) -> APIRouter:
 
     @r.get("/api/models")
     async def api_models(key=ctx.authorize(None)) -> dict:
-        out: list[dict[str, Any]] = []
-        for m in ctx.registry.list():
-            lineage = [{"depth": d, "name": a.name, "kind": a.kind, "format": a.format, "source": a.source}
-                       for d, a in ctx.registry.lineage(m.name)]  # fmt: skip
-            out.append({"name": m.name, "kind": m.kind, "format": m.format, "size_bytes": m.size_bytes,
-                        "params": m.params, "created": m.created, "parents": m.parents, "metrics": m.metrics,
-                        "lineage": lineage})  # fmt: skip
-        return {"models": out}
+        def listing() -> list[dict[str, Any]]:
+            out: list[dict[str, Any]] = []
+            for m in ctx.registry.list():
+                lineage = [{"depth": d, "name": a.name, "kind": a.kind, "format": a.format, "source": a.source}
+                           for d, a in ctx.registry.lineage(m.name)]  # fmt: skip
+                out.append({"name": m.name, "kind": m.kind, "group": group_of(m.kind), "format": m.format,
+                            "size_bytes": m.size_bytes, "params": m.params, "created": m.created,
+                            "age_s": age_seconds(m), "source": m.source, "notes": m.notes, "parents": m.parents,
+                            "config": m.config, "metrics": m.metrics, "facts": asdict(key_facts(m)),
+                            "lineage": lineage})  # fmt: skip
+            return out
+
+        return {"models": await ctx.offload(listing)}
+
+    @r.get("/api/models/{name}/lineage")
+    async def api_lineage(name: str, key=ctx.authorize(None)) -> dict:
+        """`Registry.lineage_tree(name)`: ancestors, descendants, missing parents and the drawn roots."""
+        return asdict(await ctx.offload(lambda: ctx.registry.lineage_tree(name)))
 
     @r.get("/api/audit")
     async def api_audit(limit: int = 100, key=ctx.authorize("admin")) -> dict:

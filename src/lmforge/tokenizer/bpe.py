@@ -73,23 +73,12 @@ def chars_per_token(tokenize: Callable[[str], list[int]], texts: list[str]) -> f
     return round(chars / tokens, 3) if tokens else None
 
 
-def _dataset_texts(registry: Registry, name: str, split: str) -> list[str]:
-    import pyarrow.parquet as pq
-
-    folder = registry.artifact_dir(name)
-    return [
-        t
-        for shard in sorted(folder.glob(f"{split}-*.parquet"))
-        for t in pq.read_table(shard).column("text").to_pylist()
-    ]
-
-
 def train_registered(registry: Registry, data: str, out: str, cfg: BPEConfig | None = None,
                      compare: str | None = None) -> Manifest:  # fmt: skip
     """`lmforge tokenizer train`: a BPE tokenizer trained on dataset `data`'s train split, registered
     as `out` with the dataset as its parent, and characters per token on the validation text (zh and
     en apart) beside the same figure for `compare`'s tokenizer (a registered GGUF/HF model)."""
-    from lmforge.data.prepare import language
+    from lmforge.data.prepare import dataset_texts, language
     from lmforge.infer.hf import load_tokenizer
 
     cfg = cfg or BPEConfig()
@@ -104,8 +93,8 @@ def train_registered(registry: Registry, data: str, out: str, cfg: BPEConfig | N
     if cfg.vocab_size < 256 + len(cfg.special_tokens) + 1:
         raise LmforgeError(f"--vocab {cfg.vocab_size} is smaller than the byte alphabet: byte-level BPE needs more "
                            f"than {256 + len(cfg.special_tokens)} (256 bytes + {len(cfg.special_tokens)} special tokens)")  # fmt: skip
-    train = _dataset_texts(registry, data, "train")
-    held = _dataset_texts(registry, data, "validation") or train
+    train = dataset_texts(registry, data, "train")
+    held = dataset_texts(registry, data, "validation") or train
     by_lang = {lang: [t for t in held if language(t) == lang] for lang in ("zh", "en")}
     reference = None
     if compare:

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from lmforge.data.prepare import dataset_texts
 from lmforge.errors import LmforgeError
 from lmforge.home import Manifest, Registry, check_name
 from lmforge.train.args import ModelSize, PretrainConfig, lr_factor, resolve_size
@@ -44,23 +45,6 @@ CLS_TOKEN = "[CLS]"
 
 
 # -- data ----------------------------------------------------------------------------------------
-def dataset_texts(registry: Registry, name: str, split: str) -> list[str]:
-    """The texts of a registered dataset's split ('train' or 'validation')."""
-    import pyarrow.parquet as pq
-
-    if not registry.exists(name):
-        raise LmforgeError(f"unknown dataset {name!r}; `lmforge models ls` lists the registry, "
-                           f"`lmforge data prepare` makes one")  # fmt: skip
-    m = registry.get(name)
-    if m.kind != "dataset":
-        raise LmforgeError(
-            f"{name!r} is a {m.kind} artifact, not a dataset; make one with `lmforge data prepare`"
-        )
-    folder = registry.artifact_dir(name)
-    return [t for shard in sorted(folder.glob(f"{split}-*.parquet"))
-            for t in pq.read_table(shard).column("text").to_pylist()]  # fmt: skip
-
-
 def token_stream(tokenizer: Any, texts: list[str]) -> np.ndarray:
     """All texts tokenized and joined, each document followed by the end-of-text token."""
     sep = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
@@ -420,6 +404,12 @@ def main(registry: Registry, out: str, cfg: PretrainConfig, *, resume: bool = Fa
         f"{precision['bf16_s_per_step']} s/step)" if "fp32_s_per_step" in precision else ""))  # fmt: skip
 
     model, opt = accel.prepare(model, opt)
+    # Exact resume is built (and tested) for one process and DDP, where every process holds the whole
+    # optimizer state. Under FSDP / DeepSpeed it is sharded; rather than write a checkpoint that cannot
+    # resume exactly, none is written there (the final model is still gathered and saved).
+    checkpoints = accel.distributed_type.value in ("NO", "MULTI_CPU", "MULTI_GPU")
+    if not checkpoints:
+        say(f"note: no resumable checkpoints under {accel.distributed_type.value} (sharded optimizer state)")
     params = sum(p.numel() for p in accel.unwrap_model(model).parameters())
 
     def forward_loss(inp: Any, lab: Any) -> Any:
@@ -514,7 +504,7 @@ def main(registry: Registry, out: str, cfg: PretrainConfig, *, resume: bool = Fa
                         say(f"early stop at step {done}: no better validation loss for {cfg.early_stop} "
                             f"evaluations; keeping step {best['step']}", bar)  # fmt: skip
                         stopped_early = True
-            if (done % cfg.save_every == 0 and done < total) and not stopped_early:
+            if checkpoints and done % cfg.save_every == 0 and done < total and not stopped_early:
                 if main_proc:
                     run.save({"step": done, "model": accel.unwrap_model(model).state_dict(),
                               "optimizer": opt.state_dict(), "history": history, "evals": evals, "best": best,
@@ -530,6 +520,9 @@ def main(registry: Registry, out: str, cfg: PretrainConfig, *, resume: bool = Fa
     raw = accel.unwrap_model(model)
     if best_state is not None and stopped_early:
         raw.load_state_dict(best_state)
+        final_state = best_state
+    else:
+        final_state = accel.get_state_dict(model)  # a collective under FSDP / ZeRO-3: every process calls it
     if cfg.init:
         if general is None:
             general = _general_blocks(registry, cfg, tok, seq_len, cls_id)
@@ -538,7 +531,7 @@ def main(registry: Registry, out: str, cfg: PretrainConfig, *, resume: bool = Fa
     accel.wait_for_everyone()
     if not main_proc:
         return None
-    final_val = evals[-1]["val_loss"] if evals else None
+    final_val = best["val_loss"] if stopped_early else evals[-1]["val_loss"] if evals else None
     metrics = {
         "steps": len(history), "planned_steps": total, "tokens": len(history) * tokens_per_step,
         "final_loss": history[-1]["loss"] if history else None, "val_loss": final_val, "val_ppl": _ppl(final_val),
@@ -550,15 +543,18 @@ def main(registry: Registry, out: str, cfg: PretrainConfig, *, resume: bool = Fa
     }  # fmt: skip
     if forgetting:
         metrics["forgetting"] = forgetting
-    manifest = _register(registry, out, cfg, inputs, raw, tok, metrics, params, seq_len, warmup, total)
+    manifest = _register(
+        registry, out, cfg, inputs, (raw, final_state), tok, metrics, params, seq_len, warmup, total
+    )
     run.discard()
     return manifest
 
 
-def _register(registry: Registry, out: str, cfg: PretrainConfig, inputs: Inputs, model: Any, tok: Any,
+def _register(registry: Registry, out: str, cfg: PretrainConfig, inputs: Inputs, weights: tuple[Any, Any], tok: Any,
               metrics: dict[str, Any], params: int, seq_len: int, warmup: int, total: int) -> Manifest:  # fmt: skip
     from lmforge.train.plot import loss_curve
 
+    model, state = weights
     parents = [
         p for p in (cfg.init, cfg.tokenizer if cfg.tokenizer != cfg.init else None, cfg.data, cfg.replay) if p
     ]
@@ -572,7 +568,7 @@ def _register(registry: Registry, out: str, cfg: PretrainConfig, inputs: Inputs,
                         {"evals": metrics["evals"]})  # fmt: skip
 
     def fill(stage: Path) -> None:
-        model.save_pretrained(str(stage))
+        model.save_pretrained(str(stage), state_dict=state)
         tok.save_pretrained(str(stage))
         with open(stage / "metrics.jsonl", "w", encoding="utf-8") as f:
             for rec in metrics["history"]:

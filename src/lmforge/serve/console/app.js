@@ -7,7 +7,10 @@
     en: { chat: "Chat", models: "Models", newChat: "New chat", settings: "Settings", system: "System prompt", model: "Model",
       send: "Send", stop: "Stop", copy: "Copy", copied: "Copied", del: "Delete", save: "Save", clear: "Clear", apiKey: "API key",
       conversations: "Conversations", needKey: "API key:", placeholder: "Ask anything (Enter to send, Shift+Enter for a new line)",
-      name: "Name", kind: "Kind", format: "Format", sizeMB: "Size (MB)", params: "Params (M)", created: "Created", metrics: "Metrics",
+      name: "Name", kind: "Kind", kindFormat: "Kind · format", format: "Format", size: "Size", params: "Params (M)", age: "Age", metrics: "Metrics",
+      lineage: "Lineage", source: "Source", missing: "not in the registry", noMetrics: "No stored metrics.", justNow: "just now",
+      ago: "{n} {u} ago", u_y: "y", u_d: "d", u_h: "h", u_min: "min", g_dataset: "Datasets", g_tokenizer: "Tokenizers",
+      g_model: "Models", g_adapter: "Adapters", g_kb: "Knowledge bases", g_other: "Other",
       untitled: "New conversation", stopped: "[stopped]", truncated: "Answer cut off: max_tokens reached.", loading: "Loading…",
       noModelsPage: "No models registered.", unauthorized: "This server needs an API key: paste it above.",
       noModels: "No chat model registered: run `lmforge pull qwen2.5-coder-0.5b-instruct`",
@@ -22,7 +25,10 @@
     zh: { chat: "对话", models: "模型", newChat: "新对话", settings: "设置", system: "系统提示词", model: "模型",
       send: "发送", stop: "停止", copy: "复制", copied: "已复制", del: "删除", save: "保存", clear: "清除", apiKey: "API 密钥",
       conversations: "对话列表", needKey: "API 密钥：", placeholder: "输入问题（回车发送，Shift+回车换行）",
-      name: "名称", kind: "类型", format: "格式", sizeMB: "大小 (MB)", params: "参数量 (M)", created: "创建时间", metrics: "指标",
+      name: "名称", kind: "类型", kindFormat: "类型 · 格式", format: "格式", size: "大小", params: "参数量 (M)", age: "创建于", metrics: "指标",
+      lineage: "模型谱系（血缘）", source: "来源", missing: "不在模型仓库中", noMetrics: "尚无指标。", justNow: "刚刚",
+      ago: "{n} {u}前", u_y: "年", u_d: "天", u_h: "小时", u_min: "分钟", g_dataset: "数据集", g_tokenizer: "分词器",
+      g_model: "模型", g_adapter: "适配器", g_kb: "知识库", g_other: "其他",
       untitled: "新对话", stopped: "[已停止]", truncated: "回答被截断：已达到 max_tokens。", loading: "加载中…",
       noModelsPage: "尚未注册任何模型。", unauthorized: "此服务器需要 API 密钥：请在上方粘贴。",
       noModels: "尚未注册对话模型：运行 `lmforge pull qwen2.5-coder-0.5b-instruct`",
@@ -248,30 +254,130 @@
     renderMessages();
   }
   const fmtNum = (v, div) => (typeof v === "number" && v > 0 ? (v / div).toFixed(v / div >= 100 ? 0 : 1) : "–");
-  function fmtDate(v) {
-    if (v == null || v === "") return "–";
-    if (typeof v === "number") return new Date(v * 1000).toISOString().slice(0, 16).replace("T", " ");
-    return String(v).slice(0, 16).replace("T", " ");
+  function fmtBytes(n) {
+    if (typeof n !== "number") return "–";
+    for (const u of ["B", "KB", "MB", "GB"]) { if (n < 1000) return u === "B" ? `${n} B` : `${n.toFixed(1)} ${u}`; n /= 1000; }
+    return `${n.toFixed(1)} TB`;
   }
+  function fmtAge(s) { // seconds since created, as `lmforge models ls` words it
+    if (typeof s !== "number") return "–";
+    for (const [u, n] of [["y", 31536000], ["d", 86400], ["h", 3600], ["min", 60]]) {
+      if (s >= n) return t("ago").replace("{n}", Math.floor(s / n)).replace("{u}", t("u_" + u));
+    }
+    return t("justNow");
+  }
+  const GROUPS = ["dataset", "tokenizer", "model", "adapter", "kb", "other"]; // lmforge.home.GROUPS
+  let modelsData = [], selectedModel = ls.get("modelSel"), lineageSeq = 0;
   async function loadModelsPage() {
     const tb = document.querySelector("#models-table tbody"), status = $("models-status");
     status.className = "notice"; status.textContent = t("loading");
     let data;
     try { data = await api("/api/models"); } catch (e) { status.className = "msg-error"; status.textContent = e.status === 401 ? t("unauthorized") : e.message; return; }
     tb.textContent = "";
-    const models = data.models || [];
-    status.textContent = models.length ? "" : t("noModelsPage");
-    for (const m of models) {
-      const tr = el("tr"), first = el("td");
-      first.append(el("strong", "", m.name));
-      const lineage = (m.lineage || []).map((a) => "  ".repeat(a.depth) + (a.depth ? "└ " : "") + `${a.name} [${a.kind}, ${a.format}]` + (a.source ? "  " + a.source : ""));
-      if (lineage.length) first.append(el("div", "lineage", lineage.join("\n")));
-      const det = el("details"); det.append(el("summary", "", t("metrics")), el("pre", "metrics", JSON.stringify(m.metrics ?? {})));
-      first.append(det);
-      tr.append(first);
-      for (const v of [m.kind, m.format, fmtNum(m.size_bytes, 1e6), fmtNum(m.params, 1e6), fmtDate(m.created)]) tr.append(el("td", "", v ?? "–"));
-      tb.append(tr);
+    modelsData = data.models || [];
+    status.textContent = modelsData.length ? "" : t("noModelsPage");
+    const order = [];
+    for (const g of GROUPS) {
+      const members = modelsData.filter((m) => (GROUPS.includes(m.group) ? m.group : "other") === g).sort((a, b) => a.name.localeCompare(b.name));
+      if (!members.length) continue;
+      const head = el("tr", "group-row"), cell = el("td", "group", `${t("g_" + g)} (${members.length})`);
+      cell.colSpan = 5; head.append(cell); tb.append(head);
+      for (const m of members) {
+        order.push(m.name);
+        const tr = el("tr", "artifact"), first = el("td"), name = el("div", "clip name", m.name);
+        tr.dataset.name = m.name; tr.tabIndex = 0; name.title = m.name; first.append(name);
+        const facts = m.facts?.metrics || [];
+        if (facts.length) { const f = el("div", "clip name hit-meta", facts.join(" · ")); f.title = facts.join("\n"); first.append(f); }
+        const kind = el("td", "", m.kind);
+        kind.append(el("div", "hit-meta", m.format + (m.config?.quant ? ":" + m.config.quant : "")));
+        tr.append(first, kind, el("td", "opt", fmtBytes(m.size_bytes)), el("td", "opt", fmtNum(m.params, 1e6)), el("td", "", fmtAge(m.age_s)));
+        tr.onclick = () => selectModel(m.name);
+        tr.onkeydown = (e) => { if (e.key === "Enter") selectModel(m.name); };
+        tb.append(tr);
+      }
     }
+    if (order.length) selectModel(order.includes(selectedModel) ? selectedModel : order[0]);
+    else $("model-detail").hidden = true;
+  }
+  async function selectModel(name) {
+    const m = modelsData.find((x) => x.name === name); if (!m) return;
+    selectedModel = name; ls.set("modelSel", name);
+    document.querySelectorAll("#models-table tr.artifact").forEach((r) => r.classList.toggle("selected", r.dataset.name === name));
+    $("model-detail").hidden = false;
+    $("md-name").textContent = m.name; $("md-name").title = m.name;
+    $("md-meta").textContent = [m.kind, m.format, fmtBytes(m.size_bytes), ...(m.facts?.config || []), fmtAge(m.age_s)].join(" · ");
+    $("md-source").textContent = m.source ? `${t("source")}: ${m.source}` : ""; $("md-source").title = m.source || "";
+    const facts = $("md-facts"); facts.textContent = "";
+    for (const f of m.facts?.metrics || []) facts.append(el("li", "", f));
+    const tb = document.querySelector("#md-metrics tbody"); tb.textContent = "";
+    const entries = Object.entries(m.metrics || {});
+    if (!entries.length) { const tr = el("tr"); tr.append(el("td", "notice", t("noMetrics"))); tb.append(tr); }
+    for (const [k, v] of entries) {
+      const tr = el("tr"), val = el("td");
+      val.append(el("pre", "", typeof v === "object" && v !== null ? JSON.stringify(v, null, 2) : String(v)));
+      tr.append(el("td", "", k), val); tb.append(tr);
+    }
+    const seq = ++lineageSeq, graph = $("lineage-graph");
+    document.body.dataset.lineage = "loading";
+    let tree;
+    try { tree = await api(`/api/models/${encodeURIComponent(name)}/lineage`); } catch (e) { graph.textContent = ""; graph.append(el("p", "msg-error", e.message)); return; }
+    if (seq !== lineageSeq) return; // another artifact was picked meanwhile
+    drawLineage(graph, tree);
+    document.body.dataset.lineage = "ready";
+  }
+
+  // The lineage graph: layers top-down (dataset → tokenizer → model → export), an edge per parent, drawn
+  // as inline SVG. A node with several parents (a diamond) is drawn once, at its deepest parent's layer.
+  const SVGNS = "http://www.w3.org/2000/svg";
+  const svg = (tag, attrs = {}, text = null) => {
+    const e = document.createElementNS(SVGNS, tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+    if (text != null) e.textContent = text;
+    return e;
+  };
+  function fitText(node, width) { // shorten with an ellipsis until it fits (measured, so CJK works too)
+    const full = node.textContent;
+    for (let n = full.length; n > 1 && node.getComputedTextLength() > width; n--) node.textContent = full.slice(0, n - 1) + "…";
+  }
+  function drawLineage(box, tree) {
+    const W = 200, H = 62, GX = 16, GY = 32, PAD = 8;
+    const layers = [], at = new Map(), edges = [];
+    const walk = (node, depth, parent) => {
+      if (parent) edges.push([parent, node.name]);
+      if (node.repeat || at.has(node.name)) return;
+      (layers[depth] ||= []).push(node); at.set(node.name, { node, depth });
+      for (const c of node.children) walk(c, depth + 1, node.name);
+    };
+    for (const r of tree.roots) walk(r, 0, null);
+    const widest = Math.max(1, ...layers.map((l) => l.length));
+    const width = widest * W + (widest - 1) * GX + 2 * PAD, height = layers.length * (H + GY) - GY + 2 * PAD;
+    layers.forEach((layer, d) => {
+      const left = (width - layer.length * W - (layer.length - 1) * GX) / 2;
+      layer.forEach((n, i) => Object.assign(at.get(n.name), { x: left + i * (W + GX), y: PAD + d * (H + GY) }));
+    });
+    const root = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}` });
+    const defs = svg("defs"), marker = svg("marker", { id: "lineage-arrow", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto" });
+    const clip = svg("clipPath", { id: "lineage-clip" });
+    marker.append(svg("path", { d: "M0,0 L10,5 L0,10 z", class: "larrow" })); clip.append(svg("rect", { width: W - 6, height: H }));
+    defs.append(marker, clip); root.append(defs);
+    for (const [a, b] of edges) {
+      const p = at.get(a), q = at.get(b); if (!p || !q) continue;
+      const x1 = p.x + W / 2, y1 = p.y + H, x2 = q.x + W / 2, y2 = q.y, my = (y1 + y2) / 2;
+      root.append(svg("path", { class: "ledge", d: `M${x1},${y1} C${x1},${my} ${x2},${my} ${x2},${y2}`, "marker-end": "url(#lineage-arrow)" }));
+    }
+    const texts = [];
+    for (const { node: n, x, y } of at.values()) {
+      const g = svg("g", { class: "lnode" + (n.focus ? " focus" : "") + (n.missing ? " missing" : ""), transform: `translate(${x},${y})`, "data-name": n.name });
+      const sub = n.missing ? t("missing") : [`${n.kind} · ${n.format}`, ...n.facts.config].join(" · ");
+      g.append(svg("title", {}, [n.name, sub, ...n.facts.metrics].join("\n")), svg("rect", { width: W, height: H, rx: 8 }));
+      const lines = [["nm", 18, n.name], ["sub", 36, sub], ["metric", 53, n.facts.metrics.join(" · ")]];
+      for (const [cls, ty, text] of lines) if (text) { const e = svg("text", { x: 10, y: ty, class: cls, "clip-path": "url(#lineage-clip)" }, text); g.append(e); texts.push(e); }
+      if (!n.missing && !n.focus && modelsData.some((m) => m.name === n.name)) { g.classList.add("link"); g.onclick = () => selectModel(n.name); }
+      root.append(g);
+    }
+    box.textContent = ""; box.append(root);
+    box.setAttribute("aria-label", `${t("lineage")}: ${[...at.keys()].join(", ")}`);
+    for (const e of texts) fitText(e, W - 20);
   }
   function showView(v) {
     view = v;
