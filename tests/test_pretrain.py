@@ -236,6 +236,12 @@ def test_mlm_pretrain_and_fill_mask(home, tmp_path, capsys):
     assert all("[MASK]" not in c["sequence"] for c in preds[0])
     assert cli(["fill-mask", "bert", "no mask here"]) == 2
     assert "has no [MASK]" in capsys.readouterr().err
+    assert cli(["generate", "bert", "北京"]) == 2  # an encoder does not generate
+    assert "is a masked LM (BERT)" in capsys.readouterr().err
+    assert cli(["export", "bert", "--format", "gguf"]) == 2
+    assert "GGUF export covers causal LMs" in capsys.readouterr().err
+    assert cli(["generate", "corp", "北京"]) == 2
+    assert "corp is a dataset, not a model" in capsys.readouterr().err
 
 
 def test_continued_pretraining_with_replay_reports_forgetting(home, tmp_path):

@@ -894,6 +894,11 @@ def main(argv: list[str] | None = None) -> int:
 
     A bad option value (a choice that is not one of its Literal's) is a user error too; other usage
     errors (missing argument, unknown option) get typer's usage message, also with exit code 2."""
+    import os
+
+    # lmforge draws its own progress (rate, ETA); the libraries' per-file bars only interleave with it
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     try:
         rv = app(args=argv, prog_name="lmforge", standalone_mode=False)
     except LmforgeError as e:

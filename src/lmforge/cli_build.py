@@ -154,7 +154,7 @@ _QUICK = QuickstartConfig()
 
 
 def quickstart(
-    steps: Annotated[int, typer.Option(help="Pretraining steps (about 1 s each on 2 cores).")] = _QUICK.steps,
+    steps: Annotated[int, typer.Option(help="Pretraining steps (0.25-0.5 s each on 2 cores).")] = _QUICK.steps,
     vocab: Annotated[int, typer.Option(help="Tokenizer vocabulary.")] = _QUICK.vocab,
     prefix: Annotated[str, typer.Option(help="Registry names start with this.")] = _QUICK.prefix,
     max_docs: Annotated[int | None, typer.Option(help="At most N documents per bundled source (faster).")] = None,

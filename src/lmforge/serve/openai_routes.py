@@ -11,6 +11,7 @@ import time
 
 from fastapi import APIRouter
 
+from lmforge.home import MODEL_KINDS
 from lmforge.serve.context import ServerContext
 from lmforge.serve.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
@@ -31,7 +32,7 @@ def openai_router(ctx: ServerContext) -> APIRouter:
     async def list_models(key=ctx.authorize(None)) -> dict:
         data = [{"id": m.name, "object": "model", "created": created_ts(m.created), "owned_by": "lmforge",
                  "lmforge": {"kind": m.kind, "format": m.format}}
-                for m in ctx.registry.list() if m.kind != "kb"]  # fmt: skip
+                for m in ctx.registry.list() if m.kind in MODEL_KINDS]  # fmt: skip
         return {"object": "list", "data": data}
 
     @r.get("/v1/models/{name}")

@@ -40,10 +40,14 @@ def loss_curve(
         right.set_ylim(lo, hi)
         ticks = [t for t in ax.get_yticks() if lo <= t <= hi]
         right.set_yticks(ticks)
-        right.set_yticklabels([f"{math.exp(min(t, 50)):.3g}" for t in ticks])
+        right.set_yticklabels([_ppl_label(math.exp(min(t, 50))) for t in ticks])
         right.set_ylabel("perplexity")
     ax.set_title(title or "training")
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def _ppl_label(p: float) -> str:
+    return f"{p:,.0f}" if p >= 100 else f"{p:.3g}"
