@@ -15,8 +15,10 @@ from typing import Annotated
 
 import typer
 
+from lmforge.errors import LmforgeError
 from lmforge.quickstart import QuickstartConfig
 from lmforge.train.args import Objective, Precision, PretrainConfig, Schedule
+from lmforge.train.finetune import FinetuneConfig, Method
 
 _PRE = PretrainConfig()
 
@@ -177,7 +179,82 @@ def quickstart(
         print(json.dumps(summary, ensure_ascii=False, indent=2))
 
 
+_FT = FinetuneConfig()
+
+
+def finetune(
+    model: Annotated[str, typer.Argument(help="A registered chat/base model (HF, or GGUF: dequantized once).")],
+    data: Annotated[str, typer.Option("--data", help="JSONL/JSON: prompt/response, alpaca, messages or ShareGPT.")],
+    out: Annotated[str, typer.Option("--out", help="Name of the adapter (or full model) in the registry.")],
+    method: Annotated[Method, typer.Option(help="full | lora | qlora | prefix | prompt | ia3")] = _FT.method,
+    epochs: Annotated[float, typer.Option(help="Passes over the training examples (more on a finished run continue it).")] = _FT.epochs,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps instead of epochs.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (default per method).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Examples per micro-batch.")] = _FT.batch_size,
+    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = _FT.grad_accum,
+    rank: Annotated[int, typer.Option(help="LoRA rank r.")] = _FT.rank,
+    alpha: Annotated[int, typer.Option(help="LoRA alpha (scale = alpha / r).")] = _FT.alpha,
+    target_modules: Annotated[list[str] | None, typer.Option("--target-modules", help="Module names (repeatable; default per architecture).")] = None,
+    virtual_tokens: Annotated[int, typer.Option(help="Prefix/prompt tuning: virtual tokens.")] = _FT.virtual_tokens,
+    max_length: Annotated[int, typer.Option(help="Tokens per example (longer ones are cut or dropped, and counted).")] = _FT.max_length,
+    on_long: Annotated[str, typer.Option(help="truncate | drop examples over --max-length.")] = _FT.on_long,
+    val_frac: Annotated[float, typer.Option(help="Share of examples held out for the before/after report.")] = _FT.val_frac,
+    eval_suite: Annotated[list[str] | None, typer.Option("--eval-suite", help="`lmforge eval` suite run before and after (repeatable).")] = None,
+    save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = _FT.save_every,
+    seed: Annotated[int, typer.Option(help="Split, order, dropout and initialisation follow it.")] = _FT.seed,
+    precision: Annotated[Precision, typer.Option(help="auto (measured), fp32 or bf16.")] = _FT.precision,
+    threads: Annotated[int | None, typer.Option(help="Torch threads.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Require a checkpoint (a rerun resumes anyway).")] = False,
+    restart: Annotated[bool, typer.Option("--restart", help="Discard this run's checkpoint.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the registered manifest as JSON.")] = False,
+) -> None:  # fmt: skip
+    """Fine-tune a model on your data: full, LoRA, QLoRA, prefix, prompt tuning or IA3 (微调), with a before/after report."""
+    from lmforge.train.finetune import main as run
+
+    if on_long not in ("truncate", "drop"):
+        raise LmforgeError("--on-long must be truncate or drop")
+    cfg = FinetuneConfig(method=method, data=data, epochs=epochs, steps=steps, lr=lr, batch_size=batch_size,
+                         grad_accum=grad_accum, rank=rank, alpha=alpha, target_modules=target_modules,
+                         virtual_tokens=virtual_tokens, max_length=max_length, on_long=on_long, val_frac=val_frac,
+                         eval_suite=list(eval_suite or []), save_every=save_every, seed=seed, precision=precision,
+                         threads=threads)  # fmt: skip
+    reg = _registry()
+    m = run(reg, model, out, cfg, resume=resume, restart=restart, progress=sys.stderr.isatty())
+    if as_json:
+        from dataclasses import asdict
+
+        print(json.dumps(asdict(m), ensure_ascii=False, indent=2))
+        return
+    from lmforge.train.report import comparison_rows
+
+    met = m.metrics
+    print(f"registered {m.kind} {m.name} ({cfg.method} on {m.config['base']}): {met['steps']} steps, "
+          f"{met['trainable_params']:,} trainable parameters, {met['tokens_per_s']} tokens/s, peak memory {met['peak_rss_mb']} MB")  # fmt: skip
+    print(f"{'':24} {'base':>10} {'fine-tuned':>10}")
+    for label, b, a, verdict in comparison_rows(met["before_after"]):
+        fb = f"{b:.4g}" if isinstance(b, float) else str(b)
+        fa = f"{a:.4g}" if isinstance(a, float) else str(a)
+        print(f"{label:24} {fb:>10} {fa:>10}  {verdict}")
+    print(f"report: {reg.artifact_dir(m.name) / 'report.html'}")
+
+
+def merge(
+    adapter: Annotated[str, typer.Argument(help="A LoRA / QLoRA / IA3 adapter from `lmforge finetune`.")],
+    out: Annotated[str, typer.Option("--out", help="Name of the merged model.")],
+) -> None:  # fmt: skip
+    """Merge an adapter into its base's full-precision weights (合并 LoRA); export it with `lmforge export`."""
+    from lmforge.train.merge import merge_adapter
+
+    reg = _registry()
+    m = merge_adapter(reg, adapter, out, say=lambda s: print(s, file=sys.stderr))
+    print(f"registered {m.kind} model {m.name} ({m.params / 1e6:.1f}M parameters): {adapter} merged into "
+          f"{m.config['base']} -> {reg.artifact_dir(m.name)}")  # fmt: skip
+    print(f"next: lmforge export {m.name} --format gguf --quant q8_0")
+
+
 def mount(app: typer.Typer) -> None:
+    app.command("finetune")(finetune)
+    app.command("merge")(merge)
     app.command("pretrain")(pretrain)
     app.command("fill-mask")(fill_mask)
     app.command("quickstart")(quickstart)

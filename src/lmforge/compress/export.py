@@ -20,7 +20,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -192,6 +192,9 @@ def export_gguf(registry: Registry, parent: str, cfg: ExportConfig | None = None
     if pm.kind in ("embedding", "masked-lm"):
         raise LmforgeError(f"{parent} is a {pm.kind} model; GGUF export covers causal LMs here")
     src = registry.model_path(pm)
+    if pm.config.get("parity_prompts") and cfg.prompts == DEFAULT_PROMPTS:
+        # a fine-tuned model is checked on its own (chat-formatted) fine-tuning prompts first
+        cfg = replace(cfg, prompts=tuple(pm.config["parity_prompts"]) + DEFAULT_PROMPTS[:2])
     name = cfg.name or f"{parent}-{cfg.quant.replace('_', '-')}"
     if registry.exists(name):
         raise LmforgeError(f"model {name!r} already exists; pass --name or remove it first")

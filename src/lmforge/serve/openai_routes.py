@@ -11,7 +11,6 @@ import time
 
 from fastapi import APIRouter
 
-from lmforge.home import MODEL_KINDS
 from lmforge.serve.context import ServerContext
 from lmforge.serve.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
@@ -24,6 +23,10 @@ def created_ts(created: str) -> int:
         return 0
 
 
+SERVABLE = ("chat", "base", "embedding", "adapter")
+"""Registry kinds listed by /v1/models (datasets, tokenizers, knowledge bases and masked LMs are not)."""
+
+
 def openai_router(ctx: ServerContext) -> APIRouter:
     r = APIRouter(tags=["OpenAI-compatible"])
     service = ctx.service
@@ -32,7 +35,7 @@ def openai_router(ctx: ServerContext) -> APIRouter:
     async def list_models(key=ctx.authorize(None)) -> dict:
         data = [{"id": m.name, "object": "model", "created": created_ts(m.created), "owned_by": "lmforge",
                  "lmforge": {"kind": m.kind, "format": m.format}}
-                for m in ctx.registry.list() if m.kind in MODEL_KINDS]  # fmt: skip
+                for m in ctx.registry.list() if m.kind in SERVABLE]  # fmt: skip
         return {"object": "list", "data": data}
 
     @r.get("/v1/models/{name}")
