@@ -255,3 +255,52 @@ def test_models_page_groups_artifacts_and_draws_the_lineage(tmp_path, browser):
         page.wait_for_function("document.body.dataset.lineage === 'ready'")
         assert page.inner_text("#view-models h4 >> nth=0") == "模型谱系（血缘）"
         assert page.inner_text("#models-table td.group >> nth=0") == "数据集 (1)"
+
+
+def test_train_page_runs_a_pretrain_job_with_a_live_loss_curve(tmp_path, browser):
+    """Start a tiny real `lmforge pretrain` job from the Train page: the job list, running state with a
+    Cancel button, the loss curve (a point per step, validation dots), step/total, the finished state;
+    the new model joins the chat model picker; labels in Chinese; the form follows kind and method."""
+    from test_jobs import fast_pretrain, make_train_home
+
+    from lmforge.infer.pool import ModelPool, PoolConfig
+    from lmforge.jobs import JobQueue
+    from lmforge.serve.app import ServerSettings, create_app
+    from lmforge.serve.auth import KeyStore
+
+    reg = make_train_home(tmp_path / "home")
+    app = create_app(ServerSettings(max_body_bytes=1 << 20), reg, ModelPool(reg, PoolConfig(n_slots=1, n_threads=2)),
+                     KeyStore(reg.root / "keys.sqlite"), jobs=JobQueue(reg, command=fast_pretrain(reg.root / "size.json")))  # fmt: skip
+    with LiveServer(app) as srv:
+        page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="en-US")
+        page.goto(srv.url + "/")
+        page.click(".tab[data-view=train]")
+        page.wait_for_selector("#train-data option[value=corp]", state="attached")
+        assert page.is_visible("#train-file") and page.is_visible("#train-method")  # fine-tuning first
+        assert page.is_visible("[data-opt=rank]") and not page.is_visible("[data-opt=virtual_tokens]")  # lora
+        page.select_option("#train-kind", "pretrain")
+        assert page.is_visible("#train-tokenizer") and not page.is_visible("#train-file")
+        assert not page.is_visible("#train-method")
+        page.select_option("#train-tokenizer", "tok")
+        page.fill("#train-steps", "30")
+        page.fill("#train-out", "web-lm")
+        page.click("#train-start")
+        page.wait_for_function("document.body.dataset.job === 'running'")
+        assert page.is_visible("#jd-cancel") and "web-lm" in page.inner_text("#jobs-table tr.selected")
+        page.wait_for_function("document.body.dataset.job === 'succeeded'", timeout=180000)
+        points = page.get_attribute("#loss-chart polyline.chart-loss", "points").split()
+        assert len(points) == 30  # one per optimizer step
+        dots = page.locator("#loss-chart circle.chart-dot").count()
+        assert dots == 6 + 1  # an evaluation every 5 steps, and the legend's
+        assert "step 30 / 30" in page.inner_text("#jd-stats") and "tok/s" in page.inner_text("#jd-stats")
+        assert "web-lm is registered" in page.inner_text("#jd-done") and not page.is_visible("#jd-cancel")
+        assert '"lmforge_version"' in page.inner_text("#jd-log")
+        # the new model is in the chat model picker now
+        page.wait_for_selector("#model-select option[value=web-lm]", state="attached")
+        page.click("#lang")
+        assert page.inner_text(".tab[data-view=train]") == "训练"
+        assert page.inner_text("#jobs-table tr.selected td:nth-child(3)") == "已完成"
+        page.select_option("#train-kind", "finetune")
+        page.select_option("#train-method", "prefix")
+        assert page.is_visible("[data-opt=virtual_tokens]") and not page.is_visible("[data-opt=rank]")
+        assert page.inner_text("label:has(#train-method) span") == "方法"

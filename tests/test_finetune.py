@@ -83,6 +83,11 @@ def test_every_method_learns_and_registers_with_a_report(home, tmp_path, method)
     for f in ("report.md", "report.html", "report.png", "loss.png"):
         assert (folder / f).stat().st_size > 100, f
     assert weights_hash(home, "tiny") == base_hash  # the base is untouched on disk
+    events = [
+        json.loads(x) for x in (home.root / "runs" / f"ft-{method}" / "events.jsonl").read_text().splitlines()
+    ]
+    assert [e["step"] for e in events if "loss" in e] == list(range(1, 17))  # the console's live curve
+    assert all(e["total_steps"] == 16 for e in events if "loss" in e)
 
 
 def test_lora_merge_is_w_plus_ba_scale_and_served_by_name(home, tmp_path):
@@ -209,3 +214,43 @@ def test_eval_suite_before_after_in_the_report(home, tmp_path):
     flagged = m.metrics["before_after"]["forgetting"]
     assert flagged == (["zh-ppl: perplexity"] if after > before else [])  # perplexity: lower is better
     assert "zh-ppl: perplexity" in (home.artifact_dir("ev") / "report.md").read_text()
+
+
+def test_a_taught_fact_survives_merge_and_gguf_export(home, tmp_path):
+    """LoRA teaches the tiny model one answer; merged and exported to GGUF f16, llama.cpp gives it back
+    through the same chat template and stops at the same end-of-turn token."""
+    from lmforge.compress.export import ExportConfig, export_gguf
+    from lmforge.infer.chat import greedy_text
+    from lmforge.infer.loader import LoadConfig, load_backend
+    from lmforge.train.merge import merge_adapter
+
+    data = tmp_path / "one.jsonl"
+    data.write_text("\n".join(json.dumps({"prompt": "端口？", "response": "8000"}) for _ in range(16)) + "\n")
+    finetune(home, "tiny", "fact", cfg(tmp_path, data=str(data), method="lora", steps=60, lr=1e-2, rank=8,
+                                       val_frac=0.0, batch_size=4))  # fmt: skip
+    merge_adapter(home, "fact", "fact-merged", say=lambda s: None)
+    gguf = export_gguf(home, "fact-merged", ExportConfig(quant="f16", name="fact-gguf", n_threads=2))
+    assert gguf.metrics["parity"]["tokenizer_match"] is True
+    msgs = [{"role": "user", "content": "端口？"}]
+    answer = greedy_text(load_backend(home, "fact-gguf", LoadConfig(backend="llamacpp")), msgs, 8)
+    assert answer.strip() == "8000"
+    assert greedy_text(load_backend(home, "fact"), msgs, 8).strip() == "8000"
+
+
+def test_the_server_serves_an_adapter_by_name(home, tmp_path):
+    """/v1/models lists the adapter; the official openai client chats with it by name."""
+    from conftest import LiveServer, make_server
+    from openai import OpenAI
+
+    from lmforge.serve.auth import KeyStore
+
+    finetune(home, "tiny", "lo", cfg(tmp_path, method="lora", steps=2))
+    keys = KeyStore(home.root / "keys.sqlite")
+    secret = keys.create("t", ("chat",))
+    with LiveServer(make_server(home.root, None, keys=keys)) as srv:
+        client = OpenAI(base_url=f"{srv.url}/v1", api_key=secret)
+        ids = {m.id for m in client.models.list().data}
+        assert {"tiny", "lo"} <= ids
+        reply = client.chat.completions.create(model="lo", messages=[{"role": "user", "content": "端口？"}],
+                                               max_tokens=4, temperature=0)  # fmt: skip
+        assert reply.model == "lo" and reply.choices[0].message.content is not None

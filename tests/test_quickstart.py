@@ -28,7 +28,7 @@ def test_quickstart_builds_exports_generates_and_reruns(tmp_path, monkeypatch):
     size.write_text(json.dumps({"hidden": 64, "layers": 2, "heads": 4, "kv_heads": 2, "intermediate": 128,
                                 "context": 64}))  # fmt: skip
     cfg = QuickstartConfig(vocab=800, steps=6, seq_len=64, max_docs_per_source=12, threads=2, gen_tokens=6,
-                           extra={"size": str(size), "precision": "fp32"})  # fmt: skip
+                           extra={"size": str(size), "precision": "fp32"}, sft_steps=4)  # fmt: skip
     lines: list[str] = []
     summary = run(reg, cfg, say=lines.append)
     n = names(cfg)
@@ -40,11 +40,13 @@ def test_quickstart_builds_exports_generates_and_reruns(tmp_path, monkeypatch):
     assert len(summary["samples"]) == len(cfg.prompts)
     assert all(isinstance(s["text"], str) for s in summary["samples"])
     text = "\n".join(lines)
-    for step in ("1/6", "2/6", "3/6", "4/6", "5/6", "6/6"):
+    for step in ("1/7", "2/7", "3/7", "4/7", "5/7", "6/7", "7/7"):
         assert step in text
     assert "peoples-daily-1998" in text and "licences-en" in text
+    sft = reg.get(n["sft"])  # the closing SFT step: poem requests built from the bundled poems
+    assert sft.parents == [n["lm"]] and sft.metrics["steps"] == 4 and sft.config["method"] == "full"
     # a second run reuses every finished step
     lines.clear()
     again = run(reg, cfg, say=lines.append)
-    assert sum("already exists, reused" in ln for ln in lines) == 4
+    assert sum("already exists, reused" in ln for ln in lines) == 5
     assert again["val_ppl"] == summary["val_ppl"]

@@ -410,7 +410,7 @@ def _keystore():
 def keys_create(
     name: Annotated[str, typer.Option("--name", help="Who or what uses this key.")],
     scopes: Annotated[
-        str, typer.Option(help="Comma-separated: chat,embed,kb:read,kb:write,admin")
+        str, typer.Option(help="Comma-separated: chat,embed,kb:read,kb:write,train,admin")
     ] = "chat,embed",
     rpm: Annotated[int, typer.Option(help="Requests per minute.")] = 60,
     tpm: Annotated[int, typer.Option(help="Tokens per minute.")] = 20000,

@@ -160,6 +160,7 @@ def quickstart(
     vocab: Annotated[int, typer.Option(help="Tokenizer vocabulary.")] = _QUICK.vocab,
     prefix: Annotated[str, typer.Option(help="Registry names start with this.")] = _QUICK.prefix,
     max_docs: Annotated[int | None, typer.Option(help="At most N documents per bundled source (faster).")] = None,
+    sft_steps: Annotated[int, typer.Option(help="Steps of the closing fine-tuning step (0 skips it).")] = _QUICK.sft_steps,
     fresh: Annotated[bool, typer.Option("--fresh", help="Rebuild every step (remove earlier quickstart artifacts).")] = False,
     threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Also print the summary as JSON.")] = False,
@@ -168,7 +169,7 @@ def quickstart(
     from lmforge.quickstart import names, run
 
     reg = _registry()
-    cfg = QuickstartConfig(steps=steps, vocab=vocab, prefix=prefix, max_docs_per_source=max_docs, fresh=fresh,
+    cfg = QuickstartConfig(steps=steps, vocab=vocab, prefix=prefix, max_docs_per_source=max_docs, fresh=fresh, sft_steps=sft_steps,
                            threads=threads)  # fmt: skip
     summary = run(reg, cfg, say=lambda s: print(s, flush=True))
     print(f"\ndone in {summary['total_seconds']:.0f} s. The lineage of what was built:\n")
@@ -199,6 +200,9 @@ def finetune(
     max_length: Annotated[int, typer.Option(help="Tokens per example (longer ones are cut or dropped, and counted).")] = _FT.max_length,
     on_long: Annotated[str, typer.Option(help="truncate | drop examples over --max-length.")] = _FT.on_long,
     val_frac: Annotated[float, typer.Option(help="Share of examples held out for the before/after report.")] = _FT.val_frac,
+    eval_data: Annotated[str | None, typer.Option(help="Separate held-out file for validation and the report.")] = None,
+    report_eval: Annotated[int, typer.Option(help="Held-out examples answered before and after.")] = _FT.report_eval,
+    gen_tokens: Annotated[int, typer.Option(help="Tokens per answer in the report.")] = _FT.gen_tokens,
     eval_suite: Annotated[list[str] | None, typer.Option("--eval-suite", help="`lmforge eval` suite run before and after (repeatable).")] = None,
     save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = _FT.save_every,
     seed: Annotated[int, typer.Option(help="Split, order, dropout and initialisation follow it.")] = _FT.seed,
@@ -216,6 +220,7 @@ def finetune(
     cfg = FinetuneConfig(method=method, data=data, epochs=epochs, steps=steps, lr=lr, batch_size=batch_size,
                          grad_accum=grad_accum, rank=rank, alpha=alpha, target_modules=target_modules,
                          virtual_tokens=virtual_tokens, max_length=max_length, on_long=on_long, val_frac=val_frac,
+                         eval_data=eval_data, report_eval=report_eval, gen_tokens=gen_tokens,
                          eval_suite=list(eval_suite or []), save_every=save_every, seed=seed, precision=precision,
                          threads=threads)  # fmt: skip
     reg = _registry()

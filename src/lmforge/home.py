@@ -271,6 +271,12 @@ def key_facts(m: Manifest) -> Facts:
         metrics.append(
             f"parity greedy {parity['greedy_exact']}/{parity['prompts']}, ppl {parity['ppl_rel_diff']:.2%} apart"
         )
+    ba = m.metrics.get("before_after")
+    if isinstance(ba, dict) and isinstance(ba.get("before"), dict):  # a fine-tune (`lmforge finetune`)
+        for k in ("val_loss", "rougeL"):
+            b, a = ba["before"].get(k), (ba.get("after") or {}).get(k)
+            if isinstance(b, int | float) and isinstance(a, int | float):
+                metrics.append(f"held-out {k} {short_number(b)}→{short_number(a)}")
     metrics += [f"{k}={short_number(m.metrics[k])}" for k in METRIC_KEYS if _scalar(m.metrics.get(k))]
     evals = [f for k, v in m.metrics.items() if k.startswith("eval:") and (f := _eval_fact(k[5:], v))]
     metrics += evals[:2] + ([f"+{len(evals) - 2} more evals"] if len(evals) > 2 else [])

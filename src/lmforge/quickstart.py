@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from lmforge.home import Manifest, Registry
@@ -33,6 +34,8 @@ class QuickstartConfig:
     """Fewer documents for a faster, smaller run (None: everything bundled)."""
     prompts: tuple[str, ...] = ("中国人民", "春风", "新华社北京", "This License")
     gen_tokens: int = 24
+    sft_steps: int = 60
+    """Steps of the closing SFT step (poem requests built from the bundled poems); 0 skips it."""
     fresh: bool = False
     """Remove this prefix's earlier quickstart artifacts first."""
     threads: int | None = None
@@ -42,7 +45,13 @@ class QuickstartConfig:
 
 def names(cfg: QuickstartConfig) -> dict[str, str]:
     p = cfg.prefix
-    return {"data": f"{p}-data", "bpe": f"{p}-bpe", "lm": f"{p}-lm", "gguf": f"{p}-lm-f16"}
+    return {
+        "data": f"{p}-data",
+        "bpe": f"{p}-bpe",
+        "lm": f"{p}-lm",
+        "gguf": f"{p}-lm-f16",
+        "sft": f"{p}-lm-poet",
+    }
 
 
 def run(registry: Registry, cfg: QuickstartConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
@@ -84,14 +93,14 @@ def run(registry: Registry, cfg: QuickstartConfig, say: Callable[[str], None] = 
         say(_indent(_report(m)))
         return m
 
-    data = step("1/6 prepare the bundled corpus (data prepare)", "data", make_data)
+    data = step("1/7 prepare the bundled corpus (data prepare)", "data", make_data)
 
     def make_bpe() -> Manifest:
         m = train_registered(registry, n["data"], n["bpe"], BPEConfig(vocab_size=cfg.vocab))
         say(f"   {m.metrics['vocab']} tokens; characters per token: {m.metrics['chars_per_token']}")
         return m
 
-    step("2/6 train a byte-level BPE tokenizer (tokenizer train)", "bpe", make_bpe)
+    step("2/7 train a byte-level BPE tokenizer (tokenizer train)", "bpe", make_bpe)
 
     def make_lm() -> Manifest:
         settings = dict(
@@ -110,11 +119,11 @@ def run(registry: Registry, cfg: QuickstartConfig, say: Callable[[str], None] = 
         pcfg = PretrainConfig(**(settings | cfg.extra))
         return pretrain(registry, n["lm"], pcfg, progress=True)
 
-    lm = step("3/6 pretrain a tiny Llama decoder (pretrain --objective clm --size tiny)", "lm", make_lm)
+    lm = step("3/7 pretrain a tiny Llama decoder (pretrain --objective clm --size tiny)", "lm", make_lm)
     met = lm.metrics
     say(f"   {lm.params / 1e6:.1f}M parameters, {met['steps']} steps, {met['tokens']:,} tokens, "
         f"{met['tokens_per_s']} tokens/s, precision {met['precision']['used']}")  # fmt: skip
-    say(f"\n== 4/6 validation perplexity: {met['val_ppl']} (loss {met['val_loss']:.3f}; "
+    say(f"\n== 4/7 validation perplexity: {met['val_ppl']} (loss {met['val_loss']:.3f}; "
         f"a uniform guess over {registry.get(n['bpe']).metrics['vocab']} tokens would be "
         f"{registry.get(n['bpe']).metrics['vocab']})   curve: {registry.artifact_dir(n['lm']) / 'loss.png'}")  # fmt: skip
     summary["val_ppl"] = met["val_ppl"]
@@ -126,9 +135,9 @@ def run(registry: Registry, cfg: QuickstartConfig, say: Callable[[str], None] = 
             f"{p['ppl_parent']:.2f} (transformers) vs {p['ppl_export']:.2f} (llama.cpp)")  # fmt: skip
         return m
 
-    step("5/6 export to GGUF f16 (export --format gguf)", "gguf", make_gguf)
+    step("5/7 export to GGUF f16 (export --format gguf)", "gguf", make_gguf)
 
-    say("\n== 6/6 generate with the GGUF through llama.cpp (lmforge generate)")
+    say("\n== 6/7 generate with the GGUF through llama.cpp (lmforge generate)")
     backend = load_backend(registry, n["gguf"], LoadConfig(backend="llamacpp", n_threads=cfg.threads))
     params = SamplingParams(max_tokens=cfg.gen_tokens, temperature=0.8, top_p=0.95, repetition_penalty=1.1,
                             seed=0).validate()  # fmt: skip
@@ -138,10 +147,46 @@ def run(registry: Registry, cfg: QuickstartConfig, say: Callable[[str], None] = 
         samples.append({"prompt": prompt, "text": text})
         say(f"   {prompt}▸{text!r}")
     summary["samples"] = samples
+
+    def make_sft() -> Manifest:
+        from lmforge.train.finetune import FinetuneConfig
+        from lmforge.train.finetune import main as finetune
+
+        data = poem_requests(
+            registry.root / "quickstart" / cfg.prefix / "corpus", registry.root / "quickstart" / cfg.prefix
+        )
+        ft = FinetuneConfig(method="full", data=str(data), steps=cfg.sft_steps, lr=1e-3, batch_size=8,
+                            max_length=cfg.seq_len, val_frac=0.1, report_eval=4, gen_tokens=32, threads=cfg.threads,
+                            precision=cfg.extra.get("precision", "auto"))  # fmt: skip
+        m = finetune(registry, n["lm"], n["sft"], ft, progress=True)
+        ba = m.metrics["before_after"]
+        say(f"   held-out loss {ba['before']['val_loss']:.3f} -> {ba['after']['val_loss']:.3f}; "
+            f"report: {registry.artifact_dir(m.name) / 'report.html'}")  # fmt: skip
+        for s in ba["samples"][:2]:
+            say(f"   {s['prompt']} ▸ {s['after']!r}")
+        return m
+
+    if cfg.sft_steps:
+        step("7/7 fine-tune it to write a poem on request (finetune --method full, SFT)", "sft", make_sft)
     summary["total_seconds"] = round(time.perf_counter() - t_all, 1)
     report = data.metrics["report"]
     summary["dataset_documents"] = report["train_documents"] + report["validation_documents"]
     return summary
+
+
+def poem_requests(corpus_dir: Path, out_dir: Path) -> Path:
+    """prompt/response pairs from the bundled Tang/Song poems: "写一首诗，题目是《…》" → the poem."""
+    import json
+
+    rows = []
+    for line in (corpus_dir / "tang-song-poems.jsonl").read_text(encoding="utf-8").splitlines():
+        text = json.loads(line)["text"]
+        head, _, body = text.partition("\n")
+        if head.startswith("《") and body.strip():
+            rows.append({"prompt": f"写一首诗，题目是{head}", "response": body.strip()})
+    path = out_dir / "poem-requests.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    return path
 
 
 def _report(m: Manifest) -> str:

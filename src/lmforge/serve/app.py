@@ -1,7 +1,7 @@
 """The HTTP server assembled from plain parts: OpenAI-compatible API, knowledge bases, evaluation,
 operations, and the web console, in one FastAPI app.
 
-`create_app(settings, registry, pool, keys, scheduler?, kbs?)` receives every dependency (tests
+`create_app(settings, registry, pool, keys, scheduler?, kbs?, jobs?)` receives every dependency (tests
 pass their own) and builds one `ServerContext` (auth, audit, limits, offloading) that each router
 receives; nothing lives at module level and no route closes over the app:
 
@@ -9,6 +9,7 @@ receives; nothing lives at module level and no route closes over the app:
     context.py        who is calling, what they may do, what gets recorded; JSON and SSE answers
     openai_routes.py  /v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings
     kb_routes.py      /v1/kb/...            eval_routes.py  /api/eval, /api/arena/...
+    jobs_routes.py    /api/jobs (training jobs in worker processes: jobs.JobQueue)
     ops_routes.py     /health, /metrics, /api/ps, /api/models, /api/audit
     service.py        requests → backend calls → typed responses (no web framework inside)
 
@@ -32,12 +33,14 @@ from lmforge.eval.human import VoteStore
 from lmforge.home import Registry
 from lmforge.infer.pool import ModelPool
 from lmforge.infer.scheduler import Scheduler
+from lmforge.jobs import JobQueue
 from lmforge.rag.pipeline import KnowledgeBases
 from lmforge.rag.retrieve import LLMReranker, Retriever
 from lmforge.serve.auth import KeyStore
 from lmforge.serve.context import ServerContext, ServerSettings
 from lmforge.serve.errors import install_error_handlers
 from lmforge.serve.eval_routes import eval_router
+from lmforge.serve.jobs_routes import jobs_router
 from lmforge.serve.kb_routes import kb_router
 from lmforge.serve.limits import BodyLimit
 from lmforge.serve.openai_routes import openai_router
@@ -67,6 +70,7 @@ def create_app(
     keys: KeyStore,
     scheduler: Scheduler | None = None,
     kbs: KnowledgeBases | None = None,
+    jobs: JobQueue | None = None,
 ) -> FastAPI:
     scheduler = scheduler or Scheduler(pool)
     service = ChatService(registry, scheduler)
@@ -77,7 +81,7 @@ def create_app(
     ctx = ServerContext(
         settings=settings, registry=registry, pool=pool, scheduler=scheduler, keys=keys, service=service,
         kbs=kbs, retriever=retriever, votes=VoteStore(registry.root / "eval" / "votes.sqlite"),
-        need_keys=keys_required(settings, keys),
+        jobs=jobs or JobQueue(registry, max_running=settings.max_running_jobs), need_keys=keys_required(settings, keys),
     )  # fmt: skip
 
     @asynccontextmanager
@@ -103,6 +107,7 @@ def create_app(
     app.include_router(kb_router(ctx))
     app.include_router(eval_router(ctx))
     app.include_router(ops_router(ctx))
+    app.include_router(jobs_router(ctx))
 
     console = resources.files("lmforge.serve").joinpath("console")
     app.mount("/console", StaticFiles(directory=str(console)), name="console")

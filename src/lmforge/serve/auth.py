@@ -1,9 +1,9 @@
 """API keys, scopes, rate limits and the audit log, in one SQLite file under LMFORGE_HOME.
 
 Keys are shown once at creation and stored only as sha256 digests (keys are 256-bit random, so a
-plain digest is enough; no password stretching needed). A key carries scopes
-(chat, embed, kb:read, kb:write, admin), limits (requests and tokens per minute) and groups (used
-by knowledge-base access control). Rate limits are counted in memory per server process over a
+plain digest is enough; no password stretching needed). A key carries scopes (chat, embed,
+kb:read, kb:write, train, admin; admin implies all), limits (requests and tokens per minute) and
+groups (used by knowledge-base access control). Rate limits are counted in memory per server process over a
 sliding 60-second window. The audit log records who called what, when, with which model and how
 many tokens; prompt text only when the operator turns it on.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from lmforge.errors import LmforgeError
 
-SCOPES = ("chat", "embed", "kb:read", "kb:write", "admin")
+SCOPES = ("chat", "embed", "kb:read", "kb:write", "train", "admin")
 KEY_PREFIX = "lmf-"
 
 SCHEMA = """

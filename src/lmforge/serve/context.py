@@ -31,6 +31,7 @@ from lmforge.eval.human import VoteStore
 from lmforge.home import Registry
 from lmforge.infer.pool import ModelPool
 from lmforge.infer.scheduler import Scheduler
+from lmforge.jobs import JobQueue
 from lmforge.rag.pipeline import KnowledgeBases
 from lmforge.rag.retrieve import Retriever
 from lmforge.serve.auth import ApiKey, KeyStore, RateLimiter
@@ -52,6 +53,8 @@ class ServerSettings:
     """Store prompt text in the audit log (off by default: prompts are private)."""
     reap_interval_s: float = 15.0
     """How often idle models are checked for unloading."""
+    max_running_jobs: int = 1
+    """Training jobs run at once (each in its own worker process); the others wait in order."""
 
 
 def _json(item: Any) -> Any:
@@ -69,6 +72,8 @@ class ServerContext:
     kbs: KnowledgeBases
     retriever: Retriever
     votes: VoteStore
+    jobs: JobQueue
+    """Training jobs (console Train page, /api/jobs), each run in a worker process."""
     need_keys: bool
     """False only on loopback with no keys configured: then every call is open."""
     metrics: Metrics = field(default_factory=Metrics)

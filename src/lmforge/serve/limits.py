@@ -15,7 +15,7 @@ import re
 
 from lmforge.serve.protocol import error_body
 
-_UPLOAD = re.compile(r"^/v1/kb/[^/]+/documents/?$")
+_UPLOAD = re.compile(r"^(/v1/kb/[^/]+/documents|/api/jobs/uploads)/?$")
 TOO_LARGE_SCOPE_KEY = "lmforge.body_too_large"
 """Set in the ASGI scope (to the limit) when a streamed body ran over it: FastAPI's body reader
 turns our exception into a 400 'error parsing the body', and the error handler reads this to

@@ -34,6 +34,7 @@ from lmforge.home import Manifest, Registry, check_name
 from lmforge.progress import printer, training_progress
 from lmforge.train.args import Precision, Schedule, lr_factor
 from lmforge.train.checkpoint import RunFolder
+from lmforge.train.events import EventLog
 
 Method = Literal["full", "lora", "qlora", "prefix", "prompt", "ia3"]
 METHODS: tuple[str, ...] = ("full", "lora", "qlora", "prefix", "prompt", "ia3")
@@ -85,6 +86,9 @@ class FinetuneConfig:
     max_length: int = 512
     on_long: Literal["truncate", "drop"] = "truncate"
     val_frac: float = 0.1
+    eval_data: str | None = None
+    """A separate held-out file (any of the four formats) for validation and the report; then every
+    example of --data trains and --val-frac is ignored."""
     eval_suite: list[str] = field(default_factory=list)
     """`lmforge eval` suites run on the base and on the result."""
     schedule: Schedule = "cosine"
@@ -122,6 +126,8 @@ class FinetuneConfig:
             problems.append("--data FILE is required")
         elif not Path(self.data).is_file():
             problems.append(f"--data {self.data}: no such file")
+        if self.eval_data and not Path(self.eval_data).is_file():
+            problems.append(f"--eval-data {self.eval_data}: no such file")
         if self.epochs <= 0 or (self.steps is not None and self.steps <= 0):
             problems.append("--epochs / --steps must be positive")
         for name in ("batch_size", "grad_accum", "rank", "alpha", "virtual_tokens", "save_every"):
@@ -159,6 +165,10 @@ def hf_base(registry: Registry, name: str, say=print) -> Manifest:
     from lmforge.infer.hf import load_pretrained
 
     tok, model = load_pretrained(registry.model_path(m), "causal")
+    # the weights are plain fp32 tensors now; drop the "quantized with gguf" marker that blocks saving
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     params = sum(p.numel() for p in model.parameters())
     manifest = Manifest(name=cached, kind=m.kind, format="hf", path="", parents=[name], source=f"dequantize:{name}",
                         config={"dequantized_from": name, "quantization": m.config.get("quantization"),
@@ -347,7 +357,10 @@ def main(registry: Registry, base: str, out: str, cfg: FinetuneConfig, *, resume
     tok, model = load_for_training(registry.model_path(base_m), cfg.method)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    train_ex, val_ex = split_examples(data.examples, cfg.val_frac, cfg.seed)
+    if cfg.eval_data:
+        train_ex, val_ex = data.examples, load_sft(Path(cfg.eval_data)).examples
+    else:
+        train_ex, val_ex = split_examples(data.examples, cfg.val_frac, cfg.seed)
     train, report = tokenize_sft(tok, train_ex, cfg.max_length, on_long=cfg.on_long)
     val, _ = tokenize_sft(tok, val_ex, cfg.max_length, on_long=cfg.on_long) if val_ex else ([], None)
     if not train:
@@ -433,8 +446,10 @@ def main(registry: Registry, base: str, out: str, cfg: FinetuneConfig, *, resume
         }
 
     bar = training_progress(progress, total, start_step)
+    events = EventLog(run.path, fresh=not resuming)
     model.train()
     t0 = time.perf_counter()
+    aux_s = 0.0  # validation and checkpoint time, kept out of tokens/s
     tokens_done = 0
     try:
         for step in range(start_step, total):
@@ -461,12 +476,15 @@ def main(registry: Registry, base: str, out: str, cfg: FinetuneConfig, *, resume
             history.append(
                 {"step": done, "loss": loss, "lr": lr, "grad_norm": float(norm), "tokens": tokens_done}
             )
-            rate = tokens_done / max(1e-9, time.perf_counter() - t0)
+            events.log(history[-1], total_steps=total, elapsed_s=elapsed + time.perf_counter() - t0)
+            rate = tokens_done / max(1e-9, time.perf_counter() - t0 - aux_s)
             if bar is not None:
                 bar.update(bar.task_ids[0], completed=done, loss=loss, tps=rate)
+            t_aux = time.perf_counter()
             if done % eval_every == 0 or done == total:
                 val_loss = held_out_loss()
                 evals.append({"step": done, "val_loss": val_loss, "val_ppl": _ppl(val_loss)})
+                events.log(evals[-1])
                 say(
                     f"step {done}/{total}  loss {loss:.4f}  held-out loss {_fmt(val_loss)}  {rate:,.0f} tok/s",
                     bar,
@@ -475,6 +493,7 @@ def main(registry: Registry, base: str, out: str, cfg: FinetuneConfig, *, resume
                 run.save({"step": done, "trainable": trainable_state(model), "optimizer": opt.state_dict(),
                           "history": history, "evals": evals, "before": before, "precision": precision,
                           "elapsed": elapsed + time.perf_counter() - t0}, done)  # fmt: skip
+            aux_s += time.perf_counter() - t_aux
     finally:
         if bar is not None:
             bar.stop()
@@ -495,7 +514,7 @@ def main(registry: Registry, base: str, out: str, cfg: FinetuneConfig, *, resume
     metrics = {
         "steps": len(history), "epochs": round(len(history) * per_step / n, 3), "train_examples": n,
         "trainable_params": n_trainable, "total_params": n_total, "final_loss": history[-1]["loss"] if history else None,
-        "tokens_per_s": round(tokens_done / train_s, 1) if new_steps else None, "train_seconds": round(elapsed + train_s, 1),
+        "tokens_per_s": round(tokens_done / (train_s - aux_s), 1) if new_steps else None, "train_seconds": round(elapsed + train_s, 1),
         "peak_rss_mb": peak_rss_mb(), "precision": precision, "data": report.__dict__ if report else None,
         "before_after": comparison, "evals": evals,
     }  # fmt: skip

@@ -24,7 +24,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -37,8 +36,10 @@ import numpy as np
 from lmforge.data.prepare import dataset_texts
 from lmforge.errors import LmforgeError
 from lmforge.home import Manifest, Registry, check_name
+from lmforge.progress import printer, training_progress
 from lmforge.train.args import ModelSize, PretrainConfig, lr_factor, resolve_size
 from lmforge.train.checkpoint import RunFolder
+from lmforge.train.events import EventLog
 
 MASK_TOKEN = "[MASK]"
 CLS_TOKEN = "[CLS]"
@@ -312,7 +313,7 @@ def main(registry: Registry, out: str, cfg: PretrainConfig, *, resume: bool = Fa
     rank, world = accel.process_index, accel.num_processes
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // world))
     main_proc = accel.is_main_process
-    say = _printer(main_proc)
+    say = printer(main_proc)
 
     if restart and main_proc:
         run.discard()
@@ -450,7 +451,8 @@ def main(registry: Registry, out: str, cfg: PretrainConfig, *, resume: bool = Fa
         forgetting["domain_ppl_before"] = _ppl(validate())
         forgetting["general_ppl_before"] = _ppl(general_loss(general))
 
-    bar = _progress(progress and main_proc, total, start_step)
+    bar = training_progress(progress and main_proc, total, start_step)
+    events = EventLog(run.path, enabled=main_proc, fresh=not resuming)
     model.train()
     t_start = time.perf_counter() - elapsed
     tokens_per_step = per_step * seq_len
@@ -482,6 +484,7 @@ def main(registry: Registry, out: str, cfg: PretrainConfig, *, resume: bool = Fa
             loss = float(accel.reduce(loss_sum, reduction="sum")) / max(1, count)
             history.append(asdict(StepRecord(step + 1, loss, lr, float(grad_norm) if grad_norm is not None else 0.0,
                                              (step + 1) * tokens_per_step)))  # fmt: skip
+            events.log(history[-1], total_steps=total, elapsed_s=time.perf_counter() - t_start)
             done = step + 1
             rate = (done - start_step) * tokens_per_step / max(1e-9, time.perf_counter() - t_start - elapsed)
             if bar is not None:
@@ -489,6 +492,7 @@ def main(registry: Registry, out: str, cfg: PretrainConfig, *, resume: bool = Fa
             if done % cfg.eval_every == 0 or done == total:
                 val = validate()
                 evals.append({"step": done, "val_loss": val, "val_ppl": _ppl(val)})
+                events.log(evals[-1])
                 say(f"step {done}/{total}  loss {loss:.4f}  val_loss {_fmt(val)}  val_ppl {_fmt(_ppl(val))}  "
                     f"{rate:,.0f} tok/s", bar)  # fmt: skip
                 if val is not None and (best["val_loss"] is None or val < best["val_loss"]):
@@ -612,30 +616,3 @@ def _broadcast(accel: Any, obj: Any) -> Any:
     box = [obj]
     broadcast_object_list(box, from_process=0)
     return box[0]
-
-
-def _printer(enabled: bool) -> Callable[..., None]:
-    def say(msg: str, bar: Any = None) -> None:
-        if not enabled:
-            return
-        if bar is not None:
-            bar.console.print(msg)
-        else:
-            print(msg, file=sys.stderr, flush=True)
-
-    return say
-
-
-def _progress(enabled: bool, total: int, start: int) -> Any:
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from lmforge.progress import stderr_console
-
-    bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[tps]:,.0f} tok/s"),
-                   TimeRemainingColumn(), console=stderr_console())  # fmt: skip
-    bar.add_task("train", total=total, completed=start, loss=float("nan"), tps=0.0)
-    bar.start()
-    return bar

@@ -21,7 +21,17 @@
       unsupported: "Not supported by its sources", noResults: "No results.", all: "(all)", remove: "Remove",
       evalTab: "Evaluate", results: "Suite results", arena: "Blind comparison", arenaPh: "A prompt for both models", compareBtn: "Compare",
       voteA: "A is better", voteB: "B is better", voteTie: "Tie", opponent: "Opponent", winRate: "Win rate (95% CI)", suite: "Suite",
-      metric: "Metric", noEval: "No stored results yet: run `lmforge eval MODEL --suite NAME`.", revealed: "A was {a}, B was {b}." },
+      metric: "Metric", noEval: "No stored results yet: run `lmforge eval MODEL --suite NAME`.", revealed: "A was {a}, B was {b}.",
+      train: "Train", newJob: "New training job", jobKind: "Kind", finetune: "Fine-tune", pretrain: "Pretrain", baseModel: "Base model",
+      fromScratch: "(none: from scratch)", method: "Method", m_full: "Full", m_prefix: "Prefix tuning", m_prompt: "Prompt tuning",
+      dataFile: "Data: a JSONL file (prompt/response, alpaca, messages or ShareGPT)", dataset: "Dataset", tokenizer: "Tokenizer",
+      sizeL: "Size", epochs: "Epochs", steps: "Steps", lr: "Learning rate", rank: "LoRA rank", virtualTokens: "Virtual tokens",
+      maxLength: "Max length (tokens)", outName: "Output name", start: "Start", jobs: "Jobs", state: "State", dflt: "default",
+      cancel: "Cancel", cancelling: "Cancelling…", log: "Log", noJobs: "No training jobs yet.", uploading: "Uploading…",
+      uploadedFile: "Uploaded {name} ({size})", needFile: "Choose a data file first.", st_queued: "queued", st_running: "running",
+      st_succeeded: "succeeded", st_failed: "failed", st_cancelled: "cancelled", stepOf: "step {step} / {total}", eta: "ETA {t}",
+      tokps: "{n} tok/s", ready: "{name} is registered: pick it in the Chat tab.", lossL: "loss", valLoss: "validation loss",
+      noPoints: "The loss curve appears with the first training step.", started: "Started {id}.", baseTok: "(the base model's own)" },
     zh: { chat: "对话", models: "模型", newChat: "新对话", settings: "设置", system: "系统提示词", model: "模型",
       send: "发送", stop: "停止", copy: "复制", copied: "已复制", del: "删除", save: "保存", clear: "清除", apiKey: "API 密钥",
       conversations: "对话列表", needKey: "API 密钥：", placeholder: "输入问题（回车发送，Shift+回车换行）",
@@ -39,7 +49,17 @@
       unsupported: "与引用的资料不符", noResults: "没有结果。", all: "（全部）", remove: "删除",
       evalTab: "评测", results: "评测结果", arena: "盲评对比", arenaPh: "给两个模型的同一个问题", compareBtn: "对比",
       voteA: "A 更好", voteB: "B 更好", voteTie: "平局", opponent: "对手", winRate: "胜率（95% 置信区间）", suite: "评测集",
-      metric: "指标", noEval: "还没有评测结果：运行 `lmforge eval 模型 --suite 名称`。", revealed: "A 是 {a}，B 是 {b}。" },
+      metric: "指标", noEval: "还没有评测结果：运行 `lmforge eval 模型 --suite 名称`。", revealed: "A 是 {a}，B 是 {b}。",
+      train: "训练", newJob: "新建训练任务", jobKind: "类型", finetune: "微调", pretrain: "预训练", baseModel: "基座模型",
+      fromScratch: "（无：从零训练）", method: "方法", m_full: "全参数", m_prefix: "前缀微调 (Prefix)", m_prompt: "提示微调 (Prompt)",
+      dataFile: "数据：JSONL 文件（prompt/response、alpaca、messages 或 ShareGPT）", dataset: "数据集", tokenizer: "分词器",
+      sizeL: "规模", epochs: "训练轮数", steps: "步数", lr: "学习率", rank: "LoRA 秩", virtualTokens: "虚拟 token 数",
+      maxLength: "最大长度（token）", outName: "输出名称", start: "开始训练", jobs: "任务", state: "状态", dflt: "默认",
+      cancel: "取消", cancelling: "正在取消…", log: "日志", noJobs: "还没有训练任务。", uploading: "上传中…",
+      uploadedFile: "已上传 {name}（{size}）", needFile: "请先选择数据文件。", st_queued: "排队中", st_running: "运行中",
+      st_succeeded: "已完成", st_failed: "失败", st_cancelled: "已取消", stepOf: "第 {step} / {total} 步", eta: "预计剩余 {t}",
+      tokps: "{n} token/秒", ready: "{name} 已注册：可在“对话”页选用。", lossL: "损失", valLoss: "验证损失",
+      noPoints: "第一步训练完成后显示损失曲线。", started: "已启动 {id}。", baseTok: "（基座模型自带）" },
   };
   const ls = {
     get(k, d = null) { try { const v = localStorage.getItem("lmforge." + k); return v === null ? d : v; } catch { return d; } },
@@ -57,6 +77,7 @@
     $("lang").textContent = lang === "zh" ? "EN" : "中文";
     renderConversations(); renderMessages();
     if (view === "models") loadModelsPage();
+    if (view === "train") { renderJobs(); renderJobDetail(); }
   }
 
   // -- API --------------------------------------------------------------------------------------
@@ -246,7 +267,7 @@
     let data;
     try { data = await api("/v1/models"); } catch (e) { if ($("messages").lastChild?.textContent !== e.message) $("messages").append(el("div", "msg-error", e.message)); return; }
     const sel = $("model-select"), prev = sel.value; sel.textContent = "";
-    const chat = (data.data || []).filter((m) => ["chat", "base"].includes(m.lmforge?.kind));
+    const chat = (data.data || []).filter((m) => ["chat", "base", "adapter"].includes(m.lmforge?.kind));
     for (const m of chat) { const o = el("option", "", m.id); o.value = m.id; sel.append(o); }
     modelCount = chat.length; modelsLoaded = true;
     const want = [conv()?.model, prev, ls.get("model")].find((id) => id && chat.some((m) => m.id === id));
@@ -382,13 +403,183 @@
   function showView(v) {
     view = v;
     document.querySelectorAll(".tab").forEach((x) => { x.classList.toggle("active", x.dataset.view === v); x.setAttribute("aria-selected", String(x.dataset.view === v)); });
-    $("view-chat").hidden = v !== "chat"; $("view-models").hidden = v !== "models"; $("view-kb").hidden = v !== "kb"; $("view-eval").hidden = v !== "eval";
+    for (const name of ["chat", "models", "kb", "eval", "train"]) $("view-" + name).hidden = v !== name;
     document.body.dataset.view = v; closeSidebar();
     if (v === "models") loadModelsPage();
     if (v === "kb") loadKbs();
     if (v === "eval") { loadEval(); loadArena(); }
+    if (v === "train") loadTrainPage();
   }
 
+
+  // -- training jobs (/api/jobs): a form, the job list, and the selected job's live loss curve ------------
+  const ACTIVE = new Set(["queued", "running"]);
+  let trainArtifacts = [], jobsList = [], jobDetail = null, selectedJob = ls.get("job"), uploadId = null, jobTimer = null;
+  const reloadedFor = new Set();
+  function trainStatus(text, cls = "notice") { const s = $("train-status"); s.className = cls; s.textContent = text; }
+  function fillSelect(sel, items, first) {
+    const prev = sel.value; sel.textContent = "";
+    if (first) { const o = el("option", "", first); o.value = ""; sel.append(o); }
+    for (const name of items) { const o = el("option", "", name); o.value = name; sel.append(o); }
+    if ([...sel.options].some((o) => o.value === prev)) sel.value = prev;
+  }
+  function syncTrainForm() { // show the fields of this kind of job and this method only
+    const kind = $("train-kind").value, method = $("train-method").value;
+    document.querySelectorAll("#train-form [data-kind]").forEach((e) => {
+      const methods = e.dataset.methods ? e.dataset.methods.split(" ") : null;
+      e.hidden = e.dataset.kind !== kind || (methods !== null && !methods.includes(method));
+    });
+    const names = (kinds) => trainArtifacts.filter((m) => kinds.includes(m.kind)).map((m) => m.name);
+    fillSelect($("train-base"), names(["chat", "base"]), kind === "pretrain" ? t("fromScratch") : null);
+    fillSelect($("train-data"), names(["dataset"]));
+    fillSelect($("train-tokenizer"), names(["tokenizer"]), $("train-base").value ? t("baseTok") : null);
+  }
+  async function loadTrainPage() {
+    try { trainArtifacts = (await api("/api/models")).models || []; } catch (e) { trainStatus(e.status === 401 ? t("unauthorized") : e.message, "msg-error"); }
+    syncTrainForm();
+    await pollJobs();
+  }
+  function fmtDuration(s) {
+    if (typeof s !== "number") return "–";
+    s = Math.round(s);
+    if (s >= 3600) return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
+    if (s >= 60) return `${Math.floor(s / 60)} min ${s % 60} s`;
+    return `${s} s`;
+  }
+  for (const id of ["train-kind", "train-method", "train-base"]) $(id).onchange = syncTrainForm;
+  $("train-file").onchange = async () => {
+    const f = $("train-file").files[0], st = $("train-upload-status"); uploadId = null;
+    if (!f) { st.textContent = ""; return; }
+    st.className = "hit-meta wide"; st.textContent = t("uploading");
+    const form = new FormData(); form.append("file", f, f.name);
+    try {
+      const r = await fetch("/api/jobs/uploads", { method: "POST", headers: headers(false), body: form });
+      if (!r.ok) throw await errorOf(r);
+      const j = await r.json(); uploadId = j.id;
+      st.textContent = t("uploadedFile").replace("{name}", j.filename).replace("{size}", fmtBytes(j.bytes));
+    } catch (e) { st.className = "msg-error wide"; st.textContent = e.message; }
+  };
+  $("train-form").onsubmit = async (e) => {
+    e.preventDefault();
+    const kind = $("train-kind").value, body = { kind, out: $("train-out").value.trim(), options: {} };
+    if ($("train-base").value) body.base = $("train-base").value;
+    if (kind === "finetune") {
+      if (!uploadId) { trainStatus(t("needFile"), "msg-error"); return; }
+      body.method = $("train-method").value; body.data = uploadId;
+    } else {
+      body.data = $("train-data").value;
+      if ($("train-tokenizer").value) body.options.tokenizer = $("train-tokenizer").value;
+    }
+    document.querySelectorAll("#train-form [data-opt]").forEach((input) => {
+      if (input.closest("label").hidden || input.value.trim() === "") return;
+      body.options[input.dataset.opt] = input.type === "number" ? Number(input.value) : input.value;
+    });
+    $("train-start").disabled = true;
+    try {
+      const job = await apiJson("POST", "/api/jobs", body);
+      trainStatus(t("started").replace("{id}", job.id));
+      selectedJob = job.id; ls.set("job", job.id);
+      await pollJobs();
+    } catch (err) { trainStatus(err.message, "msg-error"); }
+    $("train-start").disabled = false;
+  };
+  $("jd-cancel").onclick = async () => {
+    if (!selectedJob) return;
+    $("jd-cancel").disabled = true;
+    try { await apiJson("POST", `/api/jobs/${encodeURIComponent(selectedJob)}/cancel`); } catch (err) { trainStatus(err.message, "msg-error"); }
+    await pollJobs();
+  };
+  function selectJob(id) { selectedJob = id; ls.set("job", id); renderJobs(); pollJobs(); }
+  let polling = null, pollAgain = false;
+  async function pollJobs() { // one poll at a time; a call during one asks for another right after it
+    if (polling) { pollAgain = true; return polling; }
+    clearTimeout(jobTimer);
+    polling = pollOnce();
+    try { await polling; } finally { polling = null; }
+    const busy = jobsList.some((j) => ACTIVE.has(j.state));
+    if (pollAgain) { pollAgain = false; jobTimer = setTimeout(pollJobs, 0); } else if (view === "train" || busy) jobTimer = setTimeout(pollJobs, view === "train" ? 1000 : 5000);
+  }
+  async function pollOnce() { // the list; the selected job's detail while the Train tab is open
+    try {
+      jobsList = (await api("/api/jobs")).data || [];
+      if (view === "train") {
+        if (!jobsList.some((j) => j.id === selectedJob)) selectedJob = jobsList[0]?.id || null;
+        jobDetail = selectedJob ? await api(`/api/jobs/${encodeURIComponent(selectedJob)}`) : null;
+        renderJobs(); renderJobDetail();
+      }
+      // a finished job's model joins the chat model picker (once per result)
+      const fresh = jobsList.filter((j) => j.state === "succeeded" && j.result && !reloadedFor.has(j.result));
+      if (fresh.length) {
+        fresh.forEach((j) => reloadedFor.add(j.result));
+        await loadModels();
+        if (view === "train") trainArtifacts = (await api("/api/models")).models || [];
+      }
+    } catch (e) { if (view === "train") trainStatus(e.status === 401 ? t("unauthorized") : e.message, "msg-error"); }
+  }
+  function renderJobs() {
+    const tb = document.querySelector("#jobs-table tbody"); tb.textContent = "";
+    if (!jobsList.length) { const tr = el("tr"), td = el("td", "notice", t("noJobs")); td.colSpan = 4; tr.append(td); tb.append(tr); }
+    for (const j of jobsList) {
+      const tr = el("tr", "job" + (j.id === selectedJob ? " selected" : "")), first = el("td");
+      first.append(el("div", "clip", j.args.out), el("div", "hit-meta", j.id));
+      tr.dataset.id = j.id; tr.tabIndex = 0;
+      const what = j.kind === "finetune" ? `${t("finetune")} · ${j.args.method}` : t("pretrain");
+      tr.append(first, el("td", "", what), el("td", "state-" + j.state, t("st_" + j.state)), el("td", "", fmtAge(Date.now() / 1000 - j.created)));
+      tr.onclick = () => selectJob(j.id);
+      tr.onkeydown = (e) => { if (e.key === "Enter") selectJob(j.id); };
+      tb.append(tr);
+    }
+  }
+  function renderJobDetail() {
+    const d = jobDetail;
+    $("job-detail").hidden = !d;
+    if (!d) { delete document.body.dataset.job; return; }
+    const p = d.progress, a = d.args;
+    $("jd-title").textContent = `${a.out} · ${t("st_" + d.state)}`; $("jd-title").className = "clip state-" + d.state;
+    $("jd-meta").textContent = [d.kind === "finetune" ? `${t("finetune")} · ${a.method}` : t("pretrain"), a.base, a.data_file ? a.data_file.split("/").pop() : a.data].filter(Boolean).join(" · ");
+    drawLoss($("loss-chart"), p);
+    const stats = [t("stepOf").replace("{step}", p.step).replace("{total}", p.total ?? "?")];
+    if (p.tokens_per_s != null) stats.push(t("tokps").replace("{n}", Math.round(p.tokens_per_s).toLocaleString()));
+    if (d.state === "running" && p.eta_s != null) stats.push(t("eta").replace("{t}", fmtDuration(p.eta_s)));
+    $("jd-stats").textContent = stats.join(" · ");
+    $("jd-error").hidden = !(d.state === "failed" && d.error); $("jd-error").textContent = d.state === "failed" ? d.error || "" : "";
+    $("jd-done").hidden = d.state !== "succeeded"; $("jd-done").textContent = d.result ? t("ready").replace("{name}", d.result) : "";
+    const cancel = $("jd-cancel");
+    cancel.hidden = !ACTIVE.has(d.state); cancel.disabled = d.cancel_requested; cancel.textContent = d.cancel_requested ? t("cancelling") : t("cancel");
+    const log = $("jd-log"), stick = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+    if (log.textContent !== d.log) { log.textContent = d.log; if (stick) log.scrollTop = log.scrollHeight; }
+    document.body.dataset.job = d.state;
+  }
+  // The loss curve: training loss per step (a line) and validation loss per evaluation (dots), inline SVG.
+  function drawLoss(box, p) {
+    const pts = p.loss.filter((x) => typeof x.loss === "number"), val = p.val.filter((x) => typeof x.val_loss === "number");
+    if (!pts.length && !val.length) { box.textContent = ""; box.append(el("p", "notice", t("noPoints"))); box.setAttribute("aria-label", t("noPoints")); return; }
+    const W = 560, H = 230, L = 52, R = 14, T = 14, B = 34;
+    const maxStep = Math.max(p.total || 0, p.step || 0, ...pts.map((x) => x.step), ...val.map((x) => x.step), 1);
+    const ys = [...pts.map((x) => x.loss), ...val.map((x) => x.val_loss)];
+    let lo = Math.min(...ys), hi = Math.max(...ys);
+    if (hi - lo < 1e-6) { hi += 0.5; lo -= 0.5; }
+    const X = (s) => (L + ((W - L - R) * s) / maxStep).toFixed(1), Y = (v) => (T + ((H - T - B) * (hi - v)) / (hi - lo)).toFixed(1);
+    const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: "100%", class: "loss-chart" });
+    root.append(svg("path", { class: "chart-axis", d: `M${L},${T} V${H - B} H${W - R}` }));
+    for (const v of [hi, (hi + lo) / 2, lo]) {
+      root.append(svg("line", { class: "chart-grid", x1: L, x2: W - R, y1: Y(v), y2: Y(v) }));
+      root.append(svg("text", { class: "chart-label", x: L - 6, y: Number(Y(v)) + 4, "text-anchor": "end" }, v.toFixed(2)));
+    }
+    root.append(svg("text", { class: "chart-label", x: L, y: H - B + 16, "text-anchor": "middle" }, "0"));
+    root.append(svg("text", { class: "chart-label", x: W - R, y: H - B + 16, "text-anchor": "end" }, String(maxStep)));
+    root.append(svg("text", { class: "chart-label", x: (L + W - R) / 2, y: H - 4, "text-anchor": "middle" }, t("steps")));
+    if (pts.length) root.append(svg("polyline", { class: "chart-loss", points: pts.map((x) => `${X(x.step)},${Y(x.loss)}`).join(" ") }));
+    if (val.length > 1) root.append(svg("polyline", { class: "chart-val", points: val.map((x) => `${X(x.step)},${Y(x.val_loss)}`).join(" ") }));
+    for (const x of val) root.append(svg("circle", { class: "chart-dot", cx: X(x.step), cy: Y(x.val_loss), r: 3 }, null));
+    const legend = svg("g", { class: "chart-legend", transform: `translate(${W - R - 150},${T + 4})` });
+    legend.append(svg("line", { class: "chart-loss", x1: 0, x2: 18, y1: 0, y2: 0 }), svg("text", { class: "chart-label", x: 24, y: 4 }, t("lossL")));
+    if (val.length) legend.append(svg("circle", { class: "chart-dot", cx: 9, cy: 16, r: 3 }), svg("text", { class: "chart-label", x: 24, y: 20 }, t("valLoss")));
+    root.append(legend);
+    box.textContent = ""; box.append(root);
+    const last = pts.at(-1);
+    box.setAttribute("aria-label", `${t("lossL")}: ${last ? `${last.loss.toFixed(4)} @ ${last.step}` : ""}`);
+  }
 
   // -- knowledge bases ----------------------------------------------------------------------------
   const kbName = () => $("kb-select").value;
@@ -551,7 +742,7 @@
   async function loadArena() {
     let data;
     try { data = await api("/v1/models"); } catch { return; }
-    const chat = (data.data || []).filter((m) => ["chat", "base"].includes(m.lmforge?.kind)).map((m) => m.id);
+    const chat = (data.data || []).filter((m) => ["chat", "base", "adapter"].includes(m.lmforge?.kind)).map((m) => m.id);
     for (const [id, i] of [["arena-a", 0], ["arena-b", 1]]) {
       const sel = $(id), prev = sel.value; sel.textContent = "";
       for (const m of chat) { const o = el("option", "", m); o.value = m; sel.append(o); }
@@ -606,7 +797,7 @@
   $("view-chat").addEventListener("pointerdown", closeSidebar);
   $("new-chat").onclick = newConversation;
   $("key-toggle").onclick = () => { if ($("key-bar").hidden) showKeyBar(); else $("key-bar").hidden = true; };
-  const keyChanged = () => { $("key-bar").hidden = true; loadModels(); if (view === "models") loadModelsPage(); };
+  const keyChanged = () => { $("key-bar").hidden = true; loadModels(); if (view === "models") loadModelsPage(); if (view === "train") loadTrainPage(); };
   $("save-key").onclick = () => { ls.set("key", $("api-key").value.trim() || null); keyChanged(); };
   $("clear-key").onclick = () => { ls.set("key", null); $("api-key").value = ""; keyChanged(); };
   $("api-key").onkeydown = (e) => { if (e.key === "Enter") $("save-key").click(); };
