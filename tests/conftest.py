@@ -297,3 +297,32 @@ def smollm2_registry(tmp_path_factory):
     reg = Registry(tmp_path_factory.mktemp("smollm2-home"))
     pull("smollm2-135m-instruct", reg)
     return reg
+
+
+def start_cli(args: list[str], home: Path):
+    """`python -m lmforge ARGS` as a real child process with LMFORGE_HOME=home (stdout/stderr piped)."""
+    import os
+    import subprocess
+    import sys
+
+    env = os.environ | {"LMFORGE_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "lmforge", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def kill_after_checkpoint(proc, run_dir: Path, step: int, timeout: float = 180) -> int:
+    """SIGKILL `proc` once the run in `run_dir` has a checkpoint at `step` or later; return that step."""
+    import json
+    import signal
+
+    info = run_dir / "checkpoint.json"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if info.exists() and json.loads(info.read_text())["step"] >= step:
+            break
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    return json.loads(info.read_text())["step"]

@@ -6,15 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import build_tiny_model
+from conftest import build_tiny_model, kill_after_checkpoint
+from conftest import start_cli as run_cli
 
 from lmforge.errors import LmforgeError
 from lmforge.home import Registry, register_local
@@ -137,26 +133,11 @@ def test_soft_prompts_change_outputs_but_not_the_base(home, tmp_path):
         merge_adapter(home, "pt", "pt-merged")
 
 
-def run_cli(args: list[str], home: Path) -> subprocess.Popen:
-    env = os.environ | {"LMFORGE_HOME": str(home), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "lmforge", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
-
-
 def test_sigkill_resume_and_more_epochs_continue(home, tmp_path):
     data = str(tmp_path / "sft.jsonl")
     args = ["finetune", "tiny", "--data", data, "--method", "lora", "--steps", "80", "--batch-size", "4",
             "--max-length", "64", "--save-every", "5", "--precision", "fp32", "--threads", "1", "--json"]  # fmt: skip
-    p = run_cli([*args, "--out", "a"], home.root)
-    info = home.root / "runs" / "a" / "checkpoint.json"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if info.exists() and json.loads(info.read_text())["step"] >= 15:
-            break
-        assert p.poll() is None, p.stderr.read()
-        time.sleep(0.02)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
+    kill_after_checkpoint(run_cli([*args, "--out", "a"], home.root), home.root / "runs" / "a", 15)
     assert not home.exists("a")
     r = run_cli([*args, "--out", "a"], home.root)
     _, err = r.communicate(timeout=300)
@@ -254,3 +235,15 @@ def test_the_server_serves_an_adapter_by_name(home, tmp_path):
         reply = client.chat.completions.create(model="lo", messages=[{"role": "user", "content": "端口？"}],
                                                max_tokens=4, temperature=0)  # fmt: skip
         assert reply.model == "lo" and reply.choices[0].message.content is not None
+
+
+def test_qlora_trains_after_eval_mode_on_a_model_with_biases(tmp_path, monkeypatch, tiny_qwen2_dir):
+    """bitsandbytes repacks NF4 weights for CPU inference in eval mode (the 'before' answers); training
+    afterwards must still work on Qwen2's biased q/k/v projections."""
+    pytest.importorskip("bitsandbytes")
+    monkeypatch.setenv("LMFORGE_HOME", str(tmp_path / "home"))
+    reg = Registry(tmp_path / "home")
+    register_local(reg, tiny_qwen2_dir, "q2", kind="chat")
+    write_data(tmp_path / "sft.jsonl")
+    m = finetune(reg, "q2", "q2-qlora", cfg(tmp_path, method="qlora", steps=6, report_eval=2))
+    assert m.metrics["steps"] == 6 and m.metrics["before_after"]["after"]["val_loss"] is not None

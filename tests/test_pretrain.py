@@ -8,13 +8,13 @@ import errno
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from conftest import kill_after_checkpoint
+from conftest import start_cli as run_cli
 
 from lmforge.data.prepare import PrepareConfig, prepare
 from lmforge.errors import LmforgeError
@@ -94,31 +94,14 @@ def test_clm_pretrain_registers_a_model_with_lineage_that_generates(home, tmp_pa
     assert [a.name for _, a in home.lineage("lm")] == ["lm", "tok", "corp"]
 
 
-def run_cli(args: list[str], env_home: Path, **kw) -> subprocess.Popen:
-    env = os.environ | {"LMFORGE_HOME": str(env_home), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "lmforge", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)  # fmt: skip
-
-
 def test_sigkill_then_rerun_resumes_with_identical_losses(home, tmp_path):
     """A real kill -9 mid-run; the same command again continues from the checkpoint and every later
     step's loss equals the uninterrupted run's (CPU fp32, to 1e-6)."""
     args = ["pretrain", "--data", "corp", "--tokenizer", "tok", "--size", str(tmp_path / "size.json"),
             "--steps", "150", "--batch-size", "4", "--seq-len", "32", "--eval-every", "50", "--save-every", "10",
             "--precision", "fp32", "--threads", "1", "--dropout", "0.1", "--json"]  # fmt: skip
-    killed = run_cli([*args, "--out", "a"], home.root)
-    info = home.root / "runs" / "a" / "checkpoint.json"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if info.exists() and json.loads(info.read_text())["step"] >= 30:
-            break
-        assert killed.poll() is None, killed.stderr.read()
-        time.sleep(0.02)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    assert killed.returncode == -signal.SIGKILL
+    ck_step = kill_after_checkpoint(run_cli([*args, "--out", "a"], home.root), home.root / "runs" / "a", 30)
     assert not home.exists("a")
-    ck_step = json.loads(info.read_text())["step"]
     resumed = run_cli([*args, "--out", "a"], home.root)
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err

@@ -205,6 +205,13 @@ def load_for_training(path: Path, method: str) -> tuple[Any, Any]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = AutoModelForCausalLM.from_pretrained(str(path), quantization_config=quant, dtype=torch.float32,
                                                  device_map={"": device})  # fmt: skip
+    # bitsandbytes 0.50 repacks NF4 weights for its AVX512-BF16 CPU inference kernel the first time a
+    # layer runs in eval mode, and that packed form has no backward (training afterwards fails with
+    # "a view of a leaf Variable ... in-place operation" on layers with a bias, e.g. Qwen2's q/k/v).
+    # The before/after answers run in eval mode between training steps, so keep the trainable path.
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
     return load_tokenizer(path), model
 
 
