@@ -159,6 +159,9 @@ def test_sigkill_resume_and_more_epochs_continue(home, tmp_path):
     _, err = more.communicate(timeout=300)
     assert more.returncode == 0, err
     assert "resuming a from step 80/90" in err and len(losses(home, "a")) == 90
+    same = run_cli([*args[:4], *args[4:6], "--steps", "90", *args[8:], "--out", "a"], home.root)
+    _, err = same.communicate(timeout=300)
+    assert same.returncode == 0 and "nothing to add" in err  # the same command again: no retraining
 
 
 def test_bad_inputs(home, tmp_path, capsys):

@@ -17,6 +17,7 @@ import typer
 
 from lmforge.errors import LmforgeError
 from lmforge.quickstart import QuickstartConfig
+from lmforge.train.align import AlignConfig, AlignMethod
 from lmforge.train.args import Objective, Precision, PretrainConfig, Schedule
 from lmforge.train.finetune import FinetuneConfig, Method
 
@@ -257,7 +258,76 @@ def merge(
     print(f"next: lmforge export {m.name} --format gguf --quant q8_0")
 
 
+_AL = AlignConfig()
+
+
+def align(
+    model: Annotated[str, typer.Argument(help="A registered chat/base model (HF, or GGUF: dequantized once).")],
+    data: Annotated[str, typer.Option("--data", help="Preference pairs: prompt/chosen/rejected JSONL (the arena's export).")],
+    out: Annotated[str, typer.Option("--out", help="Name of the result in the registry.")],
+    method: Annotated[AlignMethod, typer.Option(help="reward (a reward model) | dpo | grpo | rloo (optimise the policy).")] = _AL.method,
+    beta: Annotated[float, typer.Option(help="DPO: pull towards the reference (higher = closer).")] = _AL.beta,
+    lora: Annotated[bool, typer.Option("--lora", help="Train a LoRA adapter instead of every weight.")] = False,
+    reward: Annotated[str | None, typer.Option(help="grpo/rloo: exact-answer | json-schema | length | format:REGEX | FILE.py:FUNC | a reward model.")] = None,
+    generations: Annotated[int, typer.Option(help="grpo/rloo: completions per prompt.")] = _AL.generations,
+    temperature: Annotated[float, typer.Option(help="grpo/rloo: sampling temperature.")] = _AL.temperature,
+    max_new_tokens: Annotated[int, typer.Option(help="grpo/rloo: tokens per completion.")] = _AL.max_new_tokens,
+    kl_beta: Annotated[float, typer.Option(help="grpo/rloo: KL weight to the reference (0 = none).")] = _AL.kl_beta,
+    epochs: Annotated[float, typer.Option(help="Passes over the pairs.")] = _AL.epochs,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps instead of epochs.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (default per method).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = _AL.batch_size,
+    max_length: Annotated[int, typer.Option(help="Tokens per side.")] = _AL.max_length,
+    val_frac: Annotated[float, typer.Option(help="Share of pairs held out (accuracy, margin before/after).")] = _AL.val_frac,
+    save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = _AL.save_every,
+    seed: Annotated[int, typer.Option(help="Split, order and head initialisation follow it.")] = _AL.seed,
+    threads: Annotated[int | None, typer.Option(help="Torch threads.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Require a checkpoint (a rerun resumes anyway).")] = False,
+    restart: Annotated[bool, typer.Option("--restart", help="Discard this run's checkpoint.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the registered manifest as JSON.")] = False,
+) -> None:  # fmt: skip
+    """Learn from preferences: a reward model or DPO (对齐 · 偏好优化 · 奖励模型)."""
+    from lmforge.train.align import main as run
+
+    cfg = AlignConfig(method=method, data=data, beta=beta, lora=lora, epochs=epochs, steps=steps, lr=lr, reward=reward,
+                      generations=generations, temperature=temperature, max_new_tokens=max_new_tokens, kl_beta=kl_beta,
+                      batch_size=batch_size, max_length=max_length, val_frac=val_frac, save_every=save_every,
+                      seed=seed, threads=threads)  # fmt: skip
+    reg = _registry()
+    m = run(reg, model, out, cfg, resume=resume, restart=restart, progress=sys.stderr.isatty())
+    if as_json:
+        from dataclasses import asdict
+
+        print(json.dumps(asdict(m), ensure_ascii=False, indent=2))
+        return
+    met = m.metrics
+    print(f"registered {m.kind} {m.name} ({method} on {m.config['base']}): {met['steps']} steps, "
+          f"{met['trainable_params']:,} trainable parameters, peak memory {met['peak_rss_mb']} MB")  # fmt: skip
+    b, a = met.get("before") or {}, met.get("after") or {}
+    print(f"{'held-out pairs':24} {'before':>10} {'after':>10}")
+    for k in ("accuracy", "margin", "loss", "mean_reward"):
+        if k in a:
+            print(f"{k:24} {b.get(k, '-'):>10} {a[k]:>10}")
+
+
+reward_app = typer.Typer(no_args_is_help=True, help="Reward models: score a response (奖励模型打分).")
+
+
+@reward_app.command("score")
+def reward_score(
+    model: Annotated[str, typer.Argument(help="A reward model from `lmforge align --method reward`.")],
+    prompt: Annotated[str, typer.Option("--prompt", help="The user's message.")],
+    response: Annotated[str, typer.Option("--response", help="The answer to score.")],
+) -> None:  # fmt: skip
+    """The reward model's score of RESPONSE to PROMPT (higher = preferred)."""
+    from lmforge.train.align import score
+
+    print(f"{score(_registry(), model, prompt, response):.4f}")
+
+
 def mount(app: typer.Typer) -> None:
+    app.command("align")(align)
+    app.add_typer(reward_app, name="reward")
     app.command("finetune")(finetune)
     app.command("merge")(merge)
     app.command("pretrain")(pretrain)

@@ -125,7 +125,7 @@ def tree_size(path: Path) -> int:
 Group = Literal["dataset", "tokenizer", "model", "adapter", "kb", "other"]
 GROUPS: tuple[Group, ...] = ("dataset", "tokenizer", "model", "adapter", "kb", "other")
 """The order `lmforge models ls` and the console list artifacts in."""
-MODEL_KINDS = ("chat", "base", "embedding", "masked-lm")
+MODEL_KINDS = ("chat", "base", "embedding", "masked-lm", "reward")
 """Kinds `models ls` lists under models (masked-lm: `lmforge pretrain --objective mlm`)."""
 CONFIG_KEYS = ("architecture", "size", "objective", "method", "vocab_size", "steps", "quant", "context_length",
                "dedup", "chunk_size")  # fmt: skip

@@ -34,12 +34,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from lmforge.errors import LmforgeError
 
+T = TypeVar("T")
 Format = Literal["prompt-response", "alpaca", "messages", "sharegpt"]
 OnLong = Literal["truncate", "drop"]
 IGNORE = -100
@@ -126,7 +128,7 @@ class TokenizeReport:
 # ------------------------------------------------------------------ reading
 
 
-class _Records:
+class Records:
     """Where a record sits, for error messages: 'line 7' in JSON Lines, 'item 7' in a JSON array."""
 
     def __init__(self, path: Path, array: bool) -> None:
@@ -136,13 +138,14 @@ class _Records:
         return LmforgeError(f"{self.name}: {self.unit} {n}: {message}")
 
 
-def _read_records(path: Path, data: bytes) -> tuple[_Records, list[tuple[int, Any]]]:
+def read_records(path: Path, data: bytes) -> tuple[Records, list[tuple[int, Any]]]:
+    """The file's records as (line or item number, parsed JSON): JSON Lines or one JSON array."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise LmforgeError(f"{path.name}: not UTF-8 text ({e})") from e
     if text.lstrip().startswith("["):
-        where = _Records(path, array=True)
+        where = Records(path, array=True)
         try:
             items = json.loads(text)
         except json.JSONDecodeError as e:
@@ -150,7 +153,7 @@ def _read_records(path: Path, data: bytes) -> tuple[_Records, list[tuple[int, An
                 f"{path.name}: not a JSON array: {e.msg} (line {e.lineno} column {e.colno})"
             ) from e
         return where, [(i + 1, item) for i, item in enumerate(items)]
-    where = _Records(path, array=False)
+    where = Records(path, array=False)
     records = []
     for n, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
@@ -176,7 +179,8 @@ def _detect(record: dict[str, Any]) -> Format | None:
     return None
 
 
-def _string(where: _Records, n: int, record: dict[str, Any], field: str) -> str:
+def string_field(where: Records, n: int, record: dict[str, Any], field: str) -> str:
+    """record[field], which must be present and a string."""
     if field not in record:
         raise where.error(n, f"missing field {field!r}")
     value = record[field]
@@ -185,37 +189,52 @@ def _string(where: _Records, n: int, record: dict[str, Any], field: str) -> str:
     return value
 
 
-def _optional(where: _Records, n: int, record: dict[str, Any], field: str) -> str | None:
-    return _string(where, n, record, field) if field in record else None
+def optional_field(where: Records, n: int, record: dict[str, Any], field: str) -> str | None:
+    """record[field] if present (then it must be a string), else None."""
+    return string_field(where, n, record, field) if field in record else None
 
 
-def _turns(where: _Records, n: int, record: dict[str, Any], fmt: Format) -> list[dict[str, str]]:
+def _turns(where: Records, n: int, record: dict[str, Any], fmt: Format) -> list[dict[str, str]]:
     """The record as a checked conversation [{'role', 'content'}...]."""
-    system = _optional(where, n, record, "system")
+    system = optional_field(where, n, record, "system")
     head = [{"role": "system", "content": system}] if system is not None and system.strip() else []
     if fmt == "prompt-response":
-        prompt, response = _string(where, n, record, "prompt"), _string(where, n, record, "response")
+        prompt, response = (
+            string_field(where, n, record, "prompt"),
+            string_field(where, n, record, "response"),
+        )
         if not prompt.strip():
             raise where.error(n, "empty prompt")
         if not response.strip():
             raise where.error(n, "empty response")
         return head + [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
     if fmt == "alpaca":
-        instruction, output = _string(where, n, record, "instruction"), _string(where, n, record, "output")
-        extra = _optional(where, n, record, "input")
+        instruction, output = (
+            string_field(where, n, record, "instruction"),
+            string_field(where, n, record, "output"),
+        )
+        extra = optional_field(where, n, record, "input")
         if not instruction.strip():
             raise where.error(n, "empty instruction")
         if not output.strip():
             raise where.error(n, "empty output")
         user = f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
         return head + [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
-    field, role_key, content_key = (
-        ("messages", "role", "content") if fmt == "messages" else ("conversations", "from", "value")
-    )
-    turns = record[field]
+    field = "messages" if fmt == "messages" else "conversations"
+    out = head + read_turns(where, n, record[field], field, sharegpt=fmt == "sharegpt")
+    check_conversation(where, n, out, field)
+    return out
+
+
+def read_turns(
+    where: Records, n: int, turns: Any, field: str, *, sharegpt: bool = False
+) -> list[dict[str, str]]:
+    """The list in `field` as [{'role', 'content'}...], each turn's fields and role checked (OpenAI
+    'role'/'content', or ShareGPT 'from'/'value' when `sharegpt`); the order of the turns is not."""
+    role_key, content_key = ("from", "value") if sharegpt else ("role", "content")
     if not isinstance(turns, list):
         raise where.error(n, f"field {field!r} must be a list, got {type(turns).__name__}")
-    out = list(head)
+    out = []
     for i, turn in enumerate(turns, start=1):
         if (
             not isinstance(turn, dict)
@@ -224,18 +243,19 @@ def _turns(where: _Records, n: int, record: dict[str, Any], fmt: Format) -> list
         ):
             raise where.error(n, f"{field}[{i}] needs string fields {role_key!r} and {content_key!r}")
         raw_role = turn[role_key]
-        role = raw_role if fmt == "messages" else _SHAREGPT_ROLES.get(raw_role)
+        role = _SHAREGPT_ROLES.get(raw_role) if sharegpt else raw_role
         if role not in _ROLES:
-            allowed = _ROLES if fmt == "messages" else ("human", "gpt", "system")
+            allowed = ("human", "gpt", "system") if sharegpt else _ROLES
             raise where.error(
                 n, f"{field}[{i}].{role_key} is {raw_role!r}; expected one of {', '.join(allowed)}"
             )
         out.append({"role": role, "content": turn[content_key]})
-    _check_conversation(where, n, out, field)
     return out
 
 
-def _check_conversation(where: _Records, n: int, messages: list[dict[str, str]], field: str) -> None:
+def check_conversation(where: Records, n: int, messages: list[dict[str, str]], field: str) -> None:
+    """An optional system message, then user and assistant alternating, ending with a non-empty
+    assistant turn; else an error naming `field`."""
     body = messages[1:] if messages and messages[0]["role"] == "system" else messages
     if not body:
         raise where.error(n, f"{field}: no user or assistant turn")
@@ -266,7 +286,7 @@ def load_sft(path: Path) -> SFTData:
     if not path.is_file():
         raise LmforgeError(f"{path}: no such file")
     data = path.read_bytes()
-    where, records = _read_records(path, data)
+    where, records = read_records(path, data)
     if not records:
         raise LmforgeError(f"{path.name}: empty: no examples")
     fmt: Format | None = None
@@ -401,15 +421,21 @@ def split_examples(
 ) -> tuple[list[Example], list[Example]]:
     """(train, validation), both in file order. The round(val_frac * n) examples with the lowest seeded
     hash of their conversation are held out: at least 1 when val_frac > 0 and n >= 2, never all."""
+    return split_by_hash(
+        examples, lambda e: json.dumps(e.messages, ensure_ascii=False, sort_keys=True), val_frac, seed
+    )
+
+
+def split_by_hash(
+    items: list[T], key: Callable[[T], str], val_frac: float, seed: int = 0
+) -> tuple[list[T], list[T]]:
+    """(train, validation), both in the given order: the round(val_frac * n) items with the lowest
+    sha256 of f"{seed}:{key(item)}" are held out (ties by position), at least 1 when val_frac > 0 and
+    n >= 2, never all. Items with the same key sort together."""
     if not 0 <= val_frac < 1:
         raise LmforgeError(f"--val-frac must be in [0, 1), got {val_frac}")
-    n = len(examples)
+    n = len(items)
     n_val = min(max(round(val_frac * n), 1), n - 1) if val_frac > 0 and n >= 2 else 0
-
-    def key(i: int) -> tuple[str, int]:
-        blob = json.dumps(examples[i].messages, ensure_ascii=False, sort_keys=True)
-        return hashlib.sha256(f"{seed}:{blob}".encode()).hexdigest(), i
-
-    held = set(sorted(range(n), key=key)[:n_val])
-    train = [e for i, e in enumerate(examples) if i not in held]
-    return train, [e for i, e in enumerate(examples) if i in held]
+    hashes = [hashlib.sha256(f"{seed}:{key(item)}".encode()).hexdigest() for item in items]
+    held = set(sorted(range(n), key=lambda i: (hashes[i], i))[:n_val])
+    return [x for i, x in enumerate(items) if i not in held], [x for i, x in enumerate(items) if i in held]

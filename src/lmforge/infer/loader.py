@@ -43,6 +43,7 @@ class LoadConfig:
 NOT_MODELS = {
     "dataset": "train on it with `lmforge tokenizer train` / `lmforge pretrain --data`",
     "tokenizer": "train a model with it: `lmforge pretrain --tokenizer`",
+    "reward": "it scores answers rather than writing them: `lmforge reward score NAME --prompt P --response R`",
 }
 """Registry kinds that hold no model, and what to do with them instead."""
 

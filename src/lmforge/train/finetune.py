@@ -416,8 +416,13 @@ def main(registry: Registry, base: str, out: str, cfg: FinetuneConfig, *, resume
         opt.load_state_dict(ck["optimizer"])
         start_step, history, evals, before = ck["step"], ck["history"], ck["evals"], ck["before"]
         elapsed, precision = ck["elapsed"], ck["precision"]
+        if start_step >= total and finished:
+            say(
+                f"{out} already trained {start_step} steps; nothing to add (raise --epochs or --steps to continue it)"
+            )
+            return registry.get(out)
         if start_step >= total:
-            say(f"{out} already trained {start_step} steps; nothing to add (raise --epochs to continue it)")
+            say(f"{out}'s checkpoint is at step {start_step} of {total}: finishing it")
         else:
             say(f"resuming {out} from step {start_step}/{total}")
     pad = tok.pad_token_id
