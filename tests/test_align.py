@@ -138,6 +138,7 @@ def test_reward_rules_and_their_errors(tmp_path):
 
     assert exact_answer("3+4=", "答案是 7。", {"answer": 7}) == 1.0
     assert exact_answer("3+4=", "8", {"answer": 7}) == 0.0
+    assert exact_answer("3+4=", "3 + 4 = 7", {"answer": 7}) == 1.0  # the last number is the answer
     schema = {"type": "object", "required": ["name"]}
     assert json_schema("", '{"name": "x"}', {"schema": schema}) == 1.0
     assert json_schema("", '{"age": 3}', {"schema": schema}) == 0.5 and json_schema("", "nope", {}) == 0.0

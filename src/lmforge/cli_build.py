@@ -19,6 +19,7 @@ from lmforge.errors import LmforgeError
 from lmforge.quickstart import QuickstartConfig
 from lmforge.train.align import AlignConfig, AlignMethod
 from lmforge.train.args import Objective, Precision, PretrainConfig, Schedule
+from lmforge.train.distill import DistillConfig, Mode, StudentMethod
 from lmforge.train.finetune import FinetuneConfig, Method
 
 _PRE = PretrainConfig()
@@ -304,7 +305,7 @@ def align(
     print(f"registered {m.kind} {m.name} ({method} on {m.config['base']}): {met['steps']} steps, "
           f"{met['trainable_params']:,} trainable parameters, peak memory {met['peak_rss_mb']} MB")  # fmt: skip
     b, a = met.get("before") or {}, met.get("after") or {}
-    print(f"{'held-out pairs':24} {'before':>10} {'after':>10}")
+    print(f"{'held out':24} {'before':>10} {'after':>10}")
     for k in ("accuracy", "margin", "loss", "mean_reward"):
         if k in a:
             print(f"{k:24} {b.get(k, '-'):>10} {a[k]:>10}")
@@ -325,8 +326,75 @@ def reward_score(
     print(f"{score(_registry(), model, prompt, response):.4f}")
 
 
+_DI = DistillConfig()
+
+
+def distill(
+    teacher: Annotated[str, typer.Option("--teacher", help="A registered chat/base model (HF, or GGUF).")],
+    student: Annotated[str, typer.Option("--student", help="A registered model, or new:SIZE (tiny | mini | small | CONFIG.json): a fresh Llama with the teacher's tokenizer.")],
+    data: Annotated[str, typer.Option("--data", help="JSONL/JSON: prompt/response, alpaca, messages or ShareGPT.")],
+    out: Annotated[str, typer.Option("--out", help="Name of the distilled student in the registry.")],
+    temperature: Annotated[float, typer.Option(help="Softmax temperature of the KL term.")] = _DI.temperature,
+    alpha: Annotated[float, typer.Option(help="Weight of the KL to the teacher (1 - alpha: the labels).")] = _DI.alpha,
+    mode: Annotated[Mode, typer.Option(help="auto | logit (shared tokenizer) | sequence (the teacher's answers).")] = _DI.mode,
+    top_k: Annotated[int, typer.Option(help="Teacher logits cached per response token.")] = _DI.top_k,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Cache the teacher's top-k logits (shared by students), or use its full logits on the fly.")] = _DI.cache,
+    method: Annotated[StudentMethod, typer.Option(help="full | lora (a registered student).")] = _DI.method,
+    epochs: Annotated[float, typer.Option(help="Passes over the training examples.")] = _DI.epochs,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps instead of epochs.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (default: pretraining's for new:SIZE, fine-tuning's otherwise).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Examples per micro-batch.")] = _DI.batch_size,
+    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = _DI.grad_accum,
+    max_length: Annotated[int, typer.Option(help="Tokens per example (longer ones are cut).")] = _DI.max_length,
+    val_frac: Annotated[float, typer.Option(help="Share of examples held out for the comparison.")] = _DI.val_frac,
+    eval_data: Annotated[str | None, typer.Option(help="Separate held-out file for the comparison.")] = None,
+    eval_every: Annotated[int | None, typer.Option(help="Held-out loss every N steps (default once per epoch).")] = None,
+    baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="Also train the student without the teacher, for the comparison.")] = _DI.baseline,
+    gen_tokens: Annotated[int, typer.Option(help="Sequence mode: tokens per teacher answer.")] = _DI.gen_tokens,
+    report_eval: Annotated[int, typer.Option(help="Sequence mode: held-out prompts answered in the fine-tuning report.")] = _DI.report_eval,
+    save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = _DI.save_every,
+    seed: Annotated[int, typer.Option(help="Split, order, initialisation and dropout follow it.")] = _DI.seed,
+    precision: Annotated[Precision, typer.Option(help="auto (measured), fp32 or bf16.")] = _DI.precision,
+    threads: Annotated[int | None, typer.Option(help="Torch threads.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Require a checkpoint (a rerun resumes anyway).")] = False,
+    restart: Annotated[bool, typer.Option("--restart", help="Discard this run's checkpoint.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the registered manifest as JSON.")] = False,
+) -> None:  # fmt: skip
+    """Distil a teacher into a smaller student: logit (shared tokenizer) or sequence level (知识蒸馏), compared with the student trained without it."""
+    from lmforge.train.distill import main as run
+
+    cfg = DistillConfig(data=data, mode=mode, temperature=temperature, alpha=alpha, top_k=top_k, cache=cache,
+                        method=method, epochs=epochs, steps=steps, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
+                        max_length=max_length, val_frac=val_frac, eval_data=eval_data, eval_every=eval_every, baseline=baseline,
+                        gen_tokens=gen_tokens, report_eval=report_eval, save_every=save_every, seed=seed,
+                        precision=precision, threads=threads)  # fmt: skip
+    reg = _registry()
+    m = run(reg, teacher, student, out, cfg, resume=resume, restart=restart, progress=sys.stderr.isatty())
+    if as_json:
+        from dataclasses import asdict
+
+        print(json.dumps(asdict(m), ensure_ascii=False, indent=2))
+        return
+    met = m.metrics
+    print(f"registered {m.kind} {m.name}: {met['mode']} distillation from {teacher} into {student} "
+          f"(τ={temperature}, α={alpha}) — {met['why']}")  # fmt: skip
+    cached = met.get("teacher_cache") or {}
+    if cached.get("used"):
+        print(f"teacher logits: {cached['hits']} of {cached['examples']} examples from the cache, "
+              f"{cached['computed']} computed ({cached['dir']})")  # fmt: skip
+    c = met["comparison"]
+    print(f"held-out perplexity per {c['per']}, {c['held_out_examples']} examples:")
+    for label, key in (("teacher", "teacher_ppl"), ("student (distilled)", "student_ppl"),
+                       ("student (no teacher)", "baseline_ppl")):  # fmt: skip
+        print(f"  {label:22} {'-' if c.get(key) is None else c[key]}")
+    if "peak_rss_mb" in met:
+        print(f"{met['steps']} steps, {met['tokens_per_s']} tokens/s, peak memory {met['peak_rss_mb']} MB")
+    print(f"folder: {reg.artifact_dir(m.name)}")
+
+
 def mount(app: typer.Typer) -> None:
     app.command("align")(align)
+    app.command("distill")(distill)
     app.add_typer(reward_app, name="reward")
     app.command("finetune")(finetune)
     app.command("merge")(merge)

@@ -331,8 +331,8 @@ def main(registry: Registry, base: str, out: str, cfg: AlignConfig, *, resume: b
             opt.step()
             opt.zero_grad(set_to_none=True)
             done = step + 1
-            rec = {"step": done, "loss": float(loss), "lr": lr, "margin": float(margin.mean()),
-                   "accuracy": float((margin > 0).float().mean())}  # fmt: skip
+            rec = {"step": done, "loss": float(loss.detach()), "lr": lr, "margin": float(margin.detach().mean()),
+                   "accuracy": float((margin.detach() > 0).float().mean())}  # fmt: skip
             history.append(rec)
             events.log(rec, total_steps=total, elapsed_s=elapsed + time.perf_counter() - t0)
             if bar is not None:

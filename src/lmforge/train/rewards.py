@@ -4,8 +4,9 @@ A reward is a plain function `reward(prompt: str, completion: str, example: dict
 is the whole JSONL record, so a task's reference fields (`answer`, `schema`, ...) reach it. Bundled
 rules, by name:
 
-- `exact-answer`: 1.0 when the first number in the completion equals the record's `answer`, else 0.0
-  (verifiable arithmetic and other exact-answer tasks).
+- `exact-answer`: 1.0 when the last number in the completion equals the record's `answer`, else 0.0
+  (verifiable arithmetic and other exact-answer tasks; the last, because models restate the question
+  before answering it: "32 - 30 = 2").
 - `json-schema`: 1.0 when the completion parses as JSON and validates against the record's `schema`
   (or is any JSON object when there is none), 0.5 when it parses but fails the schema, else 0.0.
 - `length`: 1.0 inside [`min_chars`, `max_chars`] of the record (default 20..200), falling linearly
@@ -37,13 +38,13 @@ NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")
 def exact_answer(prompt: str, completion: str, example: dict[str, Any]) -> float:
     if "answer" not in example:
         raise LmforgeError("exact-answer needs an 'answer' field in every record")
-    m = NUMBER_RE.search(completion)
-    if not m:
+    numbers = NUMBER_RE.findall(completion)
+    if not numbers:
         return 0.0
     try:
-        return float(math.isclose(float(m.group()), float(example["answer"]), rel_tol=1e-9, abs_tol=1e-9))
+        return float(math.isclose(float(numbers[-1]), float(example["answer"]), rel_tol=1e-9, abs_tol=1e-9))
     except (TypeError, ValueError):
-        return float(m.group().strip() == str(example["answer"]).strip())
+        return float(numbers[-1].strip() == str(example["answer"]).strip())
 
 
 def json_schema(prompt: str, completion: str, example: dict[str, Any]) -> float:
