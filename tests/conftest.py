@@ -109,6 +109,25 @@ def put_lineage_chain(reg, *, corpus_source: str = "prepare:/data/corpus") -> No
         reg.put(m, lambda stage: (stage / "w.bin").write_bytes(b"w"))
 
 
+@pytest.fixture(scope="session")
+def tiny_chat_llama_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    """A tiny Llama with the ChatML tokenizer, briefly trained: the base of the training tests."""
+    return build_tiny_model(
+        tmp_path_factory.mktemp("chat-llama") / "model", tiny_tokenizer_dir, "llama", steps=20
+    )
+
+
+@pytest.fixture()
+def tiny_home(tmp_path, monkeypatch, tiny_chat_llama_dir):
+    """LMFORGE_HOME in tmp_path with that Llama registered as the chat model 'tiny'."""
+    from lmforge.home import Registry, register_local
+
+    monkeypatch.setenv("LMFORGE_HOME", str(tmp_path / "home"))
+    reg = Registry(tmp_path / "home")
+    register_local(reg, tiny_chat_llama_dir, "tiny", kind="chat")
+    return reg
+
+
 @pytest.fixture()
 def registry(tmp_path, monkeypatch):
     from lmforge.home import Registry

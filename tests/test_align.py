@@ -8,10 +8,9 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import build_tiny_model
 
 from lmforge.errors import LmforgeError
-from lmforge.home import Registry, register_local
+from lmforge.home import Registry
 from lmforge.train.align import AlignConfig, dpo_loss
 from lmforge.train.align import main as align
 
@@ -28,14 +27,9 @@ def write_pairs(path: Path, n: int = 40) -> Path:
 
 
 @pytest.fixture()
-def home(tmp_path, monkeypatch, tiny_tokenizer_dir) -> Registry:
-    monkeypatch.setenv("LMFORGE_HOME", str(tmp_path / "home"))
-    reg = Registry(tmp_path / "home")
-    register_local(
-        reg, build_tiny_model(tmp_path / "llama", tiny_tokenizer_dir, "llama", steps=20), "tiny", kind="chat"
-    )
+def home(tmp_path, tiny_home) -> Registry:
     write_pairs(tmp_path / "pairs.jsonl")
-    return reg
+    return tiny_home
 
 
 def cfg(tmp_path: Path, **kw) -> AlignConfig:

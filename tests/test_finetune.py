@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import build_tiny_model, kill_after_checkpoint
+from conftest import kill_after_checkpoint
 from conftest import start_cli as run_cli
 
 from lmforge.errors import LmforgeError
@@ -29,14 +29,9 @@ def write_data(path: Path, n: int = 24) -> Path:
 
 
 @pytest.fixture()
-def home(tmp_path, monkeypatch, tiny_tokenizer_dir) -> Registry:
-    monkeypatch.setenv("LMFORGE_HOME", str(tmp_path / "home"))
-    reg = Registry(tmp_path / "home")
-    register_local(
-        reg, build_tiny_model(tmp_path / "llama", tiny_tokenizer_dir, "llama", steps=20), "tiny", kind="chat"
-    )
+def home(tmp_path, tiny_home) -> Registry:
     write_data(tmp_path / "sft.jsonl")
-    return reg
+    return tiny_home
 
 
 def cfg(tmp_path: Path, **kw) -> FinetuneConfig:

@@ -198,13 +198,7 @@ def main(registry: Registry, base: str, out: str, cfg: AlignConfig, *, resume: b
     base_m = hf_base(registry, base, say)
     state = {"config": cfg.semantic(), "data_fingerprint": data.fingerprint, "base": base_m.name,
              "tokenizer_fingerprint": "", "init_fingerprint": base_m.data_fingerprint, "replay_fingerprint": ""}  # fmt: skip
-    resuming = run.has_checkpoint()
-    if resume and not resuming:
-        raise LmforgeError(f"--resume: no checkpoint of {out!r} in {run.path}")
-    if resuming:
-        run.check_same(state)
-    else:
-        run.start(state)
+    resuming = run.begin(state, resume=resume)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.method in ("grpo", "rloo"):

@@ -55,6 +55,18 @@ class RunFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         _fsync_write(self.path / RUN_STATE, lambda f: f.write(json.dumps(state, indent=2).encode()))
 
+    def begin(self, state: dict[str, Any], *, resume: bool) -> bool:
+        """Start this run, or check that its checkpoint belongs to the same run (same config and
+        inputs). True when a checkpoint is there to resume from; `resume` insists on one."""
+        resuming = self.has_checkpoint()
+        if resume and not resuming:
+            raise LmforgeError(f"--resume: no checkpoint of {self.path.name!r} in {self.path}")
+        if resuming:
+            self.check_same(state)
+        else:
+            self.start(state)
+        return resuming
+
     def check_same(self, state: dict[str, Any]) -> None:
         """A checkpoint exists: the config and inputs must be the ones it started with."""
         saved = self.state() or {}

@@ -441,13 +441,7 @@ def logit_run(registry: Registry, plan: Plan, cfg: DistillConfig, say: Any, *, r
              "data_fingerprint": plan.data_fingerprint, "base": plan.student.name if plan.student else plan.student_spec,
              "tokenizer_fingerprint": vocab_fingerprint(tok),
              "init_fingerprint": plan.student.data_fingerprint if plan.student else "", "replay_fingerprint": ""}  # fmt: skip
-    resuming = run.has_checkpoint()
-    if resume and not resuming:
-        raise LmforgeError(f"--resume: no checkpoint of {plan.out!r} in {run.path}")
-    if resuming:
-        run.check_same(state)
-    else:
-        run.start(state)
+    resuming = run.begin(state, resume=resume)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
 
