@@ -84,6 +84,10 @@ def test_dpo_margin_grows(home, tmp_path, lora):
     backend = load_backend(home, m.name)  # served by name like any model or adapter
     assert backend.capabilities.chat
     assert (home.artifact_dir(m.name) / "loss.png").exists()
+    report = (home.artifact_dir(m.name) / "report.md").read_text()
+    assert (
+        "| accuracy | 0 | 1 |" in report and (home.artifact_dir(m.name) / "report.html").stat().st_size > 1000
+    )
 
 
 def test_dpo_loss_is_the_published_formula():

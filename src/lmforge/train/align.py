@@ -354,6 +354,7 @@ def _register(registry: Registry, out: str, base_m: Manifest, cfg: AlignConfig, 
     import json
 
     from lmforge.train.plot import loss_curve
+    from lmforge.train.report import write_align_report
 
     if cfg.method == "reward" and cfg.lora:  # a reward model is one HF folder (score head included)
         model = model.merge_and_unload()
@@ -376,6 +377,7 @@ def _register(registry: Registry, out: str, base_m: Manifest, cfg: AlignConfig, 
         loss_curve(
             history, metrics["evals"], stage / "loss.png", title=f"{out} ({cfg.method} on {base_m.name})"
         )
+        write_align_report(stage, out, base_m.name, cfg.method, metrics)
 
     m = registry.put(manifest, fill)
     run.discard()

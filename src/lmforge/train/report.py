@@ -103,3 +103,28 @@ def write_report(folder: Path, out: str, base: str, method: str, metrics: dict[s
             f"<style>body{{font-family:sans-serif;max-width:60rem;margin:2rem auto}}pre{{margin:0}}img{{max-width:48%}}</style>"
             f"{imgs}{body}")  # fmt: skip
     (folder / "report.html").write_text(page, encoding="utf-8")
+
+
+def write_align_report(folder: Path, out: str, base: str, method: str, metrics: dict[str, Any]) -> None:
+    """report.md + report.html of an `lmforge align` run: held-out before/after (pairwise accuracy, margin
+    and loss for reward/DPO; greedy mean reward for GRPO/RLOO) and the training curve."""
+    before, after = metrics.get("before") or {}, metrics.get("after") or {}
+    lines = [f"# {out}: {method} on {base}", "",
+             f"{metrics['steps']} steps, {metrics['trainable_params']:,} trainable of {metrics['total_params']:,} "
+             f"parameters, peak memory {metrics['peak_rss_mb']} MB, {metrics['train_seconds']} s.", "",
+             "| held out | base | aligned |", "|---|---|---|"]  # fmt: skip
+    lines += [f"| {k} | {_num(before.get(k))} | {_num(after.get(k))} |" for k in ("accuracy", "margin", "loss", "mean_reward")
+              if k in after or k in before]  # fmt: skip
+    if "sampled_reward_first" in metrics:
+        lines += ["", f"Sampled mean reward: first fifth of the steps {metrics['sampled_reward_first']}, "
+                      f"last fifth {metrics['sampled_reward_last']}."]  # fmt: skip
+    md = "\n".join(lines)
+    (folder / "report.md").write_text(md, encoding="utf-8")
+    loss = folder / "loss.png"
+    img = (f'<img alt="loss" src="data:image/png;base64,{base64.b64encode(loss.read_bytes()).decode()}">'
+           if loss.exists() else "")  # fmt: skip
+    body = "\n".join(f"<pre>{html.escape(line)}</pre>" if line.startswith("|") else f"<p>{html.escape(line)}</p>"
+                     for line in md.splitlines() if line.strip())  # fmt: skip
+    (folder / "report.html").write_text(f"<!doctype html><meta charset='utf-8'><title>{html.escape(out)}</title>"
+                                        f"<style>body{{font-family:sans-serif;max-width:60rem;margin:2rem auto}}"
+                                        f"pre{{margin:0}}</style>{img}{body}", encoding="utf-8")  # fmt: skip
