@@ -37,6 +37,7 @@ from lmforge.progress import printer, training_progress
 from lmforge.train.args import Precision, lr_factor
 from lmforge.train.checkpoint import RunFolder
 from lmforge.train.events import EventLog
+from lmforge.train.record import write_history
 
 AlignMethod = Literal["reward", "dpo", "grpo", "rloo"]
 DEFAULT_LR = {("reward", False): 1e-5, ("reward", True): 1e-4, ("dpo", False): 5e-6, ("dpo", True): 5e-5,
@@ -351,9 +352,7 @@ def main(registry: Registry, base: str, out: str, cfg: AlignConfig, *, resume: b
 
 def _register(registry: Registry, out: str, base_m: Manifest, cfg: AlignConfig, data: Any, model: Any, tok: Any,
               metrics: dict[str, Any], history: list[dict[str, Any]], run: RunFolder) -> Manifest:  # fmt: skip
-    import json
 
-    from lmforge.train.plot import loss_curve
     from lmforge.train.report import write_align_report
 
     if cfg.method == "reward" and cfg.lora:  # a reward model is one HF folder (score head included)
@@ -371,12 +370,7 @@ def _register(registry: Registry, out: str, base_m: Manifest, cfg: AlignConfig, 
     def fill(stage: Path) -> None:
         model.save_pretrained(str(stage))
         tok.save_pretrained(str(stage))
-        with open(stage / "metrics.jsonl", "w", encoding="utf-8") as f:
-            for rec in history:
-                f.write(json.dumps(rec) + "\n")
-        loss_curve(
-            history, metrics["evals"], stage / "loss.png", title=f"{out} ({cfg.method} on {base_m.name})"
-        )
+        write_history(stage, history, metrics["evals"], title=f"{out} ({cfg.method} on {base_m.name})")
         write_align_report(stage, out, base_m.name, cfg.method, metrics)
 
     m = registry.put(manifest, fill)

@@ -63,6 +63,7 @@ from lmforge.train.args import ModelSize, Precision, PretrainConfig, Schedule, l
 from lmforge.train.checkpoint import RunFolder
 from lmforge.train.events import EventLog
 from lmforge.train.finetune import DEFAULT_LR
+from lmforge.train.record import fmt_loss, perplexity, write_history
 
 Mode = Literal["auto", "logit", "sequence"]
 StudentMethod = Literal["full", "lora"]
@@ -601,14 +602,14 @@ def logit_run(registry: Registry, plan: Plan, cfg: DistillConfig, say: Any, *, r
             t_aux = time.perf_counter()
             if done % eval_every == 0 or done == total:
                 val_loss, val_kl = held_out(student.model, True)
-                ev = {"step": done, "val_loss": val_loss, "val_ppl": _ppl(val_loss), "val_kl": val_kl}
+                ev = {"step": done, "val_loss": val_loss, "val_ppl": perplexity(val_loss), "val_kl": val_kl}
                 if baseline is not None:
                     b_loss, _ = held_out(baseline.model, False)
-                    ev |= {"baseline_val_loss": b_loss, "baseline_val_ppl": _ppl(b_loss)}
+                    ev |= {"baseline_val_loss": b_loss, "baseline_val_ppl": perplexity(b_loss)}
                 evals.append(ev)
                 events.log(ev)
                 say(f"step {done}/{total}  loss {rec['loss']:.4f}  kl {rec['kl']:.4f}  held-out loss "
-                    f"{_fmt(val_loss)}" + (f" (baseline {_fmt(ev['baseline_val_loss'])})" if baseline else "")
+                    f"{fmt_loss(val_loss)}" + (f" (baseline {fmt_loss(ev['baseline_val_loss'])})" if baseline else "")
                     + f"  {rate:,.0f} tok/s", bar)  # fmt: skip
             if done % cfg.save_every == 0 or done == total:
                 payload = {"step": done, "history": history, "evals": evals, "teacher_val": teacher_val,
@@ -623,7 +624,7 @@ def logit_run(registry: Registry, plan: Plan, cfg: DistillConfig, say: Any, *, r
             bar.stop()
     train_s = time.perf_counter() - t0
     last = evals[-1] if evals else {}
-    comparison = {"teacher_ppl": _ppl(teacher_val["val_loss"]), "student_ppl": last.get("val_ppl"),
+    comparison = {"teacher_ppl": perplexity(teacher_val["val_loss"]), "student_ppl": last.get("val_ppl"),
                   "baseline_ppl": last.get("baseline_val_ppl"), "teacher_val_loss": teacher_val["val_loss"],
                   "student_val_loss": last.get("val_loss"), "baseline_val_loss": last.get("baseline_val_loss"),
                   "student_val_kl": last.get("val_kl"), "held_out_examples": len(val),
@@ -650,7 +651,6 @@ def _stack(tt: list[TeacherTargets]) -> tuple[Any, Any]:
 
 def _register(registry: Registry, plan: Plan, cfg: DistillConfig, model: Any, tok: Any, metrics: dict[str, Any],
               history: list[dict[str, Any]], run: RunFolder, teacher_hf: Manifest) -> Manifest:  # fmt: skip
-    from lmforge.train.plot import loss_curve
 
     adapter = cfg.method != "full"
     base = plan.student
@@ -672,11 +672,8 @@ def _register(registry: Registry, plan: Plan, cfg: DistillConfig, model: Any, to
     def fill(stage: Path) -> None:
         model.save_pretrained(str(stage))
         tok.save_pretrained(str(stage))
-        with open(stage / "metrics.jsonl", "w", encoding="utf-8") as f:
-            for rec in history:
-                f.write(json.dumps(rec) + "\n")
-        loss_curve(history, metrics["evals"], stage / "loss.png",
-                   title=f"{plan.out} (distilled from {plan.teacher.name}, τ={cfg.temperature}, α={cfg.alpha})")  # fmt: skip
+        write_history(stage, history, metrics["evals"],
+                      title=f"{plan.out} (distilled from {plan.teacher.name}, τ={cfg.temperature}, α={cfg.alpha})")  # fmt: skip
 
     m = registry.put(manifest, fill)
     run.discard()
@@ -805,12 +802,4 @@ def _backend_ppl(backend: Any, registry: Registry, plan: Plan, cfg: DistillConfi
         for lp, label in zip(logps, t.labels[1:], strict=True):
             if label != -100:
                 nll, count = nll - lp, count + 1
-    return _ppl(nll / count) if count else None
-
-
-def _ppl(loss: float | None) -> float | None:
-    return round(math.exp(min(loss, 50.0)), 3) if loss is not None else None
-
-
-def _fmt(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4f}"
+    return perplexity(nll / count) if count else None

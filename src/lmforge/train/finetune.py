@@ -35,6 +35,7 @@ from lmforge.progress import printer, training_progress
 from lmforge.train.args import Precision, Schedule, lr_factor
 from lmforge.train.checkpoint import RunFolder
 from lmforge.train.events import EventLog
+from lmforge.train.record import fmt_loss, perplexity, write_history
 
 Method = Literal["full", "lora", "qlora", "prefix", "prompt", "ia3"]
 METHODS: tuple[str, ...] = ("full", "lora", "qlora", "prefix", "prompt", "ia3")
@@ -489,10 +490,10 @@ def main(registry: Registry, base: str, out: str, cfg: FinetuneConfig, *, resume
             t_aux = time.perf_counter()
             if done % eval_every == 0 or done == total:
                 val_loss = held_out_loss()
-                evals.append({"step": done, "val_loss": val_loss, "val_ppl": _ppl(val_loss)})
+                evals.append({"step": done, "val_loss": val_loss, "val_ppl": perplexity(val_loss)})
                 events.log(evals[-1])
                 say(
-                    f"step {done}/{total}  loss {loss:.4f}  held-out loss {_fmt(val_loss)}  {rate:,.0f} tok/s",
+                    f"step {done}/{total}  loss {loss:.4f}  held-out loss {fmt_loss(val_loss)}  {rate:,.0f} tok/s",
                     bar,
                 )
             if done % cfg.save_every == 0 or done == total:
@@ -509,9 +510,9 @@ def main(registry: Registry, base: str, out: str, cfg: FinetuneConfig, *, resume
     refs = [ex.messages[-1]["content"] for ex in report_ex]
     comparison = {
         "held_out_examples": len(val), "answered": len(report_ex),
-        "before": {"val_loss": before["val_loss"], "val_ppl": _ppl(before["val_loss"]),
+        "before": {"val_loss": before["val_loss"], "val_ppl": perplexity(before["val_loss"]),
                    **answer_scores(before["answers"], refs)},
-        "after": {"val_loss": after["val_loss"], "val_ppl": _ppl(after["val_loss"]),
+        "after": {"val_loss": after["val_loss"], "val_ppl": perplexity(after["val_loss"]),
                   **answer_scores(after["answers"], refs)},
         "samples": [{"prompt": ex.messages[-2]["content"], "reference": r, "before": b, "after": a}
                     for ex, r, b, a in zip(report_ex, refs, before["answers"], after["answers"], strict=True)][: cfg.report_samples],
@@ -563,7 +564,6 @@ def suites_before_after(registry: Registry, base: str, m: Manifest, cfg: Finetun
 
 def _register(registry: Registry, out: str, base_m: Manifest, cfg: FinetuneConfig, data: Any, model: Any, tok: Any,
               metrics: dict[str, Any], history: list[dict[str, Any]], replace: bool, run: RunFolder) -> Manifest:  # fmt: skip
-    from lmforge.train.plot import loss_curve
     from lmforge.train.report import write_report
 
     adapter = cfg.method != "full"
@@ -576,16 +576,9 @@ def _register(registry: Registry, out: str, base_m: Manifest, cfg: FinetuneConfi
                         metrics=metrics)  # fmt: skip
 
     def fill(stage: Path) -> None:
-        import json
-
         model.save_pretrained(str(stage))
         tok.save_pretrained(str(stage))
-        with open(stage / "metrics.jsonl", "w", encoding="utf-8") as f:
-            for rec in history:
-                f.write(json.dumps(rec) + "\n")
-        loss_curve(
-            history, metrics["evals"], stage / "loss.png", title=f"{out} ({cfg.method} on {base_m.name})"
-        )
+        write_history(stage, history, metrics["evals"], title=f"{out} ({cfg.method} on {base_m.name})")
         write_report(stage, out, base_m.name, cfg.method, metrics)
 
     m = registry.put(manifest, fill, replace=replace)
@@ -599,11 +592,3 @@ def parity_prompts(tok: Any, samples: list[dict[str, Any]], n: int = 4) -> list[
     parity check feeds both the merged HF model and its GGUF."""
     return [tok.apply_chat_template([{"role": "user", "content": s["prompt"]}], tokenize=False,
                                     add_generation_prompt=True) for s in samples[:n]]  # fmt: skip
-
-
-def _ppl(loss: float | None) -> float | None:
-    return round(math.exp(min(loss, 50.0)), 3) if loss is not None else None
-
-
-def _fmt(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4f}"

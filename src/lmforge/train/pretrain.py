@@ -40,6 +40,7 @@ from lmforge.progress import printer, training_progress
 from lmforge.train.args import ModelSize, PretrainConfig, lr_factor, resolve_size
 from lmforge.train.checkpoint import RunFolder
 from lmforge.train.events import EventLog
+from lmforge.train.record import fmt_loss, perplexity, write_history
 
 MASK_TOKEN = "[MASK]"
 CLS_TOKEN = "[CLS]"
@@ -448,8 +449,8 @@ def main(registry: Registry, out: str, cfg: PretrainConfig, *, resume: bool = Fa
     general = None
     if cfg.init and not resuming:
         general = _general_blocks(registry, cfg, tok, seq_len, cls_id)
-        forgetting["domain_ppl_before"] = _ppl(validate())
-        forgetting["general_ppl_before"] = _ppl(general_loss(general))
+        forgetting["domain_ppl_before"] = perplexity(validate())
+        forgetting["general_ppl_before"] = perplexity(general_loss(general))
 
     bar = training_progress(progress and main_proc, total, start_step)
     events = EventLog(run.path, enabled=main_proc, fresh=not resuming)
@@ -491,9 +492,9 @@ def main(registry: Registry, out: str, cfg: PretrainConfig, *, resume: bool = Fa
                 bar.update(bar.task_ids[0], completed=done, loss=loss, tps=rate)
             if done % cfg.eval_every == 0 or done == total:
                 val = validate()
-                evals.append({"step": done, "val_loss": val, "val_ppl": _ppl(val)})
+                evals.append({"step": done, "val_loss": val, "val_ppl": perplexity(val)})
                 events.log(evals[-1])
-                say(f"step {done}/{total}  loss {loss:.4f}  val_loss {_fmt(val)}  val_ppl {_fmt(_ppl(val))}  "
+                say(f"step {done}/{total}  loss {loss:.4f}  val_loss {fmt_loss(val)}  val_ppl {fmt_loss(perplexity(val))}  "
                     f"{rate:,.0f} tok/s", bar)  # fmt: skip
                 if val is not None and (best["val_loss"] is None or val < best["val_loss"]):
                     best = {"val_loss": val, "step": done, "bad_evals": 0}
@@ -530,15 +531,15 @@ def main(registry: Registry, out: str, cfg: PretrainConfig, *, resume: bool = Fa
     if cfg.init:
         if general is None:
             general = _general_blocks(registry, cfg, tok, seq_len, cls_id)
-        forgetting["domain_ppl_after"] = _ppl(validate())
-        forgetting["general_ppl_after"] = _ppl(general_loss(general))
+        forgetting["domain_ppl_after"] = perplexity(validate())
+        forgetting["general_ppl_after"] = perplexity(general_loss(general))
     accel.wait_for_everyone()
     if not main_proc:
         return None
     final_val = best["val_loss"] if stopped_early else evals[-1]["val_loss"] if evals else None
     metrics = {
         "steps": len(history), "planned_steps": total, "tokens": len(history) * tokens_per_step,
-        "final_loss": history[-1]["loss"] if history else None, "val_loss": final_val, "val_ppl": _ppl(final_val),
+        "final_loss": history[-1]["loss"] if history else None, "val_loss": final_val, "val_ppl": perplexity(final_val),
         "best_val_loss": best["val_loss"], "best_step": best["step"], "stopped_early": stopped_early,
         "tokens_per_s": round((len(history) - start_step) * tokens_per_step / max(1e-9, train_seconds - elapsed), 1)
         if len(history) > start_step else None,
@@ -556,7 +557,6 @@ def main(registry: Registry, out: str, cfg: PretrainConfig, *, resume: bool = Fa
 
 def _register(registry: Registry, out: str, cfg: PretrainConfig, inputs: Inputs, weights: tuple[Any, Any], tok: Any,
               metrics: dict[str, Any], params: int, seq_len: int, warmup: int, total: int) -> Manifest:  # fmt: skip
-    from lmforge.train.plot import loss_curve
 
     model, state = weights
     parents = [
@@ -574,13 +574,10 @@ def _register(registry: Registry, out: str, cfg: PretrainConfig, inputs: Inputs,
     def fill(stage: Path) -> None:
         model.save_pretrained(str(stage), state_dict=state)
         tok.save_pretrained(str(stage))
-        with open(stage / "metrics.jsonl", "w", encoding="utf-8") as f:
-            for rec in metrics["history"]:
-                f.write(json.dumps(rec) + "\n")
         (stage / "training.json").write_text(
             json.dumps({"config": config, "metrics": metrics}, indent=1), "utf-8"
         )
-        loss_curve(metrics["history"], metrics["evals"], stage / "loss.png", title=f"{out} ({cfg.objective})")
+        write_history(stage, metrics["history"], metrics["evals"], title=f"{out} ({cfg.objective})")
 
     return registry.put(manifest, fill)
 
@@ -598,14 +595,6 @@ def _general_blocks(
 
 def _context_of(model: Any) -> int:
     return int(getattr(model.config, "max_position_embeddings", 0) or 2048)
-
-
-def _ppl(loss: float | None) -> float | None:
-    return round(math.exp(min(loss, 50.0)), 3) if loss is not None else None
-
-
-def _fmt(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4f}"
 
 
 def _broadcast(accel: Any, obj: Any) -> Any:
