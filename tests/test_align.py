@@ -11,7 +11,7 @@ import pytest
 
 from lmforge.errors import LmforgeError
 from lmforge.home import Registry
-from lmforge.train.align import AlignConfig, dpo_loss
+from lmforge.train.align import AlignConfig, dpo_loss, score
 from lmforge.train.align import main as align
 
 
@@ -88,6 +88,27 @@ def test_dpo_margin_grows(home, tmp_path, lora):
     assert (
         "| accuracy | 0 | 1 |" in report and (home.artifact_dir(m.name) / "report.html").stat().st_size > 1000
     )
+
+
+def test_report_judges_tuned_against_base_with_a_reward_model(home, tmp_path):
+    """The aligned model and its base answer the held-out prompts; the reward model trained on the same
+    pairs judges them (win rate), and a generation suite runs on both: all in the manifest and report."""
+    align(home, "tiny", "judge-rm", cfg(tmp_path, method="reward", lr=1e-3))
+    with pytest.raises(LmforgeError, match="not a registered reward model"):
+        align(home, "tiny", "bad-judge", cfg(tmp_path, method="dpo", judge="tiny"))
+    assert not home.exists("bad-judge")
+    m = align(home, "tiny", "judged", cfg(tmp_path, method="dpo", lr=1e-3, beta=0.5, judge="judge-rm",
+                                          judge_prompts=6, judge_tokens=12, eval_suite=["zh-ppl"]))  # fmt: skip
+    j = m.metrics["judged"]
+    assert j["judge"] == "judge-rm" and j["prompts"] == 6 and j["wins"] + j["ties"] + j["losses"] == 6
+    assert j["win_rate"] == pytest.approx((j["wins"] + j["ties"] / 2) / 6)
+    for s in j["samples"]:  # each score is the judge's score of that answer
+        assert s["tuned_score"] == pytest.approx(score(home, "judge-rm", s["prompt"], s["tuned"]), abs=1e-3)
+    assert j["wins"] > j["losses"]  # DPO moved the policy towards what the judge prefers
+    before, after = m.metrics["suite_pairs"]["zh-ppl"]["perplexity"]
+    assert before > 1 and after > 1
+    report = (home.artifact_dir("judged") / "report.md").read_text()
+    assert "Win rate judged by judge-rm" in report and "zh-ppl: perplexity" in report
 
 
 def test_dpo_loss_is_the_published_formula():

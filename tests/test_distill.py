@@ -87,7 +87,7 @@ def test_logit_distillation_kl_falls_and_beats_the_no_teacher_baseline(home, tmp
     args = ["distill", "--teacher", "teacher", "--student", f"new:{tmp_path / 'size.json'}",
             "--data", str(tmp_path / "train.jsonl"), "--eval-data", str(tmp_path / "heldout.jsonl"), "--out", "s",
             "--temperature", "2", "--alpha", "0.9", "--steps", "40", "--lr", "3e-3", "--max-length", "96",
-            "--precision", "fp32", "--threads", "1", "--eval-every", "10"]  # fmt: skip
+            "--precision", "fp32", "--threads", "1", "--eval-every", "10", "--eval-suite", "zh-ppl"]  # fmt: skip
     assert cli(args) == 0
     printed = capsys.readouterr()
     assert "mode: logit — teacher and student share the tokenizer" in printed.err
@@ -110,6 +110,17 @@ def test_logit_distillation_kl_falls_and_beats_the_no_teacher_baseline(home, tmp
     assert all("baseline_loss" in e and e["total_steps"] == 40 for e in events if "loss" in e)
     assert (home.artifact_dir("s") / "loss.png").stat().st_size > 1000
     assert m.metrics["peak_rss_mb"] > 0 and m.metrics["teacher_cache"]["computed"] == 11
+    # the report: teacher / distilled / no-teacher, perplexity and the suite on all three
+    suites = m.metrics["suites"]
+    assert set(suites) == {"teacher", "s", "s-baseline"} and not home.exists("s-baseline")
+    assert all(suites[who]["zh-ppl"]["perplexity"] > 1 for who in suites)
+    report = (home.artifact_dir("s") / "report.md").read_text()
+    assert (
+        "| perplexity | " in report
+        and "zh-ppl: perplexity" in report
+        and "beats the one trained without" in report
+    )
+    assert (home.artifact_dir("s") / "report.html").stat().st_size > 1000
     # the student is a working model
     assert isinstance(greedy_text(load_backend(home, "s"), [{"role": "user", "content": ROWS[0][0]}], 4), str)
 
@@ -184,7 +195,7 @@ def test_an_interrupted_run_resumes_to_the_same_losses_and_a_changed_one_is_refu
 def test_sequence_mode_is_chosen_when_the_tokenizers_differ(home, tmp_path, other_student_dir, capsys):
     register_local(home, other_student_dir, "small", kind="chat")
     m = distill(home, "teacher", "small", "seq",
-                cfg(tmp_path, steps=4, lr=1e-3, gen_tokens=12, report_eval=1), progress=False)  # fmt: skip
+                cfg(tmp_path, steps=4, lr=1e-3, gen_tokens=12, report_eval=1, eval_suite=["zh-ppl"]), progress=False)  # fmt: skip
     err = capsys.readouterr().err
     assert "mode: sequence — the tokenizers differ (vocab" in err
     assert m.source == "distill:sequence" and m.parents == ["small", "teacher"] and m.kind == "chat"
@@ -193,6 +204,8 @@ def test_sequence_mode_is_chosen_when_the_tokenizers_differ(home, tmp_path, othe
     assert all(
         isinstance(c[k], float) and c[k] > 1 for k in ("teacher_ppl", "student_ppl", "baseline_ppl")
     ), c
+    assert set(m.metrics["suites"]) == {"teacher", "seq", "seq-baseline"}
+    assert "student without teacher" in (home.artifact_dir("seq") / "report.md").read_text()
     answers = m.metrics["teacher_answers"]
     assert answers["prompts"] == N_TRAIN and answers["answered"] + answers["empty"] == N_TRAIN
     assert (

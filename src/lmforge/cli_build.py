@@ -283,6 +283,9 @@ def align(
     save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = _AL.save_every,
     seed: Annotated[int, typer.Option(help="Split, order and head initialisation follow it.")] = _AL.seed,
     threads: Annotated[int | None, typer.Option(help="Torch threads.")] = None,
+    judge: Annotated[str | None, typer.Option(help="A reward model judging aligned vs base (win rate); default --reward if it is one.")] = None,
+    judge_prompts: Annotated[int, typer.Option(help="Held-out prompts both models answer for the win rate.")] = _AL.judge_prompts,
+    eval_suite: Annotated[list[str] | None, typer.Option("--eval-suite", help="`lmforge eval` suite run on base and result (repeatable).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Require a checkpoint (a rerun resumes anyway).")] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Discard this run's checkpoint.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the registered manifest as JSON.")] = False,
@@ -293,7 +296,8 @@ def align(
     cfg = AlignConfig(method=method, data=data, beta=beta, lora=lora, epochs=epochs, steps=steps, lr=lr, reward=reward,
                       generations=generations, temperature=temperature, max_new_tokens=max_new_tokens, kl_beta=kl_beta,
                       batch_size=batch_size, max_length=max_length, val_frac=val_frac, save_every=save_every,
-                      seed=seed, threads=threads)  # fmt: skip
+                      seed=seed, threads=threads, judge=judge, judge_prompts=judge_prompts,
+                      eval_suite=list(eval_suite or []))  # fmt: skip
     reg = _registry()
     m = run(reg, model, out, cfg, resume=resume, restart=restart, progress=sys.stderr.isatty())
     if as_json:
@@ -309,6 +313,14 @@ def align(
     for k in ("accuracy", "margin", "loss", "mean_reward"):
         if k in a:
             print(f"{k:24} {b.get(k, '-'):>10} {a[k]:>10}")
+    if j := met.get("judged"):
+        print(f"win rate vs {m.config['base']} judged by {j['judge']}: {j['win_rate']:.0%} "
+              f"({j['wins']} wins, {j['ties']} ties, {j['losses']} losses on {j['prompts']} prompts)")  # fmt: skip
+    for suite, res in (met.get("suite_pairs") or {}).items():
+        for k, pair in res.items():
+            if k != "general":
+                print(f"{suite + ': ' + k:24} {pair[0]:>10.4g} {pair[1]:>10.4g}")
+    print(f"report: {reg.artifact_dir(m.name) / 'report.html'}")
 
 
 reward_app = typer.Typer(no_args_is_help=True, help="Reward models: score a response (奖励模型打分).")
@@ -352,6 +364,7 @@ def distill(
     baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="Also train the student without the teacher, for the comparison.")] = _DI.baseline,
     gen_tokens: Annotated[int, typer.Option(help="Sequence mode: tokens per teacher answer.")] = _DI.gen_tokens,
     report_eval: Annotated[int, typer.Option(help="Sequence mode: held-out prompts answered in the fine-tuning report.")] = _DI.report_eval,
+    eval_suite: Annotated[list[str] | None, typer.Option("--eval-suite", help="`lmforge eval` suite run on teacher, student and baseline (repeatable).")] = None,
     save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = _DI.save_every,
     seed: Annotated[int, typer.Option(help="Split, order, initialisation and dropout follow it.")] = _DI.seed,
     precision: Annotated[Precision, typer.Option(help="auto (measured), fp32 or bf16.")] = _DI.precision,
@@ -367,7 +380,7 @@ def distill(
                         method=method, epochs=epochs, steps=steps, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
                         max_length=max_length, val_frac=val_frac, eval_data=eval_data, eval_every=eval_every, baseline=baseline,
                         gen_tokens=gen_tokens, report_eval=report_eval, save_every=save_every, seed=seed,
-                        precision=precision, threads=threads)  # fmt: skip
+                        precision=precision, threads=threads, eval_suite=list(eval_suite or []))  # fmt: skip
     reg = _registry()
     m = run(reg, teacher, student, out, cfg, resume=resume, restart=restart, progress=sys.stderr.isatty())
     if as_json:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Literal
@@ -32,7 +32,7 @@ from typing import Any, Literal
 import numpy as np
 
 from lmforge.errors import LmforgeError
-from lmforge.home import Manifest, Registry, check_name
+from lmforge.home import NAME_RE, Manifest, Registry, check_name
 from lmforge.progress import printer, training_progress
 from lmforge.train.args import Precision, lr_factor
 from lmforge.train.checkpoint import RunFolder
@@ -78,8 +78,27 @@ class AlignConfig:
     """grpo/rloo: weight of the KL to the reference (0 = none, trl's current default)."""
     eval_prompts: int = 8
     """grpo/rloo: prompts answered greedily before and after for the mean reward."""
+    judge: str | None = None
+    """A registered reward model that judges the aligned model against its base (win rate on held-out
+    prompts); default: --reward when that is a reward model."""
+    judge_prompts: int = 16
+    """Prompts answered by both models for the win rate."""
+    judge_tokens: int = 128
+    """Most tokens of each judged answer."""
+    eval_suite: list[str] = field(default_factory=list)
+    """`lmforge eval` suites run on the base and on the result."""
 
-    NON_SEMANTIC = ("save_every", "threads", "epochs", "steps", "eval_prompts")
+    NON_SEMANTIC = ("save_every", "threads", "epochs", "steps", "eval_prompts", "judge", "judge_prompts",
+                    "judge_tokens", "eval_suite")  # fmt: skip
+
+    def judge_model(self, registry: Registry) -> str | None:
+        """The reward model that judges the result: --judge, else --reward if it names a reward model."""
+        if self.judge:
+            return self.judge
+        r = self.reward or ""
+        if NAME_RE.match(r) and registry.exists(r) and registry.get(r).kind == "reward":
+            return r
+        return None
 
     def semantic(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k not in self.NON_SEMANTIC}
@@ -100,7 +119,15 @@ class AlignConfig:
             problems.append(f"--data {self.data or '(missing)'}: no such file")
         if self.beta <= 0:
             problems.append("--beta must be positive")
-        for name in ("batch_size", "rank", "alpha", "save_every", "max_length"):
+        for name in (
+            "batch_size",
+            "rank",
+            "alpha",
+            "save_every",
+            "max_length",
+            "judge_prompts",
+            "judge_tokens",
+        ):
             if getattr(self, name) <= 0:
                 problems.append(f"--{name.replace('_', '-')} must be positive")
         if self.epochs <= 0 or (self.steps is not None and self.steps <= 0):
@@ -196,6 +223,15 @@ def main(registry: Registry, base: str, out: str, cfg: AlignConfig, *, resume: b
         data = SimpleNamespace(format="prompts", fingerprint=load_prompts(Path(cfg.data))[1])
     else:
         data = load_preferences(Path(cfg.data))
+    judge = cfg.judge_model(registry)
+    if (
+        judge
+        and cfg.method != "reward"
+        and (not registry.exists(judge) or registry.get(judge).kind != "reward")
+    ):
+        raise LmforgeError(
+            f"--judge {judge}: not a registered reward model (`lmforge align --method reward`)"
+        )
     base_m = hf_base(registry, base, say)
     state = {"config": cfg.semantic(), "data_fingerprint": data.fingerprint, "base": base_m.name,
              "tokenizer_fingerprint": "", "init_fingerprint": base_m.data_fingerprint, "replay_fingerprint": ""}  # fmt: skip
@@ -331,7 +367,7 @@ def main(registry: Registry, base: str, out: str, cfg: AlignConfig, *, resume: b
             history.append(rec)
             events.log(rec, total_steps=total, elapsed_s=elapsed + time.perf_counter() - t0)
             if bar is not None:
-                bar.update(bar.task_ids[0], completed=done, loss=float(loss), tps=0.0)
+                bar.update(bar.task_ids[0], completed=done, loss=float(loss.detach()), tps=0.0)
             if done % cfg.save_every == 0 or done == total:
                 run.save({"step": done, "trainable": trainable_state(model), "optimizer": opt.state_dict(),
                           "history": history, "evals": evals, "before": before,
@@ -347,11 +383,13 @@ def main(registry: Registry, base: str, out: str, cfg: AlignConfig, *, resume: b
                "total_params": n_total, "train_seconds": round(elapsed + time.perf_counter() - t0, 1),
                "peak_rss_mb": peak_rss_mb(), "data": report.__dict__, "before": before, "after": after,
                "evals": evals}  # fmt: skip
-    return _register(registry, out, base_m, cfg, data, model, tok, metrics, history, run)
+    judged = [p.prompt_messages for p in (val_pairs or train_pairs)]
+    return _register(registry, out, base_m, cfg, data, model, tok, metrics, history, run, judged, say)
 
 
 def _register(registry: Registry, out: str, base_m: Manifest, cfg: AlignConfig, data: Any, model: Any, tok: Any,
-              metrics: dict[str, Any], history: list[dict[str, Any]], run: RunFolder) -> Manifest:  # fmt: skip
+              metrics: dict[str, Any], history: list[dict[str, Any]], run: RunFolder,
+              prompts: list[list[dict[str, str]]], say: Any) -> Manifest:  # fmt: skip
 
     from lmforge.train.report import write_align_report
 
@@ -375,7 +413,35 @@ def _register(registry: Registry, out: str, base_m: Manifest, cfg: AlignConfig, 
 
     m = registry.put(manifest, fill)
     run.discard()
-    return m
+    return compare_with_base(registry, m, base_m.name, cfg, prompts, say)
+
+
+def compare_with_base(registry: Registry, m: Manifest, base: str, cfg: AlignConfig,
+                      prompts: list[list[dict[str, str]]], say: Any) -> Manifest:  # fmt: skip
+    """The report's second half: the win rate judged by a reward model on `prompts` and the
+    `--eval-suite`s, base against aligned (train/compare.py); stored in the manifest's metrics."""
+    from lmforge.train.compare import suite_pairs, suite_scores, win_rate
+    from lmforge.train.report import write_align_report
+
+    judge = cfg.judge_model(registry)
+    if cfg.method == "reward" or not (judge or cfg.eval_suite):
+        return m
+    extra: dict[str, Any] = {}
+    if judge:
+        extra["judged"] = win_rate(registry, judge, base, m.name, prompts[: cfg.judge_prompts],
+                                   max_tokens=cfg.judge_tokens, threads=cfg.threads, say=say)  # fmt: skip
+        j = extra["judged"]
+        say(f"win rate against {base}, judged by {judge}: {j['win_rate']:.0%} ({j['wins']} wins, {j['ties']} ties, "
+            f"{j['losses']} losses on {j['prompts']} prompts)")  # fmt: skip
+    if cfg.eval_suite:
+        scores = suite_scores(registry, [base, m.name], cfg.eval_suite, threads=cfg.threads, say=say)
+        extra["suites"] = {who: scores[who] for who in scores}
+        extra["suite_pairs"], extra["forgetting"] = suite_pairs(scores, base, m.name)
+        if extra["forgetting"]:
+            say(f"forgetting: {', '.join(extra['forgetting'])} fell after alignment")
+    metrics = registry.get(m.name).metrics | extra
+    write_align_report(registry.artifact_dir(m.name), m.name, base, cfg.method, metrics)
+    return registry.update(m.name, metrics=metrics)
 
 
 class RewardScorer:

@@ -49,7 +49,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -117,9 +117,11 @@ class DistillConfig:
     """Sequence mode: most tokens of each teacher answer."""
     report_eval: int = 5
     """Sequence mode: held-out prompts answered before and after in fine-tuning's report."""
+    eval_suite: list[str] = field(default_factory=list)
+    """`lmforge eval` suites run on the teacher, the student and the no-teacher baseline."""
     threads: int | None = None
 
-    NON_SEMANTIC = ("save_every", "threads", "epochs", "steps", "report_eval")
+    NON_SEMANTIC = ("save_every", "threads", "epochs", "steps", "report_eval", "eval_suite")
     """May change on resume (--epochs/--steps: the schedule follows the new total from the step it resumes at)."""
 
     def semantic(self) -> dict[str, Any]:
@@ -638,7 +640,42 @@ def logit_run(registry: Registry, plan: Plan, cfg: DistillConfig, say: Any, *, r
         "train_seconds": round(elapsed + train_s, 1), "peak_rss_mb": peak_rss_mb(), "precision": precision,
         "data": report.__dict__, "teacher_cache": cache_report, "comparison": comparison, "evals": evals,
     }  # fmt: skip
-    return _register(registry, plan, cfg, student.model, tok, metrics, history, run, teacher_hf)
+    m = _register(registry, plan, cfg, student.model, tok, metrics, history, run, teacher_hf)
+    baseline_name = f"{plan.out}-baseline"
+    if (
+        cfg.eval_suite and baseline is not None and not registry.exists(baseline_name)
+    ):  # registered while the suites run on it, then removed
+        base_config = {"distill_baseline_of": plan.out, "base": m.config.get("base")}
+        registry.put(Manifest(name=baseline_name, kind=m.kind, format=m.format, path="", parents=m.parents[:1],
+                              source="distill:baseline", config=base_config, params=m.params),
+                     lambda stage: (baseline.model.save_pretrained(str(stage)), tok.save_pretrained(str(stage))))  # fmt: skip
+    try:
+        return finish(registry, plan, cfg, m, teacher_hf.name, baseline_name, say)
+    finally:
+        if (
+            registry.exists(baseline_name)
+            and registry.get(baseline_name).config.get("distill_baseline_of") == plan.out
+        ):
+            registry.remove(baseline_name)
+
+
+def finish(registry: Registry, plan: Plan, cfg: DistillConfig, m: Manifest, teacher: str, baseline: str,
+           say: Any) -> Manifest:  # fmt: skip
+    """The `--eval-suite`s on the teacher, the student and (while it is registered) the no-teacher
+    baseline, stored in metrics.suites; then report.md/report.html in the student's folder."""
+    from lmforge.train.compare import suite_scores
+    from lmforge.train.report import write_distill_report
+
+    names = {"teacher": teacher, "student": m.name, "baseline": baseline}
+    metrics = m.metrics
+    if cfg.eval_suite:
+        models = [n for n in (teacher, m.name, baseline) if registry.exists(n)]
+        metrics = metrics | {
+            "suites": suite_scores(registry, models, cfg.eval_suite, threads=cfg.threads, say=say)
+        }
+        m = registry.update(m.name, metrics=metrics)
+    write_distill_report(registry.artifact_dir(m.name), m.name, metrics, names)
+    return m
 
 
 def _stack(tt: list[TeacherTargets]) -> tuple[Any, Any]:
@@ -722,10 +759,12 @@ def sequence_run(registry: Registry, plan: Plan, cfg: DistillConfig, say: Any, *
                                                           "student": plan.student_spec, "answers": str(folder)}},
                         metrics={"mode": "sequence", "why": plan.why, "comparison": comparison,
                                  "teacher_answers": answers})  # fmt: skip
-    if cfg.baseline and registry.exists(baseline_name):
-        registry.remove(baseline_name)
-        shutil.rmtree(registry.root / "runs" / baseline_name, ignore_errors=True)
-    return m
+    try:
+        return finish(registry, plan, cfg, m, plan.teacher.name, baseline_name, say)
+    finally:
+        if cfg.baseline and registry.exists(baseline_name):
+            registry.remove(baseline_name)
+            shutil.rmtree(registry.root / "runs" / baseline_name, ignore_errors=True)
 
 
 def teacher_answers(registry: Registry, plan: Plan, cfg: DistillConfig, say: Any, progress: bool) -> tuple[Path, float | None]:  # fmt: skip

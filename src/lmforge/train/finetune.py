@@ -532,28 +532,15 @@ def main(registry: Registry, base: str, out: str, cfg: FinetuneConfig, *, resume
 
 
 def suites_before_after(registry: Registry, base: str, m: Manifest, cfg: FinetuneConfig, say) -> Manifest:
-    """Run the `--eval-suite`s on the base and on the result (same engine: transformers), store the pairs
-    in metrics.before_after.suites and redo the report; a score that fell is flagged as forgetting."""
-    from lmforge.eval.harness import EvalConfig
-    from lmforge.eval.report import evaluate_model
-    from lmforge.infer.loader import LoadConfig, load_backend
-    from lmforge.train.report import LOWER_IS_BETTER, write_report
+    """Run the `--eval-suite`s on the base and on the result (train/compare.py), store the pairs in
+    metrics.before_after.suites and redo the report; a score that fell is flagged as forgetting."""
+    from lmforge.train.compare import suite_pairs, suite_scores
+    from lmforge.train.report import write_report
 
-    pairs: dict[str, dict[str, Any]] = {}
-    results = {}
-    for who in (base, m.name):
-        say(f"eval suites {', '.join(cfg.eval_suite)} on {who} ...")
-        backend = load_backend(registry, who, LoadConfig(backend="transformers", n_threads=cfg.threads))
-        results[who] = {r.suite: r.metrics for r in evaluate_model(registry, who, list(cfg.eval_suite), EvalConfig(),
-                                                                   backend=backend)}  # fmt: skip
-    for suite, before in results[base].items():
-        after = results[m.name].get(suite, {})
-        pairs[suite] = {k: (before[k], after[k]) for k in before if k in after} | {"general": True}
+    pairs, fell = suite_pairs(suite_scores(registry, [base, m.name], cfg.eval_suite, threads=cfg.threads, say=say),
+                              base, m.name)  # fmt: skip
     fresh = registry.get(m.name)
-    ba = dict(fresh.metrics["before_after"]) | {"suites": pairs}
-    fell = [f"{s}: {k}" for s, res in pairs.items() for k, v in res.items()
-            if k != "general" and (v[1] > v[0] if k in LOWER_IS_BETTER else v[1] < v[0])]  # fmt: skip
-    ba["forgetting"] = fell
+    ba = dict(fresh.metrics["before_after"]) | {"suites": pairs, "forgetting": fell}
     if fell:
         say(f"forgetting: {', '.join(fell)} fell after fine-tuning")
     write_report(

@@ -12,11 +12,11 @@ import html
 from pathlib import Path
 from typing import Any
 
+from lmforge.train.compare import worse
+
 ROWS = (("val_loss", "held-out loss", False), ("val_ppl", "held-out perplexity", False),
         ("rougeL", "ROUGE-L", True), ("exact_match", "exact match", True), ("chrf", "chrF", True))  # fmt: skip
 """(key, label, higher is better)."""
-LOWER_IS_BETTER = frozenset({"perplexity", "bits_per_byte", "loss", "val_loss"})
-"""Suite metrics where a fall is an improvement."""
 
 
 def _num(v: Any) -> str:
@@ -39,12 +39,11 @@ def comparison_rows(ba: dict[str, Any]) -> list[tuple[str, Any, Any, str]]:
             if metric == "general":
                 continue
             b, a = pair
-            worse = a > b if metric in LOWER_IS_BETTER else a < b
             verdict = (
                 ""
                 if a == b
                 else ("worse — forgetting" if res.get("general") else "worse")
-                if worse
+                if worse(metric, b, a)
                 else "better"
             )
             rows.append((f"{suite}: {metric}", b, a, verdict))
@@ -91,12 +90,11 @@ def chart(metrics: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def write_report(folder: Path, out: str, base: str, method: str, metrics: dict[str, Any]) -> None:
-    md = markdown(out, base, method, metrics)
+def _page(folder: Path, out: str, md: str, images: tuple[str, ...]) -> None:
+    """report.md, and report.html: the PNGs of `images` that exist (embedded) above the Markdown's lines."""
     (folder / "report.md").write_text(md, encoding="utf-8")
-    png = chart(metrics, folder / "report.png")
-    imgs = "".join(f'<img alt="{name}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
-                   for name, p in (("before/after", png), ("loss", folder / "loss.png")) if p.exists())  # fmt: skip
+    imgs = "".join(f'<img alt="{name}" src="data:image/png;base64,{base64.b64encode((folder / name).read_bytes()).decode()}">'
+                   for name in images if (folder / name).exists())  # fmt: skip
     body = "\n".join(f"<p>{html.escape(line)}</p>" if not line.startswith(("|", "#")) else
                      f"<pre>{html.escape(line)}</pre>" for line in md.splitlines() if line.strip())  # fmt: skip
     page = (f"<!doctype html><meta charset='utf-8'><title>{html.escape(out)}</title>"
@@ -105,9 +103,43 @@ def write_report(folder: Path, out: str, base: str, method: str, metrics: dict[s
     (folder / "report.html").write_text(page, encoding="utf-8")
 
 
+def write_report(folder: Path, out: str, base: str, method: str, metrics: dict[str, Any]) -> None:
+    chart(metrics, folder / "report.png")
+    _page(folder, out, markdown(out, base, method, metrics), ("report.png", "loss.png"))
+
+
+def _suite_lines(suites: dict[str, Any], names: tuple[str, ...]) -> list[str]:
+    """A Markdown table of suite scores: one row per suite metric, one column per model."""
+    if not suites:
+        return []
+    lines = ["", "## Generation suites", "", "| suite: metric | " + " | ".join(names) + " |",
+             "|---|" + "---|" * len(names)]  # fmt: skip
+    first = suites.get(names[0], {})
+    for suite, res in first.items():
+        for metric in res:
+            vals = [suites.get(n, {}).get(suite, {}).get(metric) for n in names]
+            lines.append(f"| {suite}: {metric} | " + " | ".join(_num(v) for v in vals) + " |")
+    return lines
+
+
+def _judged_lines(judged: dict[str, Any] | None, tuned: str) -> list[str]:
+    if not judged:
+        return []
+    lines = ["", f"## Win rate judged by {judged['judge']}", "",
+             f"{tuned} against its base on {judged['prompts']} prompts (greedy answers, each scored by the "
+             f"reward model): **{judged['win_rate']:.0%}** ({judged['wins']} wins, {judged['ties']} ties, "
+             f"{judged['losses']} losses); mean score {judged['mean_score_base']} → {judged['mean_score_tuned']}.",
+             ""]  # fmt: skip
+    for r in judged["samples"]:
+        lines += [f"**Prompt:** {r['prompt']}", "", f"- base ({r['base_score']}): {r['base']}",
+                  f"- tuned ({r['tuned_score']}): {r['tuned']}", ""]  # fmt: skip
+    return lines
+
+
 def write_align_report(folder: Path, out: str, base: str, method: str, metrics: dict[str, Any]) -> None:
     """report.md + report.html of an `lmforge align` run: held-out before/after (pairwise accuracy, margin
-    and loss for reward/DPO; greedy mean reward for GRPO/RLOO) and the training curve."""
+    and loss for reward/DPO; greedy mean reward for GRPO/RLOO), the win rate judged by a reward model,
+    the generation suites, and the training curve."""
     before, after = metrics.get("before") or {}, metrics.get("after") or {}
     lines = [f"# {out}: {method} on {base}", "",
              f"{metrics['steps']} steps, {metrics['trainable_params']:,} trainable of {metrics['total_params']:,} "
@@ -118,13 +150,30 @@ def write_align_report(folder: Path, out: str, base: str, method: str, metrics: 
     if "sampled_reward_first" in metrics:
         lines += ["", f"Sampled mean reward: first fifth of the steps {metrics['sampled_reward_first']}, "
                       f"last fifth {metrics['sampled_reward_last']}."]  # fmt: skip
-    md = "\n".join(lines)
-    (folder / "report.md").write_text(md, encoding="utf-8")
-    loss = folder / "loss.png"
-    img = (f'<img alt="loss" src="data:image/png;base64,{base64.b64encode(loss.read_bytes()).decode()}">'
-           if loss.exists() else "")  # fmt: skip
-    body = "\n".join(f"<pre>{html.escape(line)}</pre>" if line.startswith("|") else f"<p>{html.escape(line)}</p>"
-                     for line in md.splitlines() if line.strip())  # fmt: skip
-    (folder / "report.html").write_text(f"<!doctype html><meta charset='utf-8'><title>{html.escape(out)}</title>"
-                                        f"<style>body{{font-family:sans-serif;max-width:60rem;margin:2rem auto}}"
-                                        f"pre{{margin:0}}</style>{img}{body}", encoding="utf-8")  # fmt: skip
+    lines += _judged_lines(metrics.get("judged"), out)
+    lines += _suite_lines(metrics.get("suites") or {}, (base, out))
+    if metrics.get("forgetting"):
+        lines += ["", f"Forgetting: {', '.join(metrics['forgetting'])} fell after alignment."]
+    _page(folder, out, "\n".join(lines), ("loss.png",))
+
+
+def write_distill_report(folder: Path, out: str, metrics: dict[str, Any], names: dict[str, str]) -> None:
+    """report.md + report.html of `lmforge distill`: the student against its teacher and against the
+    same student trained without the teacher (held-out perplexity, generation suites), and the curves.
+    `names`: {"teacher", "student", "baseline"} → registry names (the baseline's may be gone)."""
+    c = metrics["comparison"]
+    lines = [f"# {out}: distilled from {names['teacher']} ({metrics['mode']} mode)", "", metrics.get("why", ""), "",
+             f"{metrics.get('steps', '-')} steps, {metrics.get('train_seconds', '-')} s, peak memory "
+             f"{metrics.get('peak_rss_mb', '-')} MB.", "",
+             f"Held out: {c['held_out_examples']} examples; perplexity per {c['per']}.", "",
+             "| held out | teacher | student (distilled) | student without teacher |", "|---|---|---|---|",
+             f"| perplexity | {_num(c['teacher_ppl'])} | {_num(c['student_ppl'])} | {_num(c['baseline_ppl'])} |"]  # fmt: skip
+    if c.get("student_val_kl") is not None:
+        lines.append(f"| KL(teacher ‖ student) | 0 | {_num(c['student_val_kl'])} | - |")
+    if isinstance(c.get("student_ppl"), float) and isinstance(c.get("baseline_ppl"), float):
+        gain = "beats" if c["student_ppl"] < c["baseline_ppl"] else "does not beat"
+        lines += ["", f"The distilled student {gain} the one trained without the teacher on the same budget."]
+    suites = metrics.get("suites") or {}
+    cols = tuple(n for n in (names["teacher"], out, names.get("baseline", "")) if n in suites)
+    lines += _suite_lines(suites, cols)
+    _page(folder, out, "\n".join(lines), ("loss.png",))

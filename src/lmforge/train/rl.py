@@ -233,4 +233,6 @@ def train_policy(*, registry: Any, base_m: Any, out: str, cfg: Any, say: Any, ru
                "sampled_reward_last": round(float(np.mean([h["mean_reward"] for h in history[-k:]])), 4),
                "before": before, "after": after, "evals": []}  # fmt: skip
     data = SimpleNamespace(format="prompts", fingerprint=fingerprint)
-    return _register(registry, out, base_m, cfg, data, model, tok, metrics, history, run)
+    first = {id(p) for p in held}
+    judged = [p.messages for p in held] + [p.messages for p in prompts if id(p) not in first]
+    return _register(registry, out, base_m, cfg, data, model, tok, metrics, history, run, judged, say)
