@@ -244,3 +244,19 @@ def test_explicit_logit_mode_with_different_tokenizers_is_a_clear_error(
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (extra, err)
     assert not home.exists("x")
+
+
+def test_a_new_student_takes_the_qwen2_teachers_architecture_and_exports_to_gguf(
+    home, tmp_path, tiny_qwen2_dir
+):
+    """A Qwen teacher gets a Qwen2 student (q/k/v biases, its tokenizer and chat template), which
+    llama.cpp reads: the GGUF export's parity check compares it with transformers."""
+    from lmforge.compress.export import ExportConfig, export_gguf
+
+    register_local(home, tiny_qwen2_dir, "qteacher", kind="chat")
+    m = distill(home, "qteacher", f"new:{tmp_path / 'size.json'}", "qstudent",
+                cfg(tmp_path, steps=3, baseline=False), progress=False)  # fmt: skip
+    config = json.loads((home.artifact_dir("qstudent") / "config.json").read_text())
+    assert config["model_type"] == "qwen2" and m.config["architecture"] == "qwen2"
+    g = export_gguf(home, "qstudent", ExportConfig(quant="f16"))
+    assert g.format == "gguf" and g.parents == ["qstudent"]

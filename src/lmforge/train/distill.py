@@ -1,5 +1,6 @@
 """`lmforge distill`: knowledge distillation from a registered teacher into a student — a registered
-model, or a fresh Llama built with the teacher's tokenizer (`--student new:SIZE`) — on prompt/response
+model, or a fresh decoder of the teacher's architecture (Qwen2 or Llama) built with the teacher's
+tokenizer (`--student new:SIZE`) — on prompt/response
 data, with the same student trained without the teacher alongside as the baseline.
 
 - Data: data/sft.py's four formats; the labels are the assistant tokens, as in fine-tuning. The
@@ -46,7 +47,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -64,13 +64,21 @@ from lmforge.train.checkpoint import RunFolder
 from lmforge.train.events import EventLog
 from lmforge.train.finetune import DEFAULT_LR
 from lmforge.train.record import fmt_loss, perplexity, write_history
+from lmforge.train.teacher import (
+    LogitCache,
+    TeacherTargets,
+    distill_kl,
+    response_logits,
+    teacher_answers,
+    teacher_targets,
+    tokenizer_difference,
+    vocab_fingerprint,
+)
 
 Mode = Literal["auto", "logit", "sequence"]
 StudentMethod = Literal["full", "lora"]
 NEW_STUDENT = "new:"
-"""`--student new:SIZE`: a fresh Llama of SIZE (tiny | mini | small | CONFIG.json) with the teacher's tokenizer."""
-CACHE_FORMAT = 1
-"""Bumped when the layout of a cached example changes (old caches are then not read)."""
+"""`--student new:SIZE`: a fresh decoder of SIZE (tiny | mini | small | CONFIG.json) with the teacher's tokenizer."""
 
 
 @dataclass
@@ -172,23 +180,6 @@ class DistillConfig:
 
 
 # -- tokenizers --------------------------------------------------------------------------------
-def vocab_fingerprint(tok: Any) -> str:
-    """sha256 of the tokenizer's id → token map (added tokens included): what logit distillation needs
-    two models to share."""
-    items = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
-    return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()
-
-
-def tokenizer_difference(teacher_tok: Any, student_tok: Any) -> str | None:
-    """None when the two tokenizers map every id to the same token; else how they differ."""
-    a, b = len(teacher_tok), len(student_tok)
-    if a != b:
-        return f"vocab {a} vs {b}"
-    if vocab_fingerprint(teacher_tok) != vocab_fingerprint(student_tok):
-        return f"vocab {a} each, but different tokens behind the same ids"
-    return None
-
-
 def choose_mode(asked: Mode, difference: str | None) -> tuple[Literal["logit", "sequence"], str]:
     """(mode, why) for --mode `asked` when the tokenizers differ as `difference` says (None: shared)."""
     if asked == "logit" and difference:
@@ -201,121 +192,6 @@ def choose_mode(asked: Mode, difference: str | None) -> tuple[Literal["logit", "
                             f"answers the training prompts and the student learns its answers")  # fmt: skip
     why = "asked for with --mode logit" if asked == "logit" else "teacher and student share the tokenizer"
     return "logit", why
-
-
-# -- the loss ----------------------------------------------------------------------------------
-@dataclass
-class TeacherTargets:
-    """The teacher's view of one example, at its response positions (labels[1:] != -100), in order."""
-
-    values: Any
-    """(P, K) float32 logits: the top k shifted so the largest is 0 (float16-rounded), or all of them."""
-    indices: Any
-    """(P, K) int32 token ids of `values`; None when `values` covers the whole vocabulary in id order."""
-    ce: float
-    """The teacher's summed cross-entropy on the example's response tokens."""
-
-
-def distill_kl(student_logits: Any, teacher_logits: Any, indices: Any, temperature: float) -> Any:
-    """Σ over positions of KL(p_T ‖ q_S) at temperature τ: p_T the teacher's softmax over its K tokens
-    (renormalised when they are a top k), q_S the student's softmax over all of its V tokens.
-    student_logits (P, V), teacher_logits (P, K), indices (P, K) or None (K = V, in id order)."""
-    import torch
-
-    logq = torch.log_softmax(student_logits.float() / temperature, dim=-1)  # (P, V)
-    if indices is not None:
-        logq = logq.gather(-1, indices.long())  # (P, K)
-    logp = torch.log_softmax(teacher_logits.float() / temperature, dim=-1)  # (P, K)
-    return (logp.exp() * (logp - logq)).sum()
-
-
-def response_logits(model: Any, ids: Any, mask: Any, labels: Any, bf16: bool) -> tuple[Any, Any]:
-    """(logits (P, V) float32, targets (P,)) at the labelled positions of a right-padded batch, rows in
-    example order then position order."""
-    import torch
-
-    dev = next(p for p in model.parameters()).device
-    ids, mask, labels = ids.to(dev), mask.to(dev), labels.to(dev)
-    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, -ids.shape[1] : -1]  # (B, T-1, V)
-    target = labels[:, 1:]  # (B, T-1)
-    keep = target != -100
-    return logits[keep].float(), target[keep]
-
-
-def teacher_targets(teacher: Any, items: list[Any], pad: int, vocab: int, top_k: int | None) -> list[TeacherTargets]:  # fmt: skip
-    """The teacher's targets for each tokenized example: its top_k logits (float16-rounded, as cached)
-    or, with top_k None, all `vocab` of them in float32."""
-    import torch
-
-    from lmforge.train.finetune import collate
-
-    ids, mask, labels = collate(items, pad)
-    out = []
-    with torch.no_grad():
-        logits, target = response_logits(teacher, ids, mask, labels, False)  # (P, Vt), (P,)
-        per_example = [sum(1 for x in t.labels[1:] if x != -100) for t in items]
-        for lg, tg in zip(logits.split(per_example), target.split(per_example), strict=True):
-            ce = float(torch.nn.functional.cross_entropy(lg, tg, reduction="sum"))
-            lg = lg[:, :vocab]
-            if top_k is None:
-                out.append(TeacherTargets(values=lg, indices=None, ce=ce))
-                continue
-            values, idx = lg.topk(min(top_k, vocab), dim=-1)  # (P, k), largest first
-            values = (values - values[:, :1]).half().float()
-            out.append(TeacherTargets(values=values, indices=idx.int(), ce=ce))
-    return out
-
-
-class LogitCache:
-    """Teacher top-k logits on disk, one safetensors file per example (see the module docstring)."""
-
-    def __init__(self, root: Path, key: dict[str, Any]) -> None:
-        key = key | {"format": CACHE_FORMAT}
-        self.path = root / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-        self.top_k: int = key["top_k"]
-        self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / "meta.json").write_text(json.dumps(key, indent=1), encoding="utf-8")
-
-    def file(self, item: Any) -> Path:
-        h = hashlib.sha256(json.dumps([item.input_ids, item.labels]).encode()).hexdigest()
-        return self.path / f"{h[:32]}.safetensors"
-
-    def has(self, item: Any) -> bool:
-        return self.file(item).is_file()
-
-    def get(self, item: Any) -> TeacherTargets:
-        from safetensors.torch import load_file
-
-        t = load_file(str(self.file(item)))
-        return TeacherTargets(values=t["values"].float(), indices=t["indices"], ce=float(t["ce"][0]))
-
-    def fill(self, items: list[Any], load_teacher: Any, batch_size: int, pad: int, vocab: int, say: Any) -> dict[str, Any]:  # fmt: skip
-        """Compute and store what is missing of `items` (the teacher, from `load_teacher()`, is loaded
-        only then and freed after); return the hits and misses."""
-        unique = {self.file(t): t for t in items}
-        missing = [t for t in unique.values() if not self.has(t)]
-        if missing:
-            say(f"teacher: top-{self.top_k} logits of {len(missing)} examples -> {self.path}")
-            teacher = load_teacher()
-            for i in range(0, len(missing), batch_size):
-                part = missing[i : i + batch_size]
-                for t, tt in zip(part, teacher_targets(teacher, part, pad, vocab, self.top_k), strict=True):
-                    self.put(t, tt)
-        hits = len(unique) - len(missing)
-        say(f"teacher logits cache: {hits} of {len(unique)} examples found ({self.path})")
-        return {"used": True, "dir": str(self.path), "examples": len(unique), "hits": hits, "computed": len(missing),
-                "top_k": self.top_k}  # fmt: skip
-
-    def put(self, item: Any, targets: TeacherTargets) -> None:
-        import torch
-        from safetensors.torch import save_file
-
-        path = self.file(item)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file({"values": targets.values.half().contiguous(), "indices": targets.indices.contiguous(),
-                   "ce": torch.tensor([targets.ce], dtype=torch.float32)}, str(tmp))  # fmt: skip
-        os.replace(tmp, path)  # a kill mid-write leaves no torn file
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -387,16 +263,19 @@ def _language_model(registry: Registry, name: str, flag: str) -> Manifest:
     return m
 
 
-def load_student(registry: Registry, plan: Plan, cfg: DistillConfig, tok: Any) -> Any:
-    """The student, ready to train: a new Llama (seeded), or the registered checkpoint; LoRA-wrapped for
-    --method lora (finetune's defaults). Called twice, it returns two identical models."""
+def load_student(registry: Registry, plan: Plan, cfg: DistillConfig, tok: Any, teacher_dir: Path) -> Any:
+    """The student, ready to train: a new decoder of the teacher's architecture when we can build it
+    (Qwen2 or Llama, else Llama; seeded), or the registered checkpoint; LoRA-wrapped for --method lora
+    (finetune's defaults). Called twice, it returns two identical models."""
     import torch
 
     from lmforge.train.finetune import FinetuneConfig, apply_method, load_for_training
-    from lmforge.train.pretrain import build_model
+    from lmforge.train.pretrain import DECODERS, build_model
 
     if plan.size is not None:
-        model = build_model("clm", plan.size, tok, 0.0, cfg.seed).train()
+        teacher_type = json.loads((teacher_dir / "config.json").read_text(encoding="utf-8")).get("model_type")
+        arch = teacher_type if teacher_type in DECODERS else "llama"
+        model = build_model("clm", plan.size, tok, 0.0, cfg.seed, arch).train()
     else:
         _, model = load_for_training(registry.model_path(plan.student), cfg.method)
     torch.manual_seed(cfg.seed)
@@ -466,7 +345,7 @@ def logit_run(registry: Registry, plan: Plan, cfg: DistillConfig, say: Any, *, r
                            {"teacher": teacher_hf.data_fingerprint, "data": plan.data_fingerprint,
                             "max_length": max_length, "top_k": cfg.top_k, "vocab": vocab_fingerprint(tok)})  # fmt: skip
         cache_report = cache.fill([*train, *val], lambda: load_pretrained(registry.model_path(teacher_hf), "causal")[1],
-                                  cfg.batch_size, pad, vocab, say)  # fmt: skip
+                                  cfg.batch_size, pad, vocab, say, progress)  # fmt: skip
     else:
         say(f"teacher {plan.teacher.name}: full logits computed every step (--no-cache)")
         _, teacher_model = load_pretrained(registry.model_path(teacher_hf), "causal")
@@ -478,8 +357,9 @@ def logit_run(registry: Registry, plan: Plan, cfg: DistillConfig, say: Any, *, r
 
     new = plan.size is not None
     torch.manual_seed(cfg.seed)
-    student = _trainee(load_student(registry, plan, cfg, tok), cfg, cfg.peak_lr(new))
-    baseline = _trainee(load_student(registry, plan, cfg, tok), cfg, cfg.peak_lr(new)) if cfg.baseline else None  # fmt: skip
+    teacher_dir = registry.model_path(teacher_hf)
+    student = _trainee(load_student(registry, plan, cfg, tok, teacher_dir), cfg, cfg.peak_lr(new))
+    baseline = _trainee(load_student(registry, plan, cfg, tok, teacher_dir), cfg, cfg.peak_lr(new)) if cfg.baseline else None  # fmt: skip
     trainees = [student] + ([baseline] if baseline else [])
     n_trainable = sum(p.numel() for p in student.params)
     n_total = sum(p.numel() for p in student.model.parameters())
@@ -765,80 +645,3 @@ def sequence_run(registry: Registry, plan: Plan, cfg: DistillConfig, say: Any, *
         if cfg.baseline and registry.exists(baseline_name):
             registry.remove(baseline_name)
             shutil.rmtree(registry.root / "runs" / baseline_name, ignore_errors=True)
-
-
-def teacher_answers(registry: Registry, plan: Plan, cfg: DistillConfig, say: Any, progress: bool) -> tuple[Path, float | None]:  # fmt: skip
-    """(folder, teacher held-out perplexity): the folder holds teacher.jsonl (the training prompts with
-    the teacher's greedy answers), reference.jsonl (the same prompts with their own responses) and
-    heldout.jsonl, under LMFORGE_HOME/cache/teacher-answers/<fingerprint>/, made once."""
-    from lmforge.infer.chat import greedy_text
-    from lmforge.infer.loader import LoadConfig, load_backend
-    from lmforge.progress import steps_progress
-
-    key = {"teacher": plan.teacher.data_fingerprint, "data": plan.data_fingerprint, "gen_tokens": cfg.gen_tokens,
-           "val_frac": None if cfg.eval_data else cfg.val_frac, "seed": cfg.seed, "max_length": cfg.max_length,
-           "format": CACHE_FORMAT}  # fmt: skip
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-    folder = registry.root / "cache" / "teacher-answers" / digest
-    done = folder / "answers.json"
-    if done.is_file():
-        info = json.loads(done.read_text(encoding="utf-8"))
-        say(f"teacher answers: cache hit ({info['answered']} answers in {folder})")
-        return folder, info["teacher_ppl"]
-    say(f"teacher {plan.teacher.name} answers {len(plan.train)} training prompts (greedy, at most "
-        f"{cfg.gen_tokens} tokens) ...")  # fmt: skip
-    backend = load_backend(registry, plan.teacher.name, LoadConfig(n_threads=cfg.threads, logits_all=True))
-    try:
-        teacher_rows, reference_rows = [], []
-        bar = steps_progress() if progress else None
-        task = bar.add_task("teacher answers", total=len(plan.train)) if bar else None
-        if bar:
-            bar.start()
-        try:
-            for ex in plan.train:
-                answer = greedy_text(backend, ex.messages[:-1], cfg.gen_tokens).strip()
-                if bar:
-                    bar.advance(task)
-                if not answer:
-                    continue
-                teacher_rows.append({"messages": [*ex.messages[:-1], {"role": "assistant", "content": answer}]})  # fmt: skip
-                reference_rows.append({"messages": ex.messages})
-        finally:
-            if bar:
-                bar.stop()
-        if not teacher_rows:
-            raise LmforgeError(f"teacher {plan.teacher.name} answered none of the {len(plan.train)} training prompts")  # fmt: skip
-        teacher_ppl = _backend_ppl(backend, registry, plan, cfg)
-    finally:
-        backend.close()
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("teacher.jsonl", teacher_rows), ("reference.jsonl", reference_rows),
-                       ("heldout.jsonl", [{"messages": ex.messages} for ex in plan.val])):  # fmt: skip
-        (folder / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
-    info = {"prompts": len(plan.train), "answered": len(teacher_rows), "empty": len(plan.train) - len(teacher_rows),
-            "teacher_ppl": teacher_ppl, "backend": backend.kind}  # fmt: skip
-    tmp = done.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(info, indent=1), encoding="utf-8")
-    os.replace(tmp, done)  # written last: its presence means the folder is whole
-    say(f"teacher answers: {info['answered']} of {info['prompts']} prompts answered ({folder})")
-    return folder, teacher_ppl
-
-
-def _backend_ppl(backend: Any, registry: Registry, plan: Plan, cfg: DistillConfig) -> float | None:
-    """The teacher's held-out perplexity on the response tokens, per its own tokens (backend `score`)."""
-    from lmforge.data.sft import tokenize_sft
-    from lmforge.infer.hf import load_tokenizer
-
-    if not plan.val or not backend.capabilities.score:
-        return None
-    tok = load_tokenizer(registry.model_path(plan.teacher))
-    if not tok.chat_template:
-        return None
-    items, _ = tokenize_sft(tok, plan.val, min(cfg.max_length, backend.context_length))
-    nll, count = 0.0, 0
-    for t in items:
-        logps = backend.score(t.input_ids)  # log p(ids[i] | ids[:i]) for i = 1..
-        for lp, label in zip(logps, t.labels[1:], strict=True):
-            if label != -100:
-                nll, count = nll - lp, count + 1
-    return perplexity(nll / count) if count else None

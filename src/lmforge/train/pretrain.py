@@ -125,20 +125,36 @@ def mlm_mask(block: np.ndarray, seed: int, vocab: int, special: np.ndarray, mask
 
 
 # -- model -------------------------------------------------------------------------------------
-def build_model(objective: str, size: ModelSize, tokenizer: Any, dropout: float, seed: int) -> Any:
-    """A randomly initialised Llama (clm) or BERT (mlm) model sized for the tokenizer."""
+DECODERS = ("llama", "qwen2")
+"""Architectures a new decoder can be built as."""
+
+
+def build_model(objective: str, size: ModelSize, tokenizer: Any, dropout: float, seed: int,
+                architecture: str = "llama") -> Any:  # fmt: skip
+    """A randomly initialised decoder (clm: Llama, or Qwen2 — Llama's layout plus q/k/v biases — when
+    `architecture` is "qwen2", e.g. a student of a Qwen teacher) or BERT (mlm) sized for the tokenizer."""
     import torch
-    from transformers import BertConfig, BertForMaskedLM, LlamaConfig, LlamaForCausalLM
+    from transformers import (
+        BertConfig,
+        BertForMaskedLM,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     torch.manual_seed(seed)
     if objective == "clm":
-        cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=size.hidden, intermediate_size=size.intermediate,
-                          num_hidden_layers=size.layers, num_attention_heads=size.heads,
-                          num_key_value_heads=size.kv_heads, max_position_embeddings=size.context,
-                          attention_dropout=dropout, tie_word_embeddings=True, rope_theta=10000.0,
-                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                          pad_token_id=tokenizer.pad_token_id)  # fmt: skip
-        model = LlamaForCausalLM(cfg)
+        if architecture not in DECODERS:
+            raise LmforgeError(f"unknown architecture {architecture!r}: {' or '.join(DECODERS)}")
+        config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[architecture]  # fmt: skip
+        cfg = config_cls(vocab_size=len(tokenizer), hidden_size=size.hidden, intermediate_size=size.intermediate,
+                         num_hidden_layers=size.layers, num_attention_heads=size.heads,
+                         num_key_value_heads=size.kv_heads, max_position_embeddings=size.context,
+                         attention_dropout=dropout, tie_word_embeddings=True, rope_theta=10000.0,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+        model = model_cls(cfg)
         model.generation_config.eos_token_id = tokenizer.eos_token_id
         return model
     cfg = BertConfig(vocab_size=len(tokenizer), hidden_size=size.hidden, intermediate_size=size.intermediate,
