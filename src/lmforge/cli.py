@@ -708,6 +708,10 @@ cli_build.mount(app)
 from lmforge import cli_kb  # noqa: E402
 
 app.add_typer(cli_kb.kb_app, name="kb")
+# -- shrinking models (quantize, prune, compress report): cli_compress.py --------------------------
+from lmforge import cli_compress  # noqa: E402
+
+cli_compress.mount(app)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -720,6 +724,12 @@ def main(argv: list[str] | None = None) -> int:
     # lmforge draws its own progress (rate, ETA); the libraries' per-file bars only interleave with it
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    import logging
+
+    # peft and transformers import torchao when it is installed (for int8); its CUDA-only kernels fail to
+    # load on a CPU torch with one warning each, and torch's pytree deprecations follow: noise, not news
+    for noisy in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         rv = app(args=argv, prog_name="lmforge", standalone_mode=False)
     except LmforgeError as e:

@@ -116,12 +116,18 @@ def _convert(src: Path, out: Path, outtype: str, tool: Path) -> None:
         raise LmforgeError(f"GGUF conversion of {src.name} failed: {' | '.join(tail)}")
 
 
-def _quantize(src: Path, out: Path, quant: str, n_threads: int | None) -> None:
+def _quantize(
+    src: Path, out: Path, quant: str, n_threads: int | None, *, allow_requantize: bool = False
+) -> None:
+    """llama.cpp's quantizer (the library's own `llama_model_quantize`), GGUF → GGUF."""
     import llama_cpp
 
-    ftype = {"q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M, "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0}[quant]
+    ftype = {"q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M, "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0,
+             "q5_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_K_M, "q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0,
+             "f16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16}[quant]  # fmt: skip
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype
+    params.allow_requantize = allow_requantize
     params.nthread = n_threads or os.cpu_count() or 1
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(out).encode(), params)
     if rc != 0 or not out.is_file():
