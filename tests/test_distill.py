@@ -260,3 +260,26 @@ def test_a_new_student_takes_the_qwen2_teachers_architecture_and_exports_to_gguf
     assert config["model_type"] == "qwen2" and m.config["architecture"] == "qwen2"
     g = export_gguf(home, "qstudent", ExportConfig(quant="f16"))
     assert g.format == "gguf" and g.parents == ["qstudent"]
+
+
+def test_the_logit_cache_is_keyed_by_the_teachers_weights(home, tmp_path, teacher_dir):
+    """Two teachers with the same (empty) data fingerprint — merged or dequantized models carry none —
+    must not share cached logits: the key is the hash of the weight files."""
+    import shutil
+
+    other = tmp_path / "other-teacher"
+    shutil.copytree(teacher_dir, other)
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(str(other / "model.safetensors"))
+    sd = {k: v * 1.5 if k.endswith("embed_tokens.weight") else v for k, v in sd.items()}
+    save_file(sd, str(other / "model.safetensors"), metadata={"format": "pt"})
+    register_local(home, other, "teacher2", kind="chat")
+    for name in ("teacher", "teacher2"):
+        home.update(name, data_fingerprint="")
+    quick = dict(steps=2, baseline=False)
+    a = distill(home, "teacher", f"new:{tmp_path / 'size.json'}", "ka", cfg(tmp_path, **quick), progress=False)
+    b = distill(home, "teacher2", f"new:{tmp_path / 'size.json'}", "kb", cfg(tmp_path, **quick), progress=False)
+    assert a.metrics["teacher_cache"]["dir"] != b.metrics["teacher_cache"]["dir"]
+    assert b.metrics["teacher_cache"]["hits"] == 0
+    assert a.config["teacher_fingerprint"] != b.config["teacher_fingerprint"]

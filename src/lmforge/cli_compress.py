@@ -14,10 +14,12 @@ from typing import Annotated, Any
 import typer
 
 from lmforge.compress.measure import MeasureConfig
+from lmforge.compress.prune import PruneConfig, PruneMethod
 from lmforge.compress.quantize import Engine, QuantizeConfig
 
 _Q = QuantizeConfig()
 _M = MeasureConfig()
+_P = PruneConfig()
 
 EvalText = Annotated[Path | None, typer.Option("--eval-text", help="Held-out text for perplexity (default: a zh+en text shipped with lmforge).")]  # fmt: skip
 Threads = Annotated[
@@ -70,5 +72,34 @@ def quantize(
     print(f"registered {m.name} ({m.format}, {to} of {m.parents[0]}): {_numbers(m.metrics)}")
 
 
+def prune(
+    model: Annotated[str, typer.Argument(help="A registered chat/base model (GGUF: its dequantized HF form).")],
+    sparsity: Annotated[float, typer.Option(help="Fraction removed (0-1): weights (magnitude) or neurons and KV groups (structured).")] = _P.sparsity,
+    method: Annotated[PruneMethod, typer.Option(help="magnitude (zeros, file stays dense) | structured (really smaller).")] = _P.method,
+    out: Annotated[str | None, typer.Option("--out", help="Registry name of the result.")] = None,
+    heads: Annotated[int | None, typer.Option(help="structured: KV groups removed per layer (default floor(sparsity × kv heads)).")] = None,
+    recover_steps: Annotated[int, typer.Option(help="Language-modelling steps after pruning to recover quality.")] = _P.recover_steps,
+    data: Annotated[str | None, typer.Option(help="Calibration/recovery text (.txt/.md, or JSONL with text); default the bundled corpus.")] = None,
+    lr: Annotated[float, typer.Option(help="Recovery learning rate.")] = _P.lr,
+    eval_text: EvalText = None,
+    max_eval_tokens: Annotated[int, typer.Option(help="Tokens of the held-out text scored.")] = _M.max_tokens,
+    threads: Threads = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the registered manifest as JSON.")] = False,
+) -> None:  # fmt: skip
+    """Prune a model: unstructured magnitude, or structured (heads and neurons removed) (剪枝)."""
+    from lmforge.compress.prune import main as run
+
+    cfg = PruneConfig(sparsity=sparsity, method=method, out=out, heads=heads, recover_steps=recover_steps, data=data,
+                      lr=lr, measure=MeasureConfig(eval_text=eval_text, max_tokens=max_eval_tokens, threads=threads))  # fmt: skip
+    m = run(_registry(), model, cfg, say=say)
+    if as_json:
+        print(json.dumps(asdict(m), ensure_ascii=False, indent=2))
+        return
+    print(
+        f"registered {m.name} ({method} pruning of {m.parents[0]}, {m.params:,} parameters): {_numbers(m.metrics)}"
+    )
+
+
 def mount(app: typer.Typer) -> None:
     app.command("quantize")(quantize)
+    app.command("prune")(prune)

@@ -551,6 +551,28 @@ def _folder_fingerprint(folder: Path) -> str:
     return h.hexdigest()
 
 
+def weights_fingerprint(registry: Registry, m: Manifest) -> str:
+    """sha256 over the model's weight files (names and contents): what a cache of its outputs is keyed
+    by. `data_fingerprint` is not that for trained artifacts (there it is the training data's), and
+    models made here by merging or dequantizing carry none. Hashed once, then kept in the manifest's
+    config (`weights_sha256`)."""
+    import hashlib
+
+    if m.config.get("weights_sha256"):
+        return str(m.config["weights_sha256"])
+    path = registry.model_path(m)
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and p.suffix in (".gguf", ".safetensors", ".bin")
+    )  # fmt: skip
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.name.encode())
+        h.update(file_sha256(p).encode())
+    digest = h.hexdigest()
+    registry.update(m.name, config={"weights_sha256": digest})
+    return digest
+
+
 def register_remote(
     registry: Registry, name: str, base_url: str, model: str, *, api_key: str | None = None,
     kind: str = "chat", context_length: int = 32768,

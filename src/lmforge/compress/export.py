@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -105,6 +106,27 @@ def ensure_converter(version: str | None = None) -> Path:
         if not tool.exists():
             os.rename(stage, tool)
     return tool
+
+
+def convertible(src: Path, scratch: Path) -> Path:
+    """The folder to hand the converter. llama.cpp's qwen2 graph sizes the attention as hidden × hidden,
+    so a Qwen2 whose heads × head_dim no longer equals hidden (structured pruning removed heads) is
+    converted as what it also is, a Llama with q/k/v biases (that graph sizes by head_dim; the converter
+    permutes the biases with the weights): `scratch` gets the files as links and a relabelled config."""
+    import json
+
+    cfg = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    heads, hidden = cfg.get("num_attention_heads"), cfg.get("hidden_size")
+    head_dim = cfg.get("head_dim")
+    if cfg.get("model_type") != "qwen2" or not (head_dim and heads and hidden) or head_dim * heads == hidden:
+        return src
+    scratch.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.name != "config.json":
+            (scratch / f.name).symlink_to(f.resolve())
+    cfg |= {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "attention_bias": True}
+    (scratch / "config.json").write_text(json.dumps(cfg, indent=1), encoding="utf-8")
+    return scratch
 
 
 def _convert(src: Path, out: Path, outtype: str, tool: Path) -> None:
@@ -224,13 +246,16 @@ def export_gguf(registry: Registry, parent: str, cfg: ExportConfig | None = None
 
     def fill(stage: Path) -> None:
         out = stage / filename
+        conv_src = convertible(src, stage / "convert-src")
         if cfg.quant == "q4_k_m":
             f16 = stage / "f16.tmp.gguf"
-            _convert(src, f16, "f16", tool)
+            _convert(conv_src, f16, "f16", tool)
             _quantize(f16, out, "q4_k_m", cfg.n_threads)
             f16.unlink()
         else:
-            _convert(src, out, cfg.quant, tool)
+            _convert(conv_src, out, cfg.quant, tool)
+        if conv_src != src:
+            shutil.rmtree(conv_src)
         from lmforge.formats import inspect_gguf
 
         info = inspect_gguf(out)

@@ -137,14 +137,20 @@ def main(registry: Registry, model: str, cfg: QuantizeConfig, *, say=print) -> M
 
 
 def _gguf(src: Path, src_format: str, target: Path, quant: str, cfg: QuantizeConfig, *, allow_requantize: bool) -> None:  # fmt: skip
-    from lmforge.compress.export import _convert, _quantize, ensure_converter
+    import shutil
+
+    from lmforge.compress.export import _convert, _quantize, convertible, ensure_converter
 
     if src_format == "hf":
+        conv_src = convertible(src, target.with_name("convert-src"))
+        f16 = target if quant == "f16" else target.with_name("f16.tmp.gguf")
+        try:
+            _convert(conv_src, f16, "f16", ensure_converter())
+        finally:
+            if conv_src != src:
+                shutil.rmtree(conv_src)
         if quant == "f16":
-            _convert(src, target, "f16", ensure_converter())
             return
-        f16 = target.with_name("f16.tmp.gguf")
-        _convert(src, f16, "f16", ensure_converter())
         try:
             _quantize(f16, target, quant, cfg.measure.threads)
         finally:

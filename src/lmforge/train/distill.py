@@ -57,7 +57,7 @@ import numpy as np
 
 from lmforge.data.sft import Example, SFTData
 from lmforge.errors import LmforgeError
-from lmforge.home import Manifest, Registry, check_name
+from lmforge.home import Manifest, Registry, check_name, weights_fingerprint
 from lmforge.progress import printer, training_progress
 from lmforge.train.args import ModelSize, Precision, PretrainConfig, Schedule, lr_factor
 from lmforge.train.checkpoint import RunFolder
@@ -315,11 +315,12 @@ def logit_run(registry: Registry, plan: Plan, cfg: DistillConfig, say: Any, *, r
     if restart:
         run.discard()
     teacher_hf = hf_base(registry, plan.teacher.name, say)
+    teacher_weights = weights_fingerprint(registry, teacher_hf)
     tok = load_tokenizer(registry.model_path(teacher_hf if plan.student is None else plan.student))
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     state = {"config": cfg.semantic() | {"teacher": plan.teacher.name, "student": plan.student_spec, "mode": "logit",
-                                         "teacher_weights": teacher_hf.data_fingerprint},
+                                         "teacher_weights": teacher_weights},
              "data_fingerprint": plan.data_fingerprint, "base": plan.student.name if plan.student else plan.student_spec,
              "tokenizer_fingerprint": vocab_fingerprint(tok),
              "init_fingerprint": plan.student.data_fingerprint if plan.student else "", "replay_fingerprint": ""}  # fmt: skip
@@ -342,7 +343,7 @@ def logit_run(registry: Registry, plan: Plan, cfg: DistillConfig, say: Any, *, r
     cache_report: dict[str, Any] = {"used": False}
     if cfg.cache:
         cache = LogitCache(registry.root / "cache" / "teacher-logits",
-                           {"teacher": teacher_hf.data_fingerprint, "data": plan.data_fingerprint,
+                           {"teacher": teacher_weights, "data": plan.data_fingerprint,
                             "max_length": max_length, "top_k": cfg.top_k, "vocab": vocab_fingerprint(tok)})  # fmt: skip
         cache_report = cache.fill([*train, *val], lambda: load_pretrained(registry.model_path(teacher_hf), "causal")[1],
                                   cfg.batch_size, pad, vocab, say, progress)  # fmt: skip
@@ -573,7 +574,7 @@ def _register(registry: Registry, plan: Plan, cfg: DistillConfig, model: Any, to
     base = plan.student
     kind = "adapter" if adapter else (base.kind if base else ("chat" if tok.chat_template else "base"))
     config = asdict(cfg) | {
-        "mode": "logit", "teacher": plan.teacher.name, "teacher_fingerprint": teacher_hf.data_fingerprint,
+        "mode": "logit", "teacher": plan.teacher.name, "teacher_fingerprint": weights_fingerprint(registry, registry.get(teacher_hf.name)),
         "student": plan.student_spec, "lr_used": cfg.peak_lr(base is None), "data_path": str(Path(cfg.data).resolve()),
         "data_format": plan.data.format, "architecture": model.config.model_type,
         "context_length": int(getattr(model.config, "max_position_embeddings", 0) or 0),

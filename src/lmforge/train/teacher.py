@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmforge.errors import LmforgeError
-from lmforge.home import Registry
+from lmforge.home import Registry, weights_fingerprint
 from lmforge.train.record import perplexity
 
 if TYPE_CHECKING:
@@ -180,7 +180,7 @@ def teacher_answers(registry: Registry, plan: Plan, cfg: DistillConfig, say: Any
     from lmforge.infer.loader import LoadConfig, load_backend
     from lmforge.progress import steps_progress
 
-    key = {"teacher": plan.teacher.data_fingerprint, "data": plan.data_fingerprint, "gen_tokens": cfg.gen_tokens,
+    key = {"teacher": weights_fingerprint(registry, plan.teacher), "data": plan.data_fingerprint, "gen_tokens": cfg.gen_tokens,
            "val_frac": None if cfg.eval_data else cfg.val_frac, "seed": cfg.seed, "max_length": cfg.max_length,
            "format": CACHE_FORMAT}  # fmt: skip
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
