@@ -304,3 +304,33 @@ def test_train_page_runs_a_pretrain_job_with_a_live_loss_curve(tmp_path, browser
         page.select_option("#train-method", "prefix")
         assert page.is_visible("[data-opt=virtual_tokens]") and not page.is_visible("[data-opt=rank]")
         assert page.inner_text("label:has(#train-method) span") == "方法"
+
+
+def test_models_page_shows_the_compression_report(tmp_path, browser):
+    """A model with a stored `lmforge compress report` shows its chart and table on the Models page."""
+    from lmforge.compress.report import chart
+    from lmforge.home import Registry
+
+    reg = Registry(tmp_path / "home")
+    put_lineage_chain(reg)
+    rows = [{"model": "lm", "variant": "hf", "format": "hf", "size_mb": 500.0, "decode_tps": 20.5, "perplexity": 10.0,
+             "ppl_increase_pct": 0.0},
+            {"model": "lm-q8", "variant": "gguf-q8_0", "format": "gguf", "size_mb": 140.0, "decode_tps": 61.2,
+             "perplexity": 10.1, "ppl_increase_pct": 1.0}]  # fmt: skip
+    png = chart("lm", rows, tmp_path / "report.png")
+    reg.update("lm", metrics={"compress_report": {"rows": rows, "reference": "lm", "png": str(png)}})
+    with LiveServer(make_server(tmp_path / "home", None)) as srv:
+        api = httpx.get(srv.url + "/api/models/lm/compress-report").json()
+        assert api["rows"] == rows and api["png_base64"]
+        assert httpx.get(srv.url + "/api/models/corpus/compress-report").status_code == 404
+        page = browser.new_page(locale="en-US")
+        page.goto(srv.url + "/")
+        page.click(".tab[data-view=models]")
+        page.wait_for_selector("#models-table tr[data-name=lm]")
+        page.click("#models-table tr[data-name=lm]")
+        page.wait_for_function("document.body.dataset.compress === 'ready'")
+        table = page.inner_text("#md-compress-table")
+        assert "gguf-q8_0" in table and "61.2" in table and "+1%" in table
+        assert page.eval_on_selector("#md-compress-png", "img => img.complete && img.naturalWidth > 100")
+        page.click("#models-table tr[data-name=corpus]")
+        page.wait_for_function("document.querySelector('#md-compress').hidden")

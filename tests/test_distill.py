@@ -278,8 +278,12 @@ def test_the_logit_cache_is_keyed_by_the_teachers_weights(home, tmp_path, teache
     for name in ("teacher", "teacher2"):
         home.update(name, data_fingerprint="")
     quick = dict(steps=2, baseline=False)
-    a = distill(home, "teacher", f"new:{tmp_path / 'size.json'}", "ka", cfg(tmp_path, **quick), progress=False)
-    b = distill(home, "teacher2", f"new:{tmp_path / 'size.json'}", "kb", cfg(tmp_path, **quick), progress=False)
+    a = distill(
+        home, "teacher", f"new:{tmp_path / 'size.json'}", "ka", cfg(tmp_path, **quick), progress=False
+    )
+    b = distill(
+        home, "teacher2", f"new:{tmp_path / 'size.json'}", "kb", cfg(tmp_path, **quick), progress=False
+    )
     assert a.metrics["teacher_cache"]["dir"] != b.metrics["teacher_cache"]["dir"]
     assert b.metrics["teacher_cache"]["hits"] == 0
     assert a.config["teacher_fingerprint"] != b.config["teacher_fingerprint"]

@@ -100,6 +100,34 @@ def prune(
     )
 
 
+compress_app = typer.Typer(no_args_is_help=True, help="Compression trade-offs of a model (压缩 · 量化对比).")
+
+
+@compress_app.command("report")
+def compress_report(
+    model: Annotated[str, typer.Argument(help="A registered chat/base model.")],
+    build: Annotated[str, typer.Option(help="Make these quantizations first when missing: all, or a comma list (gguf-q8_0,int8).")] = "",
+    suite: Annotated[str | None, typer.Option(help="An `lmforge eval` suite scored on every row (slow).")] = None,
+    eval_text: EvalText = None,
+    max_eval_tokens: Annotated[int, typer.Option(help="Tokens of the held-out text scored.")] = _M.max_tokens,
+    threads: Threads = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:  # fmt: skip
+    """The trade-off table (size, decode tokens/s, perplexity delta) of a model and its compressed variants."""
+    from lmforge.compress.report import ReportConfig
+    from lmforge.compress.report import main as run
+
+    cfg = ReportConfig(build=[t.strip() for t in build.split(",") if t.strip()], suite=suite,
+                       measure=MeasureConfig(eval_text=eval_text, max_tokens=max_eval_tokens, threads=threads))  # fmt: skip
+    report = run(_registry(), model, cfg, say=say)
+    if as_json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+        return
+    print(Path(report["markdown"]).read_text(encoding="utf-8"))
+    print(f"report: {report['markdown']}  chart: {report['png']}")
+
+
 def mount(app: typer.Typer) -> None:
     app.command("quantize")(quantize)
     app.command("prune")(prune)
+    app.add_typer(compress_app, name="compress")

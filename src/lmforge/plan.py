@@ -50,6 +50,7 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -87,7 +88,7 @@ OPTIMIZER_BYTES: dict[str, float] = {"adamw": 8, "adamw8bit": 2, "sgd": 4}
 momentum buffer (0 without momentum)."""
 
 # -- calibrated constants (benchmarks/plan_calibration.py; see the module docstring) ------------------
-CPU_SERVE_RUNTIME = 0.115 * GB
+CPU_SERVE_RUNTIME = 0.14 * GB
 """measured: the server-side process (Python, lmforge, libllama, tokenizer, llama.cpp's output buffers and
 repacked tensors) beyond weights, KV cache and compute buffer; Qwen2.5-Coder-0.5B Q4_K_M, 2048 tokens."""
 LLAMACPP_BATCH = 512
@@ -309,7 +310,6 @@ class ModelSpec:
     """Bytes of the registered weights (GGUF file, safetensors files)."""
     file_precision: str | None = None
     """The registered file's precision ('q4_k_m', 'fp32'), when known."""
-    gguf: bool = False
     checkpoint_bytes_per_param: float = 2.0
     """What an HF checkpoint of it stores per parameter: 2 (bf16 on the Hub), 4 for lmforge's fp32 ones
     (a GGUF is dequantized to fp32 once for training)."""
@@ -360,7 +360,7 @@ def _from_registry(registry: Registry, name: str) -> ModelSpec:
     if m.format == "gguf":
         arch, ftype = architecture_from_gguf(path, name)
         return ModelSpec(name, arch, f"registry:{name} (gguf, {ftype or 'unknown type'})", path.stat().st_size,
-                         ftype or None, gguf=True, checkpoint_bytes_per_param=4.0)  # fmt: skip
+                         ftype or None, checkpoint_bytes_per_param=4.0)  # fmt: skip
     cfg_path = path / "config.json"
     try:
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
@@ -503,7 +503,9 @@ class Row:
     """Stable name: JSON carries it as `<key>_gb`."""
     label: str
     gb: float
-    """The whole job (all devices together)."""
+    """The whole job (every device together)."""
+    per_device_gb: float
+    """What one device holds."""
     note: str = ""
 
 
@@ -524,20 +526,20 @@ class Plan:
     """Resolved: precision, context and prompt tokens filled in."""
     rows: list[Row]
     total_gb: float
-    """Peak of the whole job: every device together."""
+    """Peak of the whole job, every device together."""
     per_device_gb: float
-    """Peak on one device (what must fit)."""
+    """Peak on one device: what must fit."""
     devices: int
-    """Devices the plan is computed for (tensor parallel size when serving)."""
+    """Devices the plan is computed for (the tensor-parallel size when serving on GPUs)."""
     fits: bool
     device: str
-    """'1× 24 GB GPU', 'this machine's 23.4 GB RAM'."""
+    """'1× 24 GB GPU', "this machine's 23.4 GB RAM"."""
     devices_needed: int | None
     """Serving on GPUs: the smallest tensor-parallel size that fits (None: none up to 16)."""
-    suggestions: list[Suggestion]
     naive_gb: float
     naive_note: str
     peak_rule: str
+    suggestions: list[Suggestion] = field(default_factory=list)
     cpu: dict[str, Any] | None = None
     """CPU serving: threads, memory bandwidth, decode tokens/s (memory-bandwidth ceilings)."""
     notes: list[str] = field(default_factory=list)
@@ -548,32 +550,43 @@ class Plan:
     @property
     def verdict(self) -> str:
         need = f"{self.per_device_gb:.1f} GB" + (" per GPU" if self.devices > 1 else "")
-        if self.fits:
-            return f"fits on {self.device}: yes ({need})"
-        return f"fits on {self.device}: no (needs {need})"
+        return (
+            f"fits on {self.device}: {'yes' if self.fits else 'no'} ({'' if self.fits else 'needs '}{need})"
+        )
 
     def to_json(self) -> dict[str, Any]:
-        """Stable keys: every row as `<key>_gb`, the totals, the verdict and the suggestions."""
+        """Stable keys: every row as `<key>_gb` (absent rows 0), the totals, the verdict, the suggestions."""
+        keys = SERVE_KEYS if self.mode == "serve" else TRAIN_KEYS
         out: dict[str, Any] = {"mode": self.mode, "model": self.spec.label, "source": self.spec.source,
-                               "architecture": asdict(self.spec.arch) | {"params": self.spec.arch.params}}  # fmt: skip
-        out["settings"] = {k: v for k, v in asdict(self.cfg).items() if k not in ("train",)} | {
-            "train": self.cfg.train
-        }
-        out |= {f"{r.key}_gb": round(r.gb, 3) for r in self.rows}
-        out |= {"overhead_gb": round(sum(r.gb for r in self.rows if r.key in OVERHEAD_KEYS), 3),
-                "total_gb": round(self.total_gb, 3), "per_device_gb": round(self.per_device_gb, 3),
-                "devices": self.devices, "device": self.device, "fits": self.fits, "verdict": self.verdict,
-                "devices_needed": self.devices_needed, "peak_rule": self.peak_rule,
-                "suggestions": [asdict(s) for s in self.suggestions],
-                "naive_gb": round(self.naive_gb, 2), "naive_note": self.naive_note,
-                "breakdown": [asdict(r) | {"gb": round(r.gb, 3)} for r in self.rows], "cpu": self.cpu,
-                "notes": self.notes}  # fmt: skip
+                               "architecture": asdict(self.spec.arch) | {"params": self.spec.arch.params},
+                               "settings": asdict(self.cfg)}  # fmt: skip
+        out |= {f"{k}_gb": round(self.row(k), 3) for k in keys}
+        out |= {"overhead_gb": round(sum(self.row(k) for k in OVERHEAD_KEYS), 3), "total_gb": round(self.total_gb, 3),
+                "per_device_gb": round(self.per_device_gb, 3), "devices": self.devices, "device": self.device,
+                "fits": self.fits, "verdict": self.verdict, "devices_needed": self.devices_needed,
+                "suggestions": [asdict(s) for s in self.suggestions], "naive_gb": round(self.naive_gb, 2),
+                "naive_note": self.naive_note, "peak_rule": self.peak_rule,
+                "breakdown": [asdict(r) | {"gb": round(r.gb, 3), "per_device_gb": round(r.per_device_gb, 3)}
+                              for r in self.rows],
+                "cpu": self.cpu, "notes": self.notes}  # fmt: skip
         if self.mode == "train":
             out["trainable_params"] = trainable_params(self.spec.arch, self.cfg)
         return out
 
 
+SERVE_KEYS = ("weights", "kv_cache", "server_context", "compute", "runtime")
+TRAIN_KEYS = (
+    "weights",
+    "gradients",
+    "optimizer",
+    "activations",
+    "logits",
+    "step_scratch",
+    "checkpoint_pages",
+    "runtime",
+)
 OVERHEAD_KEYS = ("server_context", "compute", "runtime", "step_scratch", "checkpoint_pages")
+"""Rows that are neither the model's own state nor the KV cache / activations (JSON `overhead_gb`)."""
 
 
 def resolve(spec: ModelSpec, cfg: PlanConfig) -> PlanConfig:
@@ -613,259 +626,216 @@ def estimate(spec: ModelSpec, cfg: PlanConfig, cpu: CpuFacts | None = None, *, s
     bandwidth when planning for this machine."""
     validate(cfg)
     cfg = resolve(spec, cfg)
-    if cfg.cpu:
-        devices, per_dev = 1, (cfg.ram_gb or (cpu.ram_gb if cpu else 0.0))
-    else:
-        devices, per_dev = cfg.gpus, cfg.gpu_memory_gb
-    if cfg.train is None:
-        plan = _serve(spec, cfg, devices, per_dev, cpu)
-    else:
-        plan = _train(spec, cfg, devices, per_dev)
+    memory = (cfg.ram_gb or (cpu.ram_gb if cpu else 0.0)) if cfg.cpu else cfg.gpu_memory_gb
+    plan = _serve(spec, cfg, memory, cpu) if cfg.train is None else _train(spec, cfg, memory)
     if suggest and not plan.fits:
         plan.suggestions = _suggestions(spec, cfg, cpu)
     return plan
 
 
-def _device_label(cfg: PlanConfig, devices: int, per_dev: float) -> str:
+def _device_label(cfg: PlanConfig, devices: int, memory: float) -> str:
     if cfg.cpu:
-        return f"this machine's {per_dev:.1f} GB RAM" if cfg.ram_gb is None else f"{per_dev:g} GB RAM"
-    return f"{devices}× {per_dev:g} GB GPU"
+        return f"this machine's {memory:.1f} GB RAM" if cfg.ram_gb is None else f"{memory:g} GB RAM"
+    return f"{devices}× {memory:g} GB GPU"
 
 
-def _serve(spec: ModelSpec, cfg: PlanConfig, gpus: int, per_gpu: float, cpu: CpuFacts | None) -> Plan:
+def _serve(spec: ModelSpec, cfg: PlanConfig, memory: float, cpu: CpuFacts | None) -> Plan:
     a, prec = spec.arch, str(cfg.precision)
     ctx, conc, prompt = int(cfg.context or 0), cfg.concurrency, int(cfg.prompt_tokens or 0)
     kv_tok = a.kv_bytes_per_token(cfg.kv_cache)
-    weights = weight_bytes(spec, prec)
+    weights, kv = weight_bytes(spec, prec), kv_tok * ctx * conc
     bits = weights * 8 / a.params
-    kv = kv_tok * ctx * conc
-    rows = [Row("weights", f"weights ({prec})", weights / GB, f"{a.params / 1e9:.2f}B params × {bits:.2f} bits"
-                + (" (the registered file)" if spec.file_bytes and prec == spec.file_precision else "")),
-            Row("kv_cache", f"KV cache ({cfg.kv_cache})", kv / GB,
+    tp = 1 if cfg.cpu else next((n for n in TP_SIZES if n >= cfg.gpus and a.heads % n == 0), cfg.gpus)
+    own = " (the registered file)" if spec.file_bytes and prec == spec.file_precision else ""
+    rows = [Row("weights", f"weights ({prec})", weights / GB, weights / tp / GB,
+                f"{a.params / 1e9:.2f}B params × {bits:.2f} bits{own}"),
+            Row("kv_cache", f"KV cache ({cfg.kv_cache})", kv / GB, kv / tp / GB,
                 f"2 × {a.layers} layers × {a.kv_heads} KV heads × {a.head_dim} × {KV_BYTES[cfg.kv_cache]:g} B "
-                f"= {kv_tok / 1e6:.4f} MB/token × {ctx:,} × {conc} seq")]  # fmt: skip
-    notes = []
-    if ctx > a.context_length:
-        notes.append(
-            f"context {ctx:,} is beyond what {a.name} was trained for ({a.context_length:,}): needs RoPE scaling"
-        )
+                f"= {kv_tok / 1e6:.4f} MB/token × {ctx:,} tokens × {conc} seq")]  # fmt: skip
     if cfg.cpu:
         ub = min(LLAMACPP_BATCH, prompt * conc)
         n_kv = math.ceil(prompt / 256) * 256
         compute = (
             ub * n_kv * (a.heads + 1) * 4 + ub * (3 * a.intermediate + 4 * a.hidden) * 4 + conc * a.vocab * 4
         )
-        rows += [Row("server_context", "single-sequence context", kv_tok * ctx / GB,
-                     "lmforge's server keeps one beside the batched engine (KV for 1 more sequence)"),
-                 Row("compute", "llama.cpp compute buffer", compute / GB,
+        rows += [Row("server_context", "single-sequence context", kv_tok * ctx / GB, kv_tok * ctx / GB,
+                     "lmforge's server keeps one beside the batched engine: KV for 1 more sequence"),
+                 Row("compute", "llama.cpp compute buffer", compute / GB, compute / GB,
                      f"a {ub}-token prompt chunk attending {n_kv:,} positions (flash attention off) + logits"),
-                 Row("runtime", "process", CPU_SERVE_RUNTIME / GB, "Python, lmforge, llama.cpp (measured)")]  # fmt: skip
-        tp = 1
+                 Row("runtime", "process", CPU_SERVE_RUNTIME / GB, CPU_SERVE_RUNTIME / GB,
+                     "Python, lmforge, llama.cpp (measured)")]  # fmt: skip
     else:
         chunk = min(GPU_PREFILL_CHUNK, prompt * conc)
         compute = chunk * (4 * a.hidden + 3 * a.intermediate) * 2 + 2 * conc * a.vocab * 4
-        tp = next((n for n in TP_SIZES if n >= gpus and a.heads % n == 0), gpus)
-        rows += [Row("compute", "activations", compute * tp / GB, f"a {chunk}-token prefill chunk + logits"),
-                 Row("runtime", "CUDA context, workspaces", GPU_RUNTIME * tp / GB, "per GPU (not calibrated here)")]  # fmt: skip
-    total = sum(r.gb for r in rows)
-    per_device = total if cfg.cpu else (weights + kv) / tp / GB + (compute + GPU_RUNTIME) / GB
+        rows += [Row("compute", "activations", compute * tp / GB, compute / GB, f"a {chunk}-token prefill chunk + logits"),
+                 Row("runtime", "CUDA context, workspaces", GPU_RUNTIME * tp / GB, GPU_RUNTIME / GB,
+                     "per GPU (not calibrated here)")]  # fmt: skip
+    per_device = sum(r.per_device_gb for r in rows)
+    notes = []
+    if ctx > a.context_length:
+        notes.append(
+            f"context {ctx:,} is beyond what {a.name} was trained for ({a.context_length:,}): RoPE scaling"
+        )
     needed: int | None = 1
     if not cfg.cpu:
         needed = next((n for n in TP_SIZES if a.heads % n == 0
-                       and (weights + kv) / n / GB + (compute + GPU_RUNTIME) / GB <= per_gpu), None)  # fmt: skip
-        if tp > 1 and a.kv_heads < tp:
+                       and (weights + kv) / n / GB + (compute + GPU_RUNTIME) / GB <= memory), None)  # fmt: skip
+        if a.kv_heads < tp:
             notes.append(
-                f"{a.kv_heads} KV heads < {tp} GPUs: engines replicate KV heads, so the KV cache per GPU is larger"
+                f"{a.kv_heads} KV heads on {tp} GPUs: engines replicate KV heads, the KV cache per GPU is larger"
             )
-    cpu_info = _cpu_estimate(spec, cfg, weights, kv_tok, cpu) if cfg.cpu else None
-    b = a.params / 1e9
+    b, kv_seq = a.params / 1e9, kv_tok * ctx / GB
     naive = 16 * b + 2 * conc
-    kv_seq = kv_tok * ctx / GB
     naive_note = (f"16 × {b:.2f}B + 2 × {conc} sequences = {naive:.1f} GB: it charges 16 bytes per parameter "
                   f"(weights + gradients + Adam states: a training figure) where {prec} weights take {bits / 8:.2f}, "
                   f"and a flat 2 GB per sequence where its KV cache at {ctx:,} tokens takes {kv_seq:.2f} GB")  # fmt: skip
-    return Plan("serve", spec, cfg, rows, total, per_device, tp, per_device <= per_gpu,
-                _device_label(cfg, tp, per_gpu), needed, [], naive, naive_note,
-                "peak = the sum of the rows" + ("" if cfg.cpu else "; weights and KV cache split across tensor-parallel GPUs"),
-                cpu_info, notes)  # fmt: skip
+    rule = "peak = the sum of the rows" + (
+        "" if cfg.cpu else "; weights and KV cache split over tensor-parallel GPUs"
+    )
+    return Plan("serve", spec, cfg, rows, sum(r.gb for r in rows), per_device, tp, per_device <= memory,
+                _device_label(cfg, tp, memory), needed, naive, naive_note, rule,
+                cpu=_cpu_estimate(spec, cfg, weights, kv_tok, cpu) if cfg.cpu else None, notes=notes)  # fmt: skip
 
 
 def _cpu_estimate(
     spec: ModelSpec, cfg: PlanConfig, weights: float, kv_tok: float, cpu: CpuFacts | None
 ) -> dict[str, Any]:
-    """Threads and decode speed ceilings: bandwidth / bytes read per step (every weight once, the
-    token-embedding table only a row unless lm_head shares it, plus each sequence's KV cache)."""
+    """Threads and decode-speed ceilings: bandwidth / bytes read per step (every weight once, of the
+    token-embedding table one row unless lm_head shares it, plus each sequence's KV cache)."""
     a = spec.arch
-    emb = 0.0 if a.tied_embeddings else a.vocab * a.hidden * weights / a.params
-    read = weights - emb
+    read = weights - (0.0 if a.tied_embeddings else a.vocab * a.hidden * weights / a.params)
     bw = cpu.memory_bandwidth_gbs if cpu else None
-    ctx, conc = int(cfg.context or 0), cfg.concurrency
     out: dict[str, Any] = {"threads": cpu.physical_cores if cpu else None, "memory_bandwidth_gbs": bw,
                            "bytes_per_token_gb": round(read / GB, 3)}  # fmt: skip
     if bw:
-        out["decode_tokens_per_s"] = round(bw * GB / read, 1)
-        full = read + conc * kv_tok * ctx
-        out["decode_tokens_per_s_full_context"] = round(bw * GB / full, 1)
-        out["aggregate_tokens_per_s_full_context"] = round(conc * bw * GB / full, 1)
+        full = read + cfg.concurrency * kv_tok * int(cfg.context or 0)
+        out |= {"decode_tokens_per_s": round(bw * GB / read, 1),
+                "decode_tokens_per_s_full_context": round(bw * GB / full, 1),
+                "aggregate_tokens_per_s_full_context": round(cfg.concurrency * bw * GB / full, 1)}  # fmt: skip
     return out
 
 
-def _train(spec: ModelSpec, cfg: PlanConfig, gpus: int, per_gpu: float) -> Plan:
-    a, prec, method = spec.arch, str(cfg.precision), str(cfg.train)
-    mixed = prec != "fp32"
-    trainable = trainable_params(a, cfg)
+def _train(spec: ModelSpec, cfg: PlanConfig, memory: float) -> Plan:
+    a, prec, method, gpus = spec.arch, str(cfg.precision), str(cfg.train), cfg.gpus
+    mixed, trainable = prec != "fp32", trainable_params(a, cfg)
     linear = a.layers * a.layer_linear_params
-    lm_matmul = linear + a.vocab * a.hidden  # weights autocast copies (lm_head included)
-    tokens = cfg.batch * cfg.seq_len
+    tokens, h, i = cfg.batch * cfg.seq_len, a.hidden, a.intermediate
     rows: list[Row] = []
-    # weights
+
+    def add(key: str, label: str, per_device: float, note: str) -> None:
+        rows.append(Row(key, label, per_device * gpus / GB, per_device / GB, note))
+
     if method == "qlora":
         w = linear * BITS_PER_WEIGHT["nf4"] / 8 + (a.params - linear) * 4 + trainable * 4
-        wnote = "layer matrices NF4 (double quant), embeddings/lm_head/norms fp32 (peft), adapter fp32"
+        wnote = "layer matrices NF4 (double quant); embeddings, lm_head, norms fp32 (peft); adapter fp32"
     elif cfg.cpu:
         w = a.params * 4 + (trainable * 4 if method == "lora" else 0)
         wnote = "fp32 (lmforge loads fp32 and autocasts)"
-        if mixed:
-            w += lm_matmul * 2
-            wnote += f" + {prec} copies of the matmul weights autocast saves for backward"
+        if mixed:  # autocast saves a half-precision copy of every matmul weight (lm_head too) for backward
+            w += (linear + a.vocab * h) * 2
+            wnote += f" + the {prec} copies of the matmul weights autocast keeps for backward"
     elif method == "lora":
         w = a.params * BITS_PER_WEIGHT[prec] / 8 + trainable * 4
         wnote = f"frozen base {prec} + adapter fp32"
     else:
         w = a.params * (BITS_PER_WEIGHT[prec] / 8 + (4 if mixed else 0))
         wnote = f"{prec} + fp32 master copy" if mixed else "fp32"
-    zw = gpus if cfg.zero >= 3 else 1
-    rows.append(
-        Row("weights", "weights", w / GB, wnote + (f"; ZeRO-3 splits over {gpus} GPUs" if zw > 1 else ""))
-    )
-    # gradients and optimizer states
+    zw, zg, zo = (gpus if cfg.zero >= s else 1 for s in (3, 2, 1))
+    add("weights", "weights", w / zw, wnote + (f"; ZeRO-3 splits them over {gpus} GPUs" if zw > 1 else ""))
     gbytes = 2 if (mixed and method == "full" and not cfg.cpu) else 4
-    zg = gpus if cfg.zero >= 2 else 1
-    rows.append(
-        Row(
-            "gradients",
-            "gradients",
-            trainable * gbytes / GB,
-            f"{trainable / 1e6:,.1f}M trainable × {gbytes} B"
-            + (f"; ZeRO-2 splits over {gpus}" if zg > 1 else ""),
-        )
+    add(
+        "gradients",
+        "gradients",
+        trainable * gbytes / zg,
+        f"{trainable / 1e6:,.1f}M trainable × {gbytes} B"
+        + (f"; ZeRO-2 splits them over {gpus}" if zg > 1 else ""),
     )
-    zo = gpus if cfg.zero >= 1 else 1
     ob = OPTIMIZER_BYTES[cfg.optimizer]
-    rows.append(
-        Row(
-            "optimizer",
-            f"optimizer ({cfg.optimizer})",
-            trainable * ob / GB,
-            f"{ob:g} B per trainable parameter" + (f"; ZeRO-1 splits over {gpus}" if zo > 1 else ""),
-        )
-    )
-    # activations
-    h, i = a.hidden, a.intermediate
-    per_layer = 6 * h + 4 * i + 2 * (a.heads + a.kv_heads) * a.head_dim
+    add("optimizer", f"optimizer ({cfg.optimizer})", trainable * ob / zo,
+        f"{ob:g} B per trainable parameter" + (f"; ZeRO-1 splits them over {gpus}" if zo > 1 else ""))  # fmt: skip
+    per_layer = 6 * h + 4 * i + 2 * (a.heads + a.kv_heads) * a.head_dim  # saved values per token per layer
     if method != "full":
-        per_layer += 8 * h + i + LORA_TARGETS * cfg.rank
-    abytes = 2 if mixed else 4
-    norm_fp32 = 4 * h * 2 if mixed else 0  # autocast keeps RMSNorm's saves in fp32
+        per_layer += 8 * h + i + LORA_TARGETS * cfg.rank  # LoRA dropout: a dropped copy + mask per projection
+    abytes, norm_fp32 = (2, 8 * h) if mixed else (4, 0)  # autocast keeps RMSNorm's saves in fp32
     if cfg.grad_checkpointing:
         act = tokens * (a.layers * h * abytes + per_layer * abytes + norm_fp32)
         anote = f"one hidden vector per layer + one layer recomputed, {tokens:,} tokens"
     else:
         act = tokens * a.layers * (per_layer * abytes + norm_fp32)
         anote = f"{per_layer:,} values/token/layer × {a.layers} layers × {tokens:,} tokens × {abytes} B"
-    rows.append(
-        Row(
-            "activations", "activations", act * gpus / GB, anote + (f", per GPU × {gpus}" if gpus > 1 else "")
-        )
-    )
+    add("activations", "activations", act, anote)
     logits = LOGITS_COPIES * tokens * a.vocab * 4
-    rows.append(
-        Row(
-            "logits",
-            "logits + loss",
-            logits * gpus / GB,
-            f"{LOGITS_COPIES} fp32 copies of {cfg.batch} × {cfg.seq_len} × {a.vocab:,} vocab",
-        )
+    add(
+        "logits",
+        "logits + loss",
+        logits,
+        f"{LOGITS_COPIES} fp32 copies of {cfg.batch} × {cfg.seq_len} × {a.vocab:,}",
     )
     scratch = 2 * max(a.vocab * h, h * i) * 4 if (cfg.cpu and method == "full") else 0.0
     if scratch:
-        rows.append(
-            Row(
-                "step_scratch",
-                "optimizer-step scratch",
-                scratch / GB,
-                "AdamW temporaries of the largest tensor",
-            )
-        )
-    pages = 0.0
-    if cfg.cpu and method == "qlora":
-        pages = linear * spec.checkpoint_bytes_per_param
-        rows.append(
-            Row(
-                "checkpoint_pages",
-                "checkpoint pages",
-                pages / GB,
-                "the fp32 checkpoint read while quantizing stays mapped (file-backed RSS, reclaimable)",
-            )
+        add("step_scratch", "optimizer-step scratch", scratch, "AdamW temporaries of the largest tensor")
+    pages = linear * spec.checkpoint_bytes_per_param if (cfg.cpu and method == "qlora") else 0.0
+    if pages:
+        add(
+            "checkpoint_pages",
+            "checkpoint pages",
+            pages,
+            "the checkpoint read while quantizing stays mapped (file-backed RSS, reclaimable)",
         )
     runtime = CPU_TRAIN_RUNTIME if cfg.cpu else GPU_RUNTIME
-    rows.append(
-        Row(
-            "runtime",
-            "process" if cfg.cpu else "CUDA context, allocator",
-            runtime * gpus / GB,
-            "torch, transformers, peft (measured)" if cfg.cpu else "per GPU (not calibrated here)",
-        )
+    add(
+        "runtime",
+        "process" if cfg.cpu else "CUDA context, allocator",
+        runtime,
+        "torch, transformers, peft (measured)" if cfg.cpu else "per GPU (not calibrated here)",
     )
-    fwd = act + logits
-    bwd = trainable * gbytes / zg + scratch
+    fwd, bwd = act + logits, trainable * gbytes / zg + scratch
     per_device = (runtime + pages + w / zw + trainable * ob / zo + max(fwd, bwd)) / GB
-    total = per_device * gpus
-    b = a.params / 1e9
+    b, states = a.params / 1e9, (w + trainable * (gbytes + ob)) / GB
     naive = 16 * b + 2 * cfg.batch
-    states = (w + trainable * (gbytes + ob)) / GB
     naive_note = (f"16 × {b:.2f}B + 2 × {cfg.batch} sequences = {naive:.1f} GB: 16 bytes per parameter is full "
                   f"training's weights + gradients + Adam ({method} here: {states:.1f} GB), and 2 GB per sequence "
                   f"ignores its length and the vocabulary (activations + logits at {cfg.seq_len} tokens: "
                   f"{fwd / cfg.batch / GB:.2f} GB per sequence)")  # fmt: skip
-    fits = per_device <= per_gpu
-    notes = []
-    if cfg.cpu and prec != "fp32":
-        notes.append("on CPU bf16 is autocast over fp32 weights: it saves activations but adds weight copies")
-    return Plan("train", spec, cfg, rows, total, per_device, gpus, fits, _device_label(cfg, gpus, per_gpu), None, [],
-                naive, naive_note, "peak = runtime + weights + optimizer + max(activations + logits, gradients): "
-                "gradients are built as the saved activations are freed", None, notes)  # fmt: skip
+    notes = ["on CPU bf16 is autocast over fp32 weights: smaller activations, extra weight copies"] if (
+        cfg.cpu and mixed) else []  # fmt: skip
+    rule = ("peak = runtime + weights + optimizer + max(activations + logits, gradients): gradients are built as "
+            "the saved activations are freed")  # fmt: skip
+    return Plan("train", spec, cfg, rows, per_device * gpus, per_device, gpus, per_device <= memory,
+                _device_label(cfg, gpus, memory), None, naive, naive_note, rule, notes=notes)  # fmt: skip
 
 
 def _suggestions(spec: ModelSpec, cfg: PlanConfig, cpu: CpuFacts | None) -> list[Suggestion]:
     """Changes that lower the peak, each recomputed; those that fit first."""
     tries: list[tuple[str, PlanConfig]] = []
     if cfg.train is None:
-        ladder = ["q8_0", "q5_k_m", "q4_k_m", "q4_0"] if cfg.cpu else ["bf16", "int8", "int4"]
-        cur = BITS_PER_WEIGHT[str(cfg.precision)] if spec.file_precision != cfg.precision or not spec.file_bytes else (
-            spec.file_bytes * 8 / spec.arch.params)  # fmt: skip
-        tries += [
-            (f"--precision {p}", replace(cfg, precision=p)) for p in ladder if BITS_PER_WEIGHT[p] < cur - 0.05
-        ]  # type: ignore[arg-type]
+        ladder = ("q8_0", "q5_k_m", "q4_k_m", "q4_0") if cfg.cpu else ("bf16", "int8", "int4")
+        bits = weight_bytes(spec, str(cfg.precision)) * 8 / spec.arch.params
+        lower = [replace(cfg, precision=p) for p in ladder if BITS_PER_WEIGHT[p] < bits - 0.05]  # type: ignore[arg-type]
+        c = next(
+            (c for c in lower if estimate(spec, c, cpu, suggest=False).fits), lower[-1] if lower else None
+        )
+        if c:  # the least aggressive precision that fits (or the smallest there is)
+            tries.append((f"--precision {c.precision}", c))
         if KV_BYTES[cfg.kv_cache] >= 2:
             kv = "q8_0" if cfg.cpu else "fp8"
             tries.append((f"--kv-cache {kv}", replace(cfg, kv_cache=kv)))  # type: ignore[arg-type]
-        conc = _largest(lambda n: replace(cfg, concurrency=n), 1, cfg.concurrency - 1, spec, cpu)
+        conc = _largest(lambda n: replace(cfg, concurrency=n), cfg.concurrency - 1, spec, cpu)
         if conc:
             tries.append((f"--concurrency {conc}", replace(cfg, concurrency=conc)))
-        ctx = _largest(
+        blocks = _largest(
             lambda n: replace(cfg, context=n * 256, prompt_tokens=None),
-            1,
             (cfg.context or 0) // 256 - 1,
             spec,
             cpu,
         )
-        if ctx:
-            tries.append((f"--context {ctx * 256}", replace(cfg, context=ctx * 256, prompt_tokens=None)))
-        if not cfg.cpu:
-            n = estimate(spec, replace(cfg, gpus=1), cpu, suggest=False).devices_needed
-            if n and n > cfg.gpus:
-                tries.append((f"--gpus {n} (tensor parallel)", replace(cfg, gpus=n)))
+        if blocks:
+            tries.append(
+                (f"--context {blocks * 256}", replace(cfg, context=blocks * 256, prompt_tokens=None))
+            )
+        n = None if cfg.cpu else estimate(spec, replace(cfg, gpus=1), cpu, suggest=False).devices_needed
+        if n and n > cfg.gpus:
+            tries.append((f"--gpus {n} (tensor parallel)", replace(cfg, gpus=n)))
     else:
         if cfg.train == "full":
             tries.append(("--train lora", replace(cfg, train="lora")))
@@ -880,45 +850,36 @@ def _suggestions(spec: ModelSpec, cfg: PlanConfig, cpu: CpuFacts | None) -> list
         if cfg.precision == "fp32" and not cfg.cpu:
             tries.append(("--precision bf16", replace(cfg, precision="bf16")))
         if not cfg.cpu and cfg.train == "full":
-            n = next(
-                (
-                    n
-                    for n in (2, 4, 8, 16, 32, 64)
-                    if estimate(spec, replace(cfg, zero=3, gpus=n), cpu, suggest=False).fits
-                ),
-                None,
-            )
-            if n:
-                tries.append((f"--zero 3 --gpus {n}", replace(cfg, zero=3, gpus=n)))
+            zero3 = [replace(cfg, zero=3, gpus=n) for n in (2, 4, 8, 16, 32, 64)]
+            c = next((c for c in zero3 if estimate(spec, c, cpu, suggest=False).fits), None)
+            if c:
+                tries.append((f"--zero 3 --gpus {c.gpus}", c))
     out = []
     for change, c in tries:
         p = estimate(spec, c, cpu, suggest=False)
         out.append(Suggestion(change, round(p.per_device_gb, 2), p.fits, p.devices))
-    return sorted(out, key=lambda s: (not s.fits, s.per_device_gb))
+    return sorted(out, key=lambda s: not s.fits)
 
 
-def _largest(make, lo: int, hi: int, spec: ModelSpec, cpu: CpuFacts | None) -> int | None:
-    """The largest n in [lo, hi] whose plan fits (plans grow with n), or None."""
+def _largest(make: Callable[[int], PlanConfig], hi: int, spec: ModelSpec, cpu: CpuFacts | None) -> int | None:
+    """The largest n in [1, hi] whose plan fits (plans grow with n), or None."""
+    lo = 1
     if hi < lo or not estimate(spec, make(lo), cpu, suggest=False).fits:
         return None
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if estimate(spec, make(mid), cpu, suggest=False).fits:
-            lo = mid
-        else:
-            hi = mid - 1
+        lo, hi = (mid, hi) if estimate(spec, make(mid), cpu, suggest=False).fits else (lo, mid - 1)
     return lo
 
 
 def main(registry: Registry | None, model: str, cfg: PlanConfig, *, measure: bool = True) -> Plan:
-    """`lmforge plan`: resolve MODEL, gather this machine's facts when planning for its CPU, estimate."""
+    """`lmforge plan`: resolve MODEL, gather this machine's facts when planning for its CPU (the memory
+    bandwidth is measured once when serving), estimate."""
     validate(cfg)
     spec = resolve_model(model, registry)
-    cpu = (
-        cpu_facts(registry, measure=measure and cfg.train is None)
-        if (cfg.cpu and registry is not None)
-        else None
-    )
+    cpu = None
+    if cfg.cpu and registry is not None:
+        cpu = cpu_facts(registry, measure=measure and cfg.train is None)
     if cfg.cpu and cpu is None and cfg.ram_gb is None:
-        raise LmforgeError("--cpu needs the machine's facts (a registry) or --ram GB")
+        raise LmforgeError("--cpu needs this machine's facts (a registry) or --ram GB")
     return estimate(spec, cfg, cpu)

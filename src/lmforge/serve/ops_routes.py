@@ -1,6 +1,7 @@
 """Operations: /health, /metrics (Prometheus), /api/ps (loaded models), /api/models (registry with
 group, age, key facts, lineage and metrics), /api/models/{name}/lineage (`Registry.lineage_tree`: the
-drawn tree of ancestors and descendants, as `lmforge models show` prints it), /api/audit (admin only)."""
+drawn tree of ancestors and descendants, as `lmforge models show` prints it),
+/api/models/{name}/compress-report (the stored trade-off table + chart), /api/audit (admin only)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
 from lmforge import __version__
+from lmforge.errors import NotFoundError
 from lmforge.home import age_seconds, group_of, key_facts
 from lmforge.serve.context import ServerContext
 
@@ -51,6 +53,23 @@ def ops_router(ctx: ServerContext) -> APIRouter:
     async def api_lineage(name: str, key=ctx.authorize(None)) -> dict:
         """`Registry.lineage_tree(name)`: ancestors, descendants, missing parents and the drawn roots."""
         return asdict(await ctx.offload(lambda: ctx.registry.lineage_tree(name)))
+
+    @r.get("/api/models/{name}/compress-report")
+    async def api_compress_report(name: str, key=ctx.authorize(None)) -> dict:
+        """The stored `lmforge compress report` of a model: its rows and the chart as base64 PNG."""
+        from lmforge.compress.report import png_base64
+
+        def load() -> dict[str, Any]:
+            report = ctx.registry.get(name).metrics.get("compress_report")
+            if not report:
+                raise NotFoundError(f"no compression report for {name}: run `lmforge compress report {name}`")
+            return {
+                "rows": report["rows"],
+                "reference": report["reference"],
+                "png_base64": png_base64(report),
+            }
+
+        return await ctx.offload(load)
 
     @r.get("/api/audit")
     async def api_audit(limit: int = 100, key=ctx.authorize("admin")) -> dict:

@@ -8,7 +8,7 @@
       send: "Send", stop: "Stop", copy: "Copy", copied: "Copied", del: "Delete", save: "Save", clear: "Clear", apiKey: "API key",
       conversations: "Conversations", needKey: "API key:", placeholder: "Ask anything (Enter to send, Shift+Enter for a new line)",
       name: "Name", kind: "Kind", kindFormat: "Kind · format", format: "Format", size: "Size", params: "Params (M)", age: "Age", metrics: "Metrics",
-      lineage: "Lineage", source: "Source", missing: "not in the registry", noMetrics: "No stored metrics.", justNow: "just now",
+      lineage: "Lineage", source: "Source", missing: "not in the registry", noMetrics: "No stored metrics.", compression: "Compression trade-offs", variant: "Variant", justNow: "just now",
       ago: "{n} {u} ago", u_y: "y", u_d: "d", u_h: "h", u_min: "min", g_dataset: "Datasets", g_tokenizer: "Tokenizers",
       g_model: "Models", g_adapter: "Adapters", g_kb: "Knowledge bases", g_other: "Other",
       untitled: "New conversation", stopped: "[stopped]", truncated: "Answer cut off: max_tokens reached.", loading: "Loading…",
@@ -36,7 +36,7 @@
       send: "发送", stop: "停止", copy: "复制", copied: "已复制", del: "删除", save: "保存", clear: "清除", apiKey: "API 密钥",
       conversations: "对话列表", needKey: "API 密钥：", placeholder: "输入问题（回车发送，Shift+回车换行）",
       name: "名称", kind: "类型", kindFormat: "类型 · 格式", format: "格式", size: "大小", params: "参数量 (M)", age: "创建于", metrics: "指标",
-      lineage: "模型谱系（血缘）", source: "来源", missing: "不在模型仓库中", noMetrics: "尚无指标。", justNow: "刚刚",
+      lineage: "模型谱系（血缘）", source: "来源", missing: "不在模型仓库中", noMetrics: "尚无指标。", compression: "压缩权衡（量化 · 剪枝）", variant: "变体", justNow: "刚刚",
       ago: "{n} {u}前", u_y: "年", u_d: "天", u_h: "小时", u_min: "分钟", g_dataset: "数据集", g_tokenizer: "分词器",
       g_model: "模型", g_adapter: "适配器", g_kb: "知识库", g_other: "其他",
       untitled: "新对话", stopped: "[已停止]", truncated: "回答被截断：已达到 max_tokens。", loading: "加载中…",
@@ -338,6 +338,7 @@
       val.append(el("pre", "", typeof v === "object" && v !== null ? JSON.stringify(v, null, 2) : String(v)));
       tr.append(el("td", "", k), val); tb.append(tr);
     }
+    showCompress(name, m);
     const seq = ++lineageSeq, graph = $("lineage-graph");
     document.body.dataset.lineage = "loading";
     let tree;
@@ -345,6 +346,23 @@
     if (seq !== lineageSeq) return; // another artifact was picked meanwhile
     drawLineage(graph, tree);
     document.body.dataset.lineage = "ready";
+  }
+
+  async function showCompress(name, m) { // the stored `lmforge compress report`: chart + table
+    const box = $("md-compress"); box.hidden = true;
+    if (!m.metrics?.compress_report) return;
+    let r;
+    try { r = await api(`/api/models/${encodeURIComponent(name)}/compress-report`); } catch { return; }
+    if (selectedModel !== name) return;
+    $("md-compress-png").src = r.png_base64 ? `data:image/png;base64,${r.png_base64}` : "";
+    const tb = document.querySelector("#md-compress-table tbody"); tb.textContent = "";
+    for (const row of r.rows) {
+      const tr = el("tr");
+      for (const v of [row.variant, row.model, row.size_mb, row.decode_tps, row.perplexity, `${row.ppl_increase_pct >= 0 ? "+" : ""}${row.ppl_increase_pct}%`]) tr.append(el("td", "", String(v)));
+      tb.append(tr);
+    }
+    box.hidden = false;
+    document.body.dataset.compress = "ready";
   }
 
   // The lineage graph: layers top-down (dataset → tokenizer → model → export), an edge per parent, drawn
