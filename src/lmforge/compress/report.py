@@ -43,8 +43,9 @@ def variant_of(m: Any) -> str:
         return m.source.removeprefix("quantize:")
     if m.source.startswith("prune:"):
         return f"pruned-{m.config.get('method')}-{round(100 * float(m.config.get('sparsity', 0)))}"
+    pulled = " (pulled)" if m.source.startswith("pypi:") else ""
     if m.format == "gguf":
-        return f"gguf-{str(m.config.get('file_type') or m.config.get('quant') or '?').lower()}"
+        return f"gguf-{str(m.config.get('file_type') or m.config.get('quant') or '?').lower()}{pulled}"
     return "hf"
 
 
@@ -83,7 +84,7 @@ def build(
         raise LmforgeError(
             f"--build: unknown type(s) {', '.join(unknown)}; choose from {', '.join(TARGETS)} or all"
         )
-    have = {variant_of(registry.get(n)) for n in rows_for(registry, model)}
+    have = {variant_of(registry.get(n)) for n in rows_for(registry, model)[1:]}  # the root is not a product
     m = registry.get(model)
     base = f"{model}-hf" if m.format == "gguf" else model
     for t in wanted:
