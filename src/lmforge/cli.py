@@ -709,9 +709,10 @@ from lmforge import cli_kb  # noqa: E402
 
 app.add_typer(cli_kb.kb_app, name="kb")
 # -- shrinking models (quantize, prune, compress report): cli_compress.py --------------------------
-from lmforge import cli_compress  # noqa: E402
+from lmforge import cli_compress, cli_plan  # noqa: E402
 
 cli_compress.mount(app)
+cli_plan.mount(app)
 
 
 def main(argv: list[str] | None = None) -> int:

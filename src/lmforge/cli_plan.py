@@ -75,14 +75,13 @@ def render(p: Plan) -> str:
     for r in p.rows:
         per = f"{r.per_device_gb:>9.2f}" if split else ""
         lines.append(f"{r.label:{width}}{r.gb:>8.2f}{per}  {r.note}")
-    lines.append(
-        f"{'peak':{width}}{p.total_gb:>8.2f}"
-        + (f"{p.per_device_gb:>9.2f}" if split else "")
-        + f"  {p.peak_rule}"
-    )
+    total = f"{'peak':{width}}{p.total_gb:>8.2f}" + (f"{p.per_device_gb:>9.2f}" if split else "")
+    lines.append(f"{total}  {p.peak_rule.removeprefix('peak = ')}")
     lines += ["", p.verdict]
-    if p.mode == "serve" and not c.cpu and p.devices_needed not in (None, p.devices) and not p.fits:
-        lines.append(f"tensor parallel: {p.devices_needed} GPUs of {c.gpu_memory_gb:g} GB")
+    if p.mode == "serve" and not c.cpu and not p.fits:
+        tp = p.devices_needed
+        lines.append(f"tensor parallel: {tp} GPUs of {c.gpu_memory_gb:g} GB" if tp
+                     else f"tensor parallel: no size up to 16 GPUs of {c.gpu_memory_gb:g} GB fits")  # fmt: skip
     if p.suggestions:
         lines.append("what to change:")
         w = max(len(s.change) for s in p.suggestions) + 2

@@ -20,6 +20,7 @@ Serving (per device with tensor parallel N: weights and KV cache divided by N):
 Training (per GPU; ZeRO-1 divides optimizer states by N, ZeRO-2 also gradients, ZeRO-3 also weights):
 
     peak = runtime + weights + optimizer + max(activations + logits, gradients + optimizer-step scratch)
+           (on CPU × the heap retention measured for glibc, + QLoRA's mapped checkpoint pages)
 
 because gradients are built while the saved activations are freed (`zero_grad(set_to_none=True)`, the
 default of PyTorch, accelerate and transformers). Saved activations per token per layer, counted with
@@ -48,7 +49,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -93,9 +93,14 @@ CPU_SERVE_RUNTIME = 0.14 * GB
 repacked tensors) beyond weights, KV cache and compute buffer; Qwen2.5-Coder-0.5B Q4_K_M, 2048 tokens."""
 LLAMACPP_BATCH = 512
 """llama.cpp's n_batch/n_ubatch in lmforge's engines: the prompt chunk its compute buffer is sized for."""
-CPU_TRAIN_RUNTIME = 0.5 * GB
-"""measured: a `lmforge finetune` process before the model (torch, transformers, peft, tokenizer, data):
-0.44 GB after imports, plus the tokenizer and the report's generation."""
+CPU_TRAIN_RUNTIME = 0.45 * GB
+"""measured: a `lmforge finetune` process's imports (torch, transformers, peft, lmforge) before the model."""
+TOKENIZER_BYTES_PER_TOKEN = 1200
+"""measured: a loaded fast tokenizer's RSS per vocabulary entry (Qwen2.5's 152k: 0.18 GB)."""
+CPU_HEAP_RETENTION: dict[str, float] = {"full": 1.45, "lora": 1.8, "qlora": 1.8}
+"""measured: peak RSS of a CPU training step over its live max(activations + logits, gradients), from the
+second step on (it plateaus there): glibc's heap keeps the activation memory a step frees, in pieces it
+cannot hand back. Full fine-tuning places its gradients and AdamW states in those pieces."""
 LOGITS_COPIES = 3
 """fp32 batch × seq × vocab tensors alive at the loss's peak: logits, log-softmax, its gradient."""
 GPU_RUNTIME = 1.0 * GB
@@ -165,7 +170,7 @@ class Architecture:
         return 2 * self.layers * self.kv_heads * self.head_dim * KV_BYTES[kv]
 
     def summary(self) -> str:
-        return (f"{self.params / 1e9:.2f}B params, {self.layers} layers, hidden {self.hidden}, {self.heads} heads "
+        return (f"{self.params / 1e9:.3g}B params, {self.layers} layers, hidden {self.hidden}, {self.heads} heads "
                 f"({self.kv_heads} KV) × {self.head_dim}, MLP {self.intermediate}, vocab {self.vocab:,}"
                 f"{', tied embeddings' if self.tied_embeddings else ''}, context {self.context_length:,}")  # fmt: skip
 
@@ -212,9 +217,8 @@ max_position_embeddings are read when present."""
 
 def _table_name(text: str) -> str | None:
     """`Qwen/Qwen2.5-7B-Instruct`, `qwen2.5-coder-7b`, `7B` → a KNOWN_ARCHITECTURES key, or None."""
-    key = text.strip().lower().rsplit("/", 1)[-1]
-    key = re.sub(r"-(instruct|chat|it|base|hf|gguf)$", "", key)
-    key = re.sub(r"-(instruct|chat|it|base)$", "", key)
+    parts = text.strip().lower().rsplit("/", 1)[-1].split("-")
+    key = "-".join(p for p in parts if p not in ("meta", "instruct", "chat", "it", "base", "hf", "gguf"))
     key = ALIASES.get(key, key)
     if key in KNOWN_ARCHITECTURES:
         return key
@@ -560,13 +564,13 @@ class Plan:
         out: dict[str, Any] = {"mode": self.mode, "model": self.spec.label, "source": self.spec.source,
                                "architecture": asdict(self.spec.arch) | {"params": self.spec.arch.params},
                                "settings": asdict(self.cfg)}  # fmt: skip
-        out |= {f"{k}_gb": round(self.row(k), 3) for k in keys}
-        out |= {"overhead_gb": round(sum(self.row(k) for k in OVERHEAD_KEYS), 3), "total_gb": round(self.total_gb, 3),
-                "per_device_gb": round(self.per_device_gb, 3), "devices": self.devices, "device": self.device,
+        out |= {f"{k}_gb": round(self.row(k), 6) for k in keys}
+        out |= {"overhead_gb": round(sum(self.row(k) for k in OVERHEAD_KEYS), 6), "total_gb": round(self.total_gb, 6),
+                "per_device_gb": round(self.per_device_gb, 6), "devices": self.devices, "device": self.device,
                 "fits": self.fits, "verdict": self.verdict, "devices_needed": self.devices_needed,
                 "suggestions": [asdict(s) for s in self.suggestions], "naive_gb": round(self.naive_gb, 2),
                 "naive_note": self.naive_note, "peak_rule": self.peak_rule,
-                "breakdown": [asdict(r) | {"gb": round(r.gb, 3), "per_device_gb": round(r.per_device_gb, 3)}
+                "breakdown": [asdict(r) | {"gb": round(r.gb, 6), "per_device_gb": round(r.per_device_gb, 6)}
                               for r in self.rows],
                 "cpu": self.cpu, "notes": self.notes}  # fmt: skip
         if self.mode == "train":
@@ -575,17 +579,9 @@ class Plan:
 
 
 SERVE_KEYS = ("weights", "kv_cache", "server_context", "compute", "runtime")
-TRAIN_KEYS = (
-    "weights",
-    "gradients",
-    "optimizer",
-    "activations",
-    "logits",
-    "step_scratch",
-    "checkpoint_pages",
-    "runtime",
-)
-OVERHEAD_KEYS = ("server_context", "compute", "runtime", "step_scratch", "checkpoint_pages")
+TRAIN_KEYS = ("weights", "gradients", "optimizer", "activations", "logits", "step_scratch", "checkpoint_pages",
+              "allocator", "runtime")  # fmt: skip
+OVERHEAD_KEYS = ("server_context", "compute", "runtime", "step_scratch", "checkpoint_pages", "allocator")
 """Rows that are neither the model's own state nor the KV cache / activations (JSON `overhead_gb`)."""
 
 
@@ -645,19 +641,17 @@ def _serve(spec: ModelSpec, cfg: PlanConfig, memory: float, cpu: CpuFacts | None
     kv_tok = a.kv_bytes_per_token(cfg.kv_cache)
     weights, kv = weight_bytes(spec, prec), kv_tok * ctx * conc
     bits = weights * 8 / a.params
-    tp = 1 if cfg.cpu else next((n for n in TP_SIZES if n >= cfg.gpus and a.heads % n == 0), cfg.gpus)
+    tp = 1 if cfg.cpu else max(n for n in TP_SIZES if n <= cfg.gpus and a.heads % n == 0)
     own = " (the registered file)" if spec.file_bytes and prec == spec.file_precision else ""
     rows = [Row("weights", f"weights ({prec})", weights / GB, weights / tp / GB,
-                f"{a.params / 1e9:.2f}B params × {bits:.2f} bits{own}"),
+                f"{a.params / 1e9:.3g}B params × {bits:.2f} bits{own}"),
             Row("kv_cache", f"KV cache ({cfg.kv_cache})", kv / GB, kv / tp / GB,
                 f"2 × {a.layers} layers × {a.kv_heads} KV heads × {a.head_dim} × {KV_BYTES[cfg.kv_cache]:g} B "
                 f"= {kv_tok / 1e6:.4f} MB/token × {ctx:,} tokens × {conc} seq")]  # fmt: skip
     if cfg.cpu:
         ub = min(LLAMACPP_BATCH, prompt * conc)
         n_kv = math.ceil(prompt / 256) * 256
-        compute = (
-            ub * n_kv * (a.heads + 1) * 4 + ub * (3 * a.intermediate + 4 * a.hidden) * 4 + conc * a.vocab * 4
-        )
+        compute = ub * n_kv * (a.heads + 1) * 4 + ub * (3 * a.intermediate + 4 * a.hidden) * 4 + conc * a.vocab * 4  # fmt: skip
         rows += [Row("server_context", "single-sequence context", kv_tok * ctx / GB, kv_tok * ctx / GB,
                      "lmforge's server keeps one beside the batched engine: KV for 1 more sequence"),
                  Row("compute", "llama.cpp compute buffer", compute / GB, compute / GB,
@@ -673,25 +667,19 @@ def _serve(spec: ModelSpec, cfg: PlanConfig, memory: float, cpu: CpuFacts | None
     per_device = sum(r.per_device_gb for r in rows)
     notes = []
     if ctx > a.context_length:
-        notes.append(
-            f"context {ctx:,} is beyond what {a.name} was trained for ({a.context_length:,}): RoPE scaling"
-        )
+        notes.append(f"context {ctx:,} is beyond what {a.name} was trained for ({a.context_length:,}): RoPE scaling")  # fmt: skip
     needed: int | None = 1
     if not cfg.cpu:
         needed = next((n for n in TP_SIZES if a.heads % n == 0
                        and (weights + kv) / n / GB + (compute + GPU_RUNTIME) / GB <= memory), None)  # fmt: skip
         if a.kv_heads < tp:
-            notes.append(
-                f"{a.kv_heads} KV heads on {tp} GPUs: engines replicate KV heads, the KV cache per GPU is larger"
-            )
+            notes.append(f"{a.kv_heads} KV heads on {tp} GPUs: engines replicate KV heads, the KV cache per GPU is larger")  # fmt: skip
     b, kv_seq = a.params / 1e9, kv_tok * ctx / GB
     naive = 16 * b + 2 * conc
-    naive_note = (f"16 × {b:.2f}B + 2 × {conc} sequences = {naive:.1f} GB: it charges 16 bytes per parameter "
+    naive_note = (f"16 × {b:.3g}B + 2 × {conc} sequences = {naive:.1f} GB: it charges 16 bytes per parameter "
                   f"(weights + gradients + Adam states: a training figure) where {prec} weights take {bits / 8:.2f}, "
                   f"and a flat 2 GB per sequence where its KV cache at {ctx:,} tokens takes {kv_seq:.2f} GB")  # fmt: skip
-    rule = "peak = the sum of the rows" + (
-        "" if cfg.cpu else "; weights and KV cache split over tensor-parallel GPUs"
-    )
+    rule = "peak = the sum of the rows" + ("; weights and KV cache split over the tensor-parallel GPUs" if tp > 1 else "")  # fmt: skip
     return Plan("serve", spec, cfg, rows, sum(r.gb for r in rows), per_device, tp, per_device <= memory,
                 _device_label(cfg, tp, memory), needed, naive, naive_note, rule,
                 cpu=_cpu_estimate(spec, cfg, weights, kv_tok, cpu) if cfg.cpu else None, notes=notes)  # fmt: skip
@@ -730,7 +718,7 @@ def _train(spec: ModelSpec, cfg: PlanConfig, memory: float) -> Plan:
         wnote = "layer matrices NF4 (double quant); embeddings, lm_head, norms fp32 (peft); adapter fp32"
     elif cfg.cpu:
         w = a.params * 4 + (trainable * 4 if method == "lora" else 0)
-        wnote = "fp32 (lmforge loads fp32 and autocasts)"
+        wnote = "fp32 (`lmforge finetune` keeps fp32 weights on CPU)"
         if mixed:  # autocast saves a half-precision copy of every matmul weight (lm_head too) for backward
             w += (linear + a.vocab * h) * 2
             wnote += f" + the {prec} copies of the matmul weights autocast keeps for backward"
@@ -743,13 +731,8 @@ def _train(spec: ModelSpec, cfg: PlanConfig, memory: float) -> Plan:
     zw, zg, zo = (gpus if cfg.zero >= s else 1 for s in (3, 2, 1))
     add("weights", "weights", w / zw, wnote + (f"; ZeRO-3 splits them over {gpus} GPUs" if zw > 1 else ""))
     gbytes = 2 if (mixed and method == "full" and not cfg.cpu) else 4
-    add(
-        "gradients",
-        "gradients",
-        trainable * gbytes / zg,
-        f"{trainable / 1e6:,.1f}M trainable × {gbytes} B"
-        + (f"; ZeRO-2 splits them over {gpus}" if zg > 1 else ""),
-    )
+    add("gradients", "gradients", trainable * gbytes / zg,
+        f"{trainable / 1e6:,.1f}M trainable × {gbytes} B" + (f"; ZeRO-2 splits them over {gpus}" if zg > 1 else ""))  # fmt: skip
     ob = OPTIMIZER_BYTES[cfg.optimizer]
     add("optimizer", f"optimizer ({cfg.optimizer})", trainable * ob / zo,
         f"{ob:g} B per trainable parameter" + (f"; ZeRO-1 splits them over {gpus}" if zo > 1 else ""))  # fmt: skip
@@ -765,42 +748,32 @@ def _train(spec: ModelSpec, cfg: PlanConfig, memory: float) -> Plan:
         anote = f"{per_layer:,} values/token/layer × {a.layers} layers × {tokens:,} tokens × {abytes} B"
     add("activations", "activations", act, anote)
     logits = LOGITS_COPIES * tokens * a.vocab * 4
-    add(
-        "logits",
-        "logits + loss",
-        logits,
-        f"{LOGITS_COPIES} fp32 copies of {cfg.batch} × {cfg.seq_len} × {a.vocab:,}",
-    )
+    add("logits", "logits + loss", logits, f"{LOGITS_COPIES} fp32 copies of {cfg.batch} × {cfg.seq_len} × {a.vocab:,}")  # fmt: skip
     scratch = 2 * max(a.vocab * h, h * i) * 4 if (cfg.cpu and method == "full") else 0.0
     if scratch:
         add("step_scratch", "optimizer-step scratch", scratch, "AdamW temporaries of the largest tensor")
     pages = linear * spec.checkpoint_bytes_per_param if (cfg.cpu and method == "qlora") else 0.0
     if pages:
-        add(
-            "checkpoint_pages",
-            "checkpoint pages",
-            pages,
-            "the checkpoint read while quantizing stays mapped (file-backed RSS, reclaimable)",
-        )
-    runtime = CPU_TRAIN_RUNTIME if cfg.cpu else GPU_RUNTIME
-    add(
-        "runtime",
-        "process" if cfg.cpu else "CUDA context, allocator",
-        runtime,
-        "torch, transformers, peft (measured)" if cfg.cpu else "per GPU (not calibrated here)",
-    )
+        add("checkpoint_pages", "checkpoint pages", pages,
+            "the checkpoint read while quantizing stays mapped (file-backed RSS, reclaimable)")  # fmt: skip
     fwd, bwd = act + logits, trainable * gbytes / zg + scratch
-    per_device = (runtime + pages + w / zw + trainable * ob / zo + max(fwd, bwd)) / GB
+    heap = (CPU_HEAP_RETENTION[method] - 1) * max(fwd, bwd) if cfg.cpu else 0.0
+    if heap:
+        add("allocator", "heap retention", heap, "freed activation memory glibc keeps (measured)")
+    runtime = CPU_TRAIN_RUNTIME + a.vocab * TOKENIZER_BYTES_PER_TOKEN if cfg.cpu else GPU_RUNTIME
+    add("runtime", "process" if cfg.cpu else "CUDA context, allocator", runtime,
+        "torch, transformers, peft, the tokenizer (measured)" if cfg.cpu else "per GPU (not calibrated here)")  # fmt: skip
+    per_device = (runtime + pages + w / zw + trainable * ob / zo + max(fwd, bwd) + heap) / GB
     b, states = a.params / 1e9, (w + trainable * (gbytes + ob)) / GB
     naive = 16 * b + 2 * cfg.batch
-    naive_note = (f"16 × {b:.2f}B + 2 × {cfg.batch} sequences = {naive:.1f} GB: 16 bytes per parameter is full "
+    naive_note = (f"16 × {b:.3g}B + 2 × {cfg.batch} sequences = {naive:.1f} GB: 16 bytes per parameter is full "
                   f"training's weights + gradients + Adam ({method} here: {states:.1f} GB), and 2 GB per sequence "
                   f"ignores its length and the vocabulary (activations + logits at {cfg.seq_len} tokens: "
                   f"{fwd / cfg.batch / GB:.2f} GB per sequence)")  # fmt: skip
     notes = ["on CPU bf16 is autocast over fp32 weights: smaller activations, extra weight copies"] if (
         cfg.cpu and mixed) else []  # fmt: skip
-    rule = ("peak = runtime + weights + optimizer + max(activations + logits, gradients): gradients are built as "
-            "the saved activations are freed")  # fmt: skip
+    rule = ("peak = weights + optimizer + max(activations + logits, gradients) + the rest: gradients are built "
+            "as the saved activations are freed")  # fmt: skip
     return Plan("train", spec, cfg, rows, per_device * gpus, per_device, gpus, per_device <= memory,
                 _device_label(cfg, gpus, memory), None, naive, naive_note, rule, notes=notes)  # fmt: skip
 
@@ -812,9 +785,7 @@ def _suggestions(spec: ModelSpec, cfg: PlanConfig, cpu: CpuFacts | None) -> list
         ladder = ("q8_0", "q5_k_m", "q4_k_m", "q4_0") if cfg.cpu else ("bf16", "int8", "int4")
         bits = weight_bytes(spec, str(cfg.precision)) * 8 / spec.arch.params
         lower = [replace(cfg, precision=p) for p in ladder if BITS_PER_WEIGHT[p] < bits - 0.05]  # type: ignore[arg-type]
-        c = next(
-            (c for c in lower if estimate(spec, c, cpu, suggest=False).fits), lower[-1] if lower else None
-        )
+        c = next((c for c in lower if estimate(spec, c, cpu, suggest=False).fits), lower[-1] if lower else None)  # fmt: skip
         if c:  # the least aggressive precision that fits (or the smallest there is)
             tries.append((f"--precision {c.precision}", c))
         if KV_BYTES[cfg.kv_cache] >= 2:
@@ -823,16 +794,10 @@ def _suggestions(spec: ModelSpec, cfg: PlanConfig, cpu: CpuFacts | None) -> list
         conc = _largest(lambda n: replace(cfg, concurrency=n), cfg.concurrency - 1, spec, cpu)
         if conc:
             tries.append((f"--concurrency {conc}", replace(cfg, concurrency=conc)))
-        blocks = _largest(
-            lambda n: replace(cfg, context=n * 256, prompt_tokens=None),
-            (cfg.context or 0) // 256 - 1,
-            spec,
-            cpu,
-        )
+        at = lambda n: replace(cfg, context=n * 256, prompt_tokens=None)  # noqa: E731
+        blocks = _largest(at, (cfg.context or 0) // 256 - 1, spec, cpu)
         if blocks:
-            tries.append(
-                (f"--context {blocks * 256}", replace(cfg, context=blocks * 256, prompt_tokens=None))
-            )
+            tries.append((f"--context {blocks * 256}", at(blocks)))
         n = None if cfg.cpu else estimate(spec, replace(cfg, gpus=1), cpu, suggest=False).devices_needed
         if n and n > cfg.gpus:
             tries.append((f"--gpus {n} (tensor parallel)", replace(cfg, gpus=n)))
@@ -850,14 +815,34 @@ def _suggestions(spec: ModelSpec, cfg: PlanConfig, cpu: CpuFacts | None) -> list
         if cfg.precision == "fp32" and not cfg.cpu:
             tries.append(("--precision bf16", replace(cfg, precision="bf16")))
         if not cfg.cpu and cfg.train == "full":
-            zero3 = [replace(cfg, zero=3, gpus=n) for n in (2, 4, 8, 16, 32, 64)]
-            c = next((c for c in zero3 if estimate(spec, c, cpu, suggest=False).fits), None)
-            if c:
-                tries.append((f"--zero 3 --gpus {c.gpus}", c))
+            for ckpt in sorted({cfg.grad_checkpointing, True}):  # ZeRO-3 alone, else with checkpointing
+                zero3 = [replace(cfg, zero=3, gpus=n, grad_checkpointing=ckpt) for n in (2, 4, 8, 16, 32, 64)]
+                c = next((c for c in zero3 if estimate(spec, c, cpu, suggest=False).fits), None)
+                if c:
+                    flag = " --grad-checkpointing" if ckpt and not cfg.grad_checkpointing else ""
+                    tries.append((f"--zero 3 --gpus {c.gpus}{flag}", c))
+                    break
     out = []
     for change, c in tries:
         p = estimate(spec, c, cpu, suggest=False)
         out.append(Suggestion(change, round(p.per_device_gb, 2), p.fits, p.devices))
+    if cfg.train is not None and out and not any(s.fits for s in out):  # no one change is enough: stack them
+        gentlest = (
+            "--grad-checkpointing",
+            "--batch",
+            "--optimizer",
+            "--precision",
+            "--train lora",
+            "--train qlora",
+        )
+        combined, done = cfg, []
+        for change, c in [t for key in gentlest for t in tries if t[0].startswith(key)]:
+            combined = replace(combined, **{k: v for k, v in asdict(c).items() if v != getattr(cfg, k)})
+            done.append(change.split(" (")[0])
+            p = estimate(spec, combined, cpu, suggest=False)
+            if p.fits:
+                out.append(Suggestion(" ".join(done), round(p.per_device_gb, 2), True, p.devices))
+                break
     return sorted(out, key=lambda s: not s.fits)
 
 

@@ -157,7 +157,9 @@ class LogitCache:
                 if bar:
                     bar.stop()
         hits = len(unique) - len(missing)
-        say(f"teacher logits: {hits} of {len(unique)} examples from the cache, {len(missing)} computed ({self.path})")
+        say(
+            f"teacher logits: {hits} of {len(unique)} examples from the cache, {len(missing)} computed ({self.path})"
+        )
         return {"used": True, "dir": str(self.path), "examples": len(unique), "hits": hits, "computed": len(missing),
                 "top_k": self.top_k}  # fmt: skip
 
