@@ -229,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="three cases: serve 2048×1, serve 8192×4, SmolLM2 LoRA"
     )
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument(
+        "--only", default="", help="run the cases whose label contains one of these comma-separated words"
+    )
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
     args = ap.parse_args(argv)
     from lmforge.home import Registry
@@ -237,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     registry = Registry()
     env = os.environ | {"LMFORGE_HOME": str(registry.root), "PYTHONUNBUFFERED": "1"}
     cases = grid(DEFAULT_CHAT_MODEL, args.quick)
+    if args.only:
+        words = [w.strip() for w in args.only.split(",") if w.strip()]
+        cases = [c for c in cases if any(w in c.label for w in words)]
     missing = prepare(registry, cases, env)
     if missing:
         print(f"skipping cases of {', '.join(missing)}: not registered (`lmforge pull NAME`)")
