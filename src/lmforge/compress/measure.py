@@ -131,6 +131,19 @@ def measure_model(registry: Registry, name: str, cfg: MeasureConfig, *, refresh:
     return got
 
 
+def begin(registry: Registry, model: str, out: str) -> Manifest:
+    """The checks every compression command starts with: `model` is a local language model and `out`
+    is a free, valid name. Returns the model's manifest."""
+    from lmforge.home import check_name
+
+    m = registry.get(model)
+    check_measurable(m)
+    check_name(out)
+    if registry.exists(out):
+        raise LmforgeError(f"model {out!r} already exists; pass --out or remove it first")
+    return m
+
+
 def check_measurable(m: Manifest) -> None:
     if m.format == "openai":
         raise LmforgeError(f"{m.name} is a remote model: its weights are on another server, so lmforge cannot "

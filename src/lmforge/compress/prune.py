@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lmforge.compress.measure import MeasureConfig, check_measurable, delta, measure_model, measure_path
+from lmforge.compress.measure import MeasureConfig, begin, delta, measure_model, measure_path
 from lmforge.errors import LmforgeError
-from lmforge.home import Manifest, Registry, check_name
+from lmforge.home import Manifest, Registry
 
 PruneMethod = Literal["magnitude", "structured"]
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -96,12 +96,8 @@ def main(registry: Registry, model: str, cfg: PruneConfig, *, say=print) -> Mani
     from lmforge.train.finetune import hf_base
 
     cfg.validate()
-    pm = registry.get(model)
-    check_measurable(pm)
     out = cfg.out or f"{model}-pruned-{cfg.method}-{round(cfg.sparsity * 100)}"
-    check_name(out)
-    if registry.exists(out):
-        raise LmforgeError(f"model {out!r} already exists; pass --out or remove it first")
+    pm = begin(registry, model, out)
     source = hf_base(registry, model, say) if pm.format == "gguf" else pm
     src = registry.model_path(source)
     tok, model_ = load_pretrained(src, "causal")

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from lmforge.compress.measure import MeasureConfig, check_measurable, delta, measure_model, measure_path
+from lmforge.compress.measure import MeasureConfig, begin, delta, measure_model, measure_path
 from lmforge.errors import LmforgeError
-from lmforge.home import Manifest, Registry, check_name, file_sha256
+from lmforge.home import Manifest, Registry, file_sha256
 
 Target = Literal["gguf-f16", "gguf-q8_0", "gguf-q5_k_m", "gguf-q4_k_m", "gguf-q4_0", "int8", "nf4"]
 TARGETS: tuple[str, ...] = ("gguf-f16", "gguf-q8_0", "gguf-q5_k_m", "gguf-q4_k_m", "gguf-q4_0", "int8", "nf4")
@@ -73,12 +73,8 @@ def gguf_file_type(path: Path) -> str:
 def main(registry: Registry, model: str, cfg: QuantizeConfig, *, say=print) -> Manifest:
     """Quantize registered `model` to cfg.to; register it (or raise) with the measured numbers."""
     cfg.validate()
-    pm = registry.get(model)
-    check_measurable(pm)
     out = cfg.out or f"{model}-{cfg.to.replace('_', '-')}"
-    check_name(out)
-    if registry.exists(out):
-        raise LmforgeError(f"model {out!r} already exists; pass --out or remove it first")
+    pm = begin(registry, model, out)
     source = pm
     if cfg.to.startswith("gguf-") and pm.format == "gguf":
         ftype = gguf_file_type(registry.model_path(pm)).upper()
