@@ -37,15 +37,18 @@ class ReportConfig:
     measure: MeasureConfig = field(default_factory=MeasureConfig)
 
 
-def variant_of(m: Any) -> str:
-    """A row's label: hf-<dtype>, gguf-<type>, int8/nf4, pruned-<method>-<pct>."""
+def variant_of(m: Any, registry: Registry) -> str:
+    """A row's label: hf, gguf-<type>, int8/nf4, pruned-<method>-<pct>; "(pulled)" for a catalog file."""
     if m.source.startswith("quantize:"):
         return m.source.removeprefix("quantize:")
     if m.source.startswith("prune:"):
         return f"pruned-{m.config.get('method')}-{round(100 * float(m.config.get('sparsity', 0)))}"
     pulled = " (pulled)" if m.source.startswith("pypi:") else ""
     if m.format == "gguf":
-        return f"gguf-{str(m.config.get('file_type') or m.config.get('quant') or '?').lower()}{pulled}"
+        from lmforge.compress.quantize import gguf_file_type
+
+        ftype = m.config.get("file_type") or gguf_file_type(registry.model_path(m)) or "?"
+        return f"gguf-{str(ftype).lower()}{pulled}"
     return "hf"
 
 
@@ -84,7 +87,9 @@ def build(
         raise LmforgeError(
             f"--build: unknown type(s) {', '.join(unknown)}; choose from {', '.join(TARGETS)} or all"
         )
-    have = {variant_of(registry.get(n)) for n in rows_for(registry, model)[1:]}  # the root is not a product
+    have = {
+        variant_of(registry.get(n), registry) for n in rows_for(registry, model)[1:]
+    }  # the root is not a product
     m = registry.get(model)
     base = f"{model}-hf" if m.format == "gguf" else model
     for t in wanted:
@@ -110,7 +115,7 @@ def main(
         m = registry.get(name)
         say(f"measuring {name} ...")
         got = measure_model(registry, name, cfg.measure)
-        rows.append({"model": name, "variant": variant_of(m), "format": m.format, "params": m.params,
+        rows.append({"model": name, "variant": variant_of(m, registry), "format": m.format, "params": m.params,
                      "size_bytes": got.size_bytes, "size_mb": round(got.size_bytes / 1e6, 1), "decode_tps": got.decode_tps,
                      "perplexity": got.perplexity, "bits_per_byte": got.bits_per_byte, "engine": got.engine})  # fmt: skip
     ref = next((r for r in rows if r["format"] == "hf" and r["variant"] == "hf"), rows[0])
