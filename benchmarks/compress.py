@@ -5,8 +5,8 @@ For each model: its dequantized HF form (fp32, the reference), the seven `lmforg
 from it (gguf-f16 / q8_0 / q5_k_m / q4_k_m / q4_0 through llama.cpp, int8 through torchao, nf4 through
 bitsandbytes) and a structured prune at 30% with a short recovery fine-tune — each measured by
 compress/measure.py: size on disk, decode tokens/s (greedy, after the first token), perplexity on the
-held-out zh+en text. Beside decode tokens/s stands the machine's limit for it: memory bandwidth
-(measured here, a large numpy copy) / bytes of weights read per token — a decoder reads every weight
+held-out zh+en text. Beside decode tokens/s stands the machine's limit for it: memory read bandwidth
+(measured here by `lmforge plan`'s probe, a 512 MiB sum on all threads) / bytes of weights read per token — a decoder reads every weight
 once per token, so no engine beats that on a CPU. Also the shipped Q4_K_M/Q4_1 GGUF of the pull, as
 the peer tool's (llama.cpp's own quantizer run by the packagers) reference row.
 
@@ -22,21 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 MODELS = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct")
-
-
-def bandwidth_gbs(n_bytes: int = 1 << 29, reps: int = 5) -> float:
-    """Sustained copy bandwidth: read + write of a 512 MiB array, best of `reps` (GB/s)."""
-    a = np.ones(n_bytes // 8)
-    b = np.empty_like(a)
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        np.copyto(b, a)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n_bytes / best / 1e9
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,13 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     from lmforge.compress.report import ReportConfig
     from lmforge.compress.report import main as report
     from lmforge.home import Registry
+    from lmforge.plan import measure_memory_bandwidth
 
     reg = Registry()
     cfg = MeasureConfig(threads=args.threads)
-    bw = bandwidth_gbs()
-    print(
-        f"memory bandwidth (numpy copy, read+write): {bw:.1f} GB/s; {args.threads} threads", file=sys.stderr
-    )
+    bw = measure_memory_bandwidth()
+    print(f"memory read bandwidth (lmforge plan's probe, all threads): {bw:.1f} GB/s; {args.threads} threads")
     out_dir = Path(__file__).resolve().parent / "out"
     out_dir.mkdir(exist_ok=True)
     say = lambda s: print(s, file=sys.stderr)  # noqa: E731
