@@ -169,11 +169,16 @@ def chart(model: str, rows: list[dict[str, Any]], path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
     top = max(r["decode_tps"] for r in rows) or 1
-    for r in rows:
+    for i, r in enumerate(sorted(rows, key=lambda r: r["size_mb"])):
         ax.scatter(r["size_mb"], r["ppl_increase_pct"], s=40 + 500 * r["decode_tps"] / top, alpha=0.6,
                    color="#1f5f9f" if r["format"] == "gguf" else "#d4861f", edgecolor="black")  # fmt: skip
-        ax.annotate(f"{r['variant']}\n{r['decode_tps']:.0f} tok/s", (r["size_mb"], r["ppl_increase_pct"]),
-                    fontsize=7, xytext=(6, 4), textcoords="offset points")  # fmt: skip
+        ax.annotate(
+            f"{r['variant']}\n{r['decode_tps']:.0f} tok/s",
+            (r["size_mb"], r["ppl_increase_pct"]),
+            fontsize=7,
+            xytext=(6, (4, -16, 14)[i % 3]),
+            textcoords="offset points",
+        )  # neighbours apart
     ax.set_xscale("log")
     ax.set_xlabel("size on disk (MB, log scale)")
     ax.set_ylabel("perplexity increase vs reference (%)")
