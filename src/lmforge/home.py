@@ -551,6 +551,10 @@ def _folder_fingerprint(folder: Path) -> str:
     return h.hexdigest()
 
 
+WEIGHT_SUFFIXES = (".gguf", ".safetensors", ".bin", ".pt")
+"""Files that hold a model's weights (not its config, tokenizer, manifest or reports)."""
+
+
 def weights_fingerprint(registry: Registry, m: Manifest) -> str:
     """sha256 over the model's weight files (names and contents): what a cache of its outputs is keyed
     by. `data_fingerprint` is not that for trained artifacts (there it is the training data's), and
@@ -562,7 +566,7 @@ def weights_fingerprint(registry: Registry, m: Manifest) -> str:
         return str(m.config["weights_sha256"])
     path = registry.model_path(m)
     files = [path] if path.is_file() else sorted(
-        p for p in path.rglob("*") if p.is_file() and p.suffix in (".gguf", ".safetensors", ".bin")
+        p for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES
     )  # fmt: skip
     h = hashlib.sha256()
     for p in files:

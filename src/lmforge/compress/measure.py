@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.errors import LmforgeError
-from lmforge.home import Manifest, Registry
+from lmforge.home import WEIGHT_SUFFIXES, Manifest, Registry
 
-WEIGHT_SUFFIXES = (".gguf", ".safetensors", ".bin", ".pt")
 PROMPT = "The history of the printing press"
 
 
