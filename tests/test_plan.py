@@ -226,7 +226,7 @@ def test_bandwidth_is_measured_once_and_shares_hardware_json(registry, monkeypat
     path = registry.root / "hardware.json"
     path.write_text(json.dumps({"AMD EPYC|sft|lora|1|2|(4, 90)": {"used": "bf16"}}))
     calls = []
-    monkeypatch.setattr("lmforge.plan.measure_memory_bandwidth", lambda: calls.append(1) or 12.5)
+    monkeypatch.setattr("lmforge.plan.estimates.measure_memory_bandwidth", lambda: calls.append(1) or 12.5)
     assert cpu_facts(registry).memory_bandwidth_gbs == 12.5
     assert cpu_facts(registry).memory_bandwidth_gbs == 12.5 and len(calls) == 1
     saved = json.loads(path.read_text())
