@@ -709,10 +709,11 @@ from lmforge import cli_kb  # noqa: E402
 
 app.add_typer(cli_kb.kb_app, name="kb")
 # -- shrinking models (quantize, prune, compress report): cli_compress.py --------------------------
-from lmforge import cli_compress, cli_plan  # noqa: E402
+from lmforge import cli_compress, cli_plan, cli_task  # noqa: E402
 
 cli_compress.mount(app)
 cli_plan.mount(app)
+cli_task.mount(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,117 @@
+"""`lmforge task`: answers always parse (grammar-constrained on llama.cpp, validated elsewhere), NER
+offsets are checked against the input, bad input is one clear error, and a batch keeps what it has."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lmforge.home import Registry, register_local
+from lmforge.tasks.engine import TaskConfig, TaskOutputError, build_messages, locate, output_schema, run
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch, tiny_gguf_long) -> Registry:
+    monkeypatch.setenv("LMFORGE_HOME", str(tmp_path / "home"))
+    reg = Registry(tmp_path / "home")
+    register_local(reg, tiny_gguf_long, "tg", kind="chat")
+    return reg
+
+
+def backend(reg: Registry, name: str):
+    from lmforge.infer.loader import load_backend
+
+    return load_backend(reg, name)
+
+
+def test_constrained_answers_always_parse_on_llamacpp(home):
+    b = backend(home, "tg")
+    assert b.capabilities.grammar
+    r = run(b, "sentiment", "这家店的服务太差了", TaskConfig(max_tokens=64))
+    assert r["label"] in ("positive", "negative", "neutral") and 0 <= r["score"] <= 1 and r["tries"] == 1
+    r = run(b, "classify", "The match ended 2-1.", TaskConfig(labels=["sport", "finance"], max_tokens=64))
+    assert r["label"] in ("sport", "finance")
+    text = "张三在北京的清华大学工作"
+    r = run(b, "ner", text, TaskConfig(labels=["PER", "LOC", "ORG"], max_tokens=96))
+    assert all(
+        text[e["start"] : e["end"]] == e["text"] and e["label"] in ("PER", "LOC", "ORG")
+        for e in r["entities"]
+    )
+    assert isinstance(
+        r["dropped"], int
+    )  # a tiny model invents: what is not in the text is dropped, not placed
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    r = run(b, "extract", "I live in Paris.", TaskConfig(schema=schema, max_tokens=160, cot=True))
+    assert isinstance(r["city"], str) and "reasoning" in r
+
+
+def test_a_model_that_never_writes_json_fails_with_its_last_output(home):
+    from lmforge.infer.loader import LoadConfig, load_backend
+
+    b = load_backend(home, "tg", LoadConfig(backend="transformers"))  # the same weights, no grammar
+    assert not b.capabilities.grammar
+    with pytest.raises(TaskOutputError, match="no valid answer after 2 tries .*last raw output") as e:
+        run(b, "sentiment", "great food", TaskConfig(retries=1, max_tokens=8))
+    assert isinstance(e.value.raw, str)
+
+
+def test_ner_offsets_are_found_in_the_input_and_inventions_dropped():
+    text = "北京和上海，北京再次出现"
+    ents, dropped = locate(text, [{"text": "北京", "label": "LOC"}, {"text": "上海", "label": "LOC"},
+                                  {"text": "北京", "label": "LOC"}, {"text": "东京", "label": "LOC"}])  # fmt: skip
+    assert [(e["start"], e["end"]) for e in ents] == [(0, 2), (3, 5), (6, 8)] and dropped == 1
+
+
+def test_prompt_strategies_are_data(tmp_path):
+    cfg = TaskConfig(labels=["体育", "财经"], examples=[{"text": "股市大涨", "output": {"label": "财经", "score": 0.9}}],
+                     system="你是新闻编辑。", cot=True)  # fmt: skip
+    msgs = build_messages("classify", "球队赢了", cfg)
+    assert msgs[0]["content"].startswith("你是新闻编辑。") and "reasoning" in msgs[0]["content"]
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"] and "股市大涨" in msgs[1][
+        "content"
+    ]
+    assert list(output_schema("classify", cfg)["properties"]) == ["reasoning", "label", "score"]
+    assert (
+        "Classify the text"
+        in build_messages("classify", "The team won", TaskConfig(labels=["a"]))[1]["content"]
+    )
+    own = tmp_path / "t.yaml"
+    own.write_text(
+        "sentiment:\n  en:\n    system: Be brief.\n    user: 'Mood of: {text}'\n", encoding="utf-8"
+    )
+    msgs = build_messages("sentiment", "nice", TaskConfig(templates=str(own)))
+    assert msgs[1]["content"] == "Mood of: nice" and msgs[0]["content"].startswith("Be brief.")
+
+
+def test_cli_bad_input_and_batch(home, tmp_path, capsys):
+    from lmforge.cli import main as cli
+
+    assert cli(["task", "classify", "tg", "text"]) == 2
+    assert "classify needs --labels" in capsys.readouterr().err
+    assert cli(["task", "sentiment", "tg", ""]) == 2
+    assert "the text is empty" in capsys.readouterr().err
+    assert cli(["task", "translate", "tg", "hi", "--to", "xx"]) == 2
+    assert "unsupported language code 'xx'" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text('{"type": "nonsense"}')
+    assert cli(["task", "extract", "tg", "x", "--schema", str(tmp_path / "bad.json")]) == 2
+    assert "not a valid JSON Schema" in capsys.readouterr().err
+    (tmp_path / "gbk.txt").write_bytes("这家店很好".encode("gb18030"))
+    assert cli(["task", "sentiment", "tg", "--file", str(tmp_path / "gbk.txt")]) == 2
+    assert "is not UTF-8 text" in capsys.readouterr().err
+    batch = tmp_path / "items.jsonl"
+    batch.write_text('{"text": "good"}\n{"text": ""}\nnot json\n{"text": "bad"}\n', encoding="utf-8")
+    assert cli(["task", "sentiment", "tg", "--jsonl", str(batch)]) == 0
+    out = capsys.readouterr()
+    lines = [json.loads(x) for x in out.out.splitlines()]
+    assert [x["line"] for x in lines] == [1, 4] and all(
+        x["label"] in ("positive", "negative", "neutral") for x in lines
+    )
+    assert (
+        "line 2: the text is empty" in out.err
+        and "line 3:" in out.err
+        and "2 of 4 items done, 2 failed" in out.err
+    )
+    assert cli(["task", "sentiment", "tg", "nice", "--show-prompt", "--json"]) == 0
+    out = capsys.readouterr()
+    assert "[system]" in out.err and "[user]" in out.err and json.loads(out.out)["label"]
