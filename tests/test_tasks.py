@@ -115,3 +115,43 @@ def test_cli_bad_input_and_batch(home, tmp_path, capsys):
     assert cli(["task", "sentiment", "tg", "nice", "--show-prompt", "--json"]) == 0
     out = capsys.readouterr()
     assert "[system]" in out.err and "[user]" in out.err and json.loads(out.out)["label"]
+
+
+def test_api_tasks_endpoint_with_its_scope(tmp_path, tiny_gguf_long):
+    """POST /v1/tasks/{task} returns what `--json` prints; it needs the `tasks` scope; a batch keeps the
+    items that worked and reports the others in place."""
+    import httpx
+    from conftest import LiveServer, make_server
+
+    from lmforge.serve.auth import KeyStore
+    from lmforge.serve.context import ServerSettings
+
+    home = tmp_path / "srv"
+    keys = KeyStore(home / "keys.sqlite")
+    worker = keys.create("worker", ("tasks",))
+    chatter = keys.create("chatter", ("chat",))
+    app = make_server(home, tiny_gguf_long, keys=keys, ctx=2048,
+                      settings=ServerSettings(host="0.0.0.0", max_body_bytes=1 << 20))  # fmt: skip
+    with LiveServer(app) as srv:
+        url = srv.url + "/v1/tasks/"
+        auth = {"Authorization": f"Bearer {worker}"}
+        body = {"model": "tiny", "text": "张三在北京工作", "labels": ["PER", "LOC"], "max_tokens": 96}
+        r = httpx.post(url + "ner", json=body, headers=auth, timeout=120)
+        assert r.status_code == 200, r.text
+        got = r.json()
+        assert set(got) >= {"entities", "dropped"}
+        assert all(body["text"][e["start"] : e["end"]] == e["text"] for e in got["entities"])
+        r = httpx.post(url + "ner", json=body, headers={"Authorization": f"Bearer {chatter}"}, timeout=60)
+        assert r.status_code == 403
+        r = httpx.post(url + "classify", json={"model": "tiny", "text": "x"}, headers=auth, timeout=60)
+        assert r.status_code == 400 and "needs --labels" in r.text
+        assert (
+            httpx.post(url + "poetry", json={"model": "tiny", "text": "x"}, headers=auth).status_code == 404
+        )
+        batch = {"model": "tiny", "texts": ["good", "", "bad"], "max_tokens": 48}
+        r = httpx.post(url + "sentiment", json=batch, headers=auth, timeout=120)
+        res = r.json()
+        assert (
+            r.status_code == 200 and res["failed"] == 1 and "the text is empty" in res["results"][1]["error"]
+        )
+        assert res["results"][0]["label"] in ("positive", "negative", "neutral")

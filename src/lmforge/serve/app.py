@@ -46,6 +46,7 @@ from lmforge.serve.limits import BodyLimit
 from lmforge.serve.openai_routes import openai_router
 from lmforge.serve.ops_routes import ops_router
 from lmforge.serve.service import ChatService
+from lmforge.serve.task_routes import task_router
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 RERANK_TOKENS = 32
@@ -108,6 +109,7 @@ def create_app(
     app.include_router(eval_router(ctx))
     app.include_router(ops_router(ctx))
     app.include_router(jobs_router(ctx))
+    app.include_router(task_router(ctx))
 
     console = resources.files("lmforge.serve").joinpath("console")
     app.mount("/console", StaticFiles(directory=str(console)), name="console")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from lmforge.errors import LmforgeError
 
-SCOPES = ("chat", "embed", "kb:read", "kb:write", "train", "admin")
+SCOPES = ("chat", "embed", "kb:read", "kb:write", "train", "tasks", "admin")
 KEY_PREFIX = "lmf-"
 
 SCHEMA = """

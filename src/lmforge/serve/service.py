@@ -505,6 +505,40 @@ class ChatService:
 
         return pieces(), o.close
 
+    def chat_view(self, model: str) -> ScheduledChat:
+        """A Backend-shaped view of served `model` for code that calls `chat` (the task engine)."""
+        return ScheduledChat(self, model)
+
     def greedy(self, model: str, messages: list[dict], max_tokens: int) -> str:
         pieces, _close = self.greedy_stream(model, messages, max_tokens)
         return "".join(pieces)
+
+
+class ScheduledChat:
+    """`capabilities` and `chat` of a served model, each chat admitted through the scheduler like an
+    API request (queue, deadline, slot), so server-side callers such as /v1/tasks share the batching
+    engine with everyone else instead of holding a model of their own."""
+
+    def __init__(self, service: ChatService, model: str) -> None:
+        self._service, self._model = service, model
+        o = service._admit(model, lambda o: None)  # loads the model if it is not; nothing is generated
+        try:
+            self.capabilities = o.backend.capabilities
+        finally:
+            o.close()
+
+    def chat(self, messages: list[dict[str, Any]], params: SamplingParams, cancel: Any = None,
+             options: ChatOptions | None = None) -> Iterator[Chunk]:  # fmt: skip
+        def start(o: _Open) -> None:
+            o.streams.append(o.backend.chat(messages, params, o.ticket.stream_event(), options))
+
+        o = self._service._admit(self._model, start)
+
+        def chunks() -> Iterator[Chunk]:
+            try:
+                for _, c in o.chunks():
+                    yield c
+            finally:
+                o.close()
+
+        return chunks()
