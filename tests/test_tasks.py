@@ -155,3 +155,26 @@ def test_api_tasks_endpoint_with_its_scope(tmp_path, tiny_gguf_long):
             r.status_code == 200 and res["failed"] == 1 and "the text is empty" in res["results"][1]["error"]
         )
         assert res["results"][0]["label"] in ("positive", "negative", "neutral")
+
+
+def test_a_text_longer_than_the_context_is_split_and_merged(tmp_path, tiny_gguf_long):
+    """A text longer than the 2048-token context is processed in pieces; NER offsets come back in the
+    whole text's coordinates, and the answer says how many pieces there were."""
+    from lmforge.infer.loader import load_backend
+    from lmforge.tasks.engine import split_text
+
+    pieces = split_text("第一句。第二句很长很长。第三句！", 8)
+    assert "".join(p for _, p in pieces) == "第一句。第二句很长很长。第三句！" and all(
+        len(p) <= 8 for _, p in pieces
+    )
+    assert pieces[0][0] == 0 and all(
+        a[0] + len(a[1]) == b[0] for a, b in zip(pieces, pieces[1:], strict=False)
+    )
+    reg = Registry(tmp_path / "h")
+    register_local(reg, tiny_gguf_long, "long", kind="chat")
+    b = load_backend(reg, "long")
+    text = " ".join(f"Alice met Bob in Paris on day {i}." for i in range(200))
+    assert len(b.tokenize(text)) > b.context_length
+    r = run(b, "ner", text, TaskConfig(labels=["PER", "LOC"], max_tokens=96, lang="en"))
+    assert r["chunks"] > 1
+    assert all(text[e["start"] : e["end"]] == e["text"] for e in r["entities"])

@@ -524,8 +524,13 @@ class ScheduledChat:
         o = service._admit(model, lambda o: None)  # loads the model if it is not; nothing is generated
         try:
             self.capabilities = o.backend.capabilities
+            self.context_length = o.backend.context_length
+            self._tokenize = o.backend.tokenize
         finally:
             o.close()
+
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        return self._tokenize(text, add_special=add_special)
 
     def chat(self, messages: list[dict[str, Any]], params: SamplingParams, cancel: Any = None,
              options: ChatOptions | None = None) -> Iterator[Chunk]:  # fmt: skip

@@ -137,9 +137,9 @@ MAX_ENTITIES = 32
 
 
 def output_schema(task: str, cfg: TaskConfig, text_len: int = 256) -> dict[str, Any]:
-    """The JSON schema the model's answer must follow. Lengths are bounded (an entity is no longer than
-    the text, at most MAX_ENTITIES of them), so a constrained model that loops still closes its JSON
-    within the token budget."""
+    """The JSON schema the model's answer must follow. Lengths are bounded by the text and by max_tokens
+    (entity length, how many entities), so a constrained model that loops still closes its JSON within
+    the token budget; raise max_tokens for texts with many entities."""
     labels = [x.strip() for x in cfg.labels if x.strip()]
     score = {"type": "number", "minimum": 0, "maximum": 1}
     props: dict[str, Any]
@@ -148,11 +148,12 @@ def output_schema(task: str, cfg: TaskConfig, text_len: int = 256) -> dict[str, 
     elif task == "classify":
         props = {"label": {"type": "string", "enum": labels}, "score": score}
     elif task == "ner":
-        entity = {"type": "object", "properties": {"text": {"type": "string", "minLength": 1,
-                                                            "maxLength": max(1, min(text_len, 64))},
+        cap = max(1, min(text_len, 64, cfg.max_tokens // 4))
+        most = max(1, min(MAX_ENTITIES, (cfg.max_tokens - 8) // (cap // 2 + 12)))  # ~12 tokens of syntax each
+        entity = {"type": "object", "properties": {"text": {"type": "string", "minLength": 1, "maxLength": cap},
                                                    "label": {"type": "string", "enum": ner_labels(cfg)}},
                   "required": ["text", "label"]}  # fmt: skip
-        props = {"entities": {"type": "array", "items": entity, "maxItems": MAX_ENTITIES}}
+        props = {"entities": {"type": "array", "items": entity, "maxItems": most}}
     elif task == "extract":
         schema = dict(cfg.schema or {})
         if cfg.cot:
@@ -287,9 +288,98 @@ def cut(summary: str, max_chars: int) -> tuple[str, bool]:
     return (head[: ends[-1]] if ends else head).rstrip(), True
 
 
+def split_text(text: str, max_chars: int) -> list[tuple[int, str]]:
+    """(start offset, piece) pieces of at most max_chars, cut after a sentence end or newline when one
+    is in the second half of the window, else hard."""
+    pieces, start = [], 0
+    while start < len(text):
+        end = min(len(text), start + max_chars)
+        if end < len(text):
+            window = text[start:end]
+            cuts = [m.end() for m in re.finditer(r"[。！？.!?\n]", window) if m.end() > max_chars // 2]
+            if cuts:
+                end = start + cuts[-1]
+        pieces.append((start, text[start:end]))
+        start = end
+    return pieces
+
+
+def budget_chars(backend: Any, task: str, text: str, cfg: TaskConfig) -> int | None:
+    """How many characters of text fit in one call (None: the whole text fits)."""
+    ctx = getattr(backend, "context_length", None)
+    tokenize = getattr(backend, "tokenize", None)
+    if not ctx or tokenize is None:
+        return None
+    overhead = sum(len(tokenize(m["content"], add_special=False)) + 8 for m in build_messages(task, "", cfg))
+    n_text = len(tokenize(text, add_special=False))
+    room = ctx - cfg.max_tokens - overhead
+    if n_text <= room:
+        return None
+    if room < 16:
+        raise LmforgeError(f"the prompt leaves no room for the text in a {ctx}-token context: lower max_tokens "
+                           f"or use a model with a longer context")  # fmt: skip
+    return max(16, int(room * len(text) / max(1, n_text) * 0.9))
+
+
 def run(backend: Any, task: str, text: str, cfg: TaskConfig) -> dict[str, Any]:
-    """The task's JSON answer for `text` (what `POST /v1/tasks/{task}` returns and `--json` prints)."""
+    """The task's JSON answer for `text` (what `POST /v1/tasks/{task}` returns and `--json` prints).
+    A text longer than the context is split at sentence ends, each piece is processed, and the results
+    are merged (NER offsets mapped back, summaries map-reduced); the answer then says `"chunks": n`."""
     validate(task, text, cfg)
+    limit = (
+        budget_chars(backend, task, text if task != "qa" else (cfg.context or ""), cfg)
+        if task != "qa"
+        else None
+    )
+    if limit is None:
+        return run_one(backend, task, text, cfg)
+    pieces = split_text(text, limit)
+    parts = [(start, run_one(backend, task, piece, cfg)) for start, piece in pieces]
+    return merge(backend, task, parts, cfg) | {"chunks": len(pieces)}
+
+
+def merge(
+    backend: Any, task: str, parts: list[tuple[int, dict[str, Any]]], cfg: TaskConfig
+) -> dict[str, Any]:
+    tries = sum(p["tries"] for _, p in parts)
+    if task == "ner":
+        ents = [
+            e | {"start": e["start"] + off, "end": e["end"] + off} for off, p in parts for e in p["entities"]
+        ]
+        return {"entities": ents, "dropped": sum(p["dropped"] for _, p in parts), "tries": tries}
+    if task in ("sentiment", "classify"):
+        votes: dict[str, float] = {}
+        for _, p in parts:
+            votes[p["label"]] = votes.get(p["label"], 0.0) + float(p["score"])
+        label = max(votes, key=lambda k: votes[k])
+        return {"label": label, "score": round(votes[label] / sum(votes.values()), 4), "tries": tries}
+    if task == "summarize":  # reduce: a summary of the pieces' summaries
+        joined = "\n".join(p["summary"] for _, p in parts)
+        final = (
+            run(backend, "summarize", joined, cfg)
+            if len(joined) > cfg.max_chars
+            else {"summary": joined, "cut": False, "tries": 0}
+        )
+        return {"summary": final["summary"], "cut": final["cut"], "tries": tries + final["tries"]}
+    if task in ("translate", "rewrite"):
+        key = "translation" if task == "translate" else "text"
+        sep = "" if (cfg.to if task == "translate" else "") in ("zh", "ja") else " "
+        out = {key: sep.join(p[key].strip() for _, p in parts), "tries": tries}
+        return out | ({"to": cfg.to} if task == "translate" else {})
+    merged: dict[str, Any] = {}  # extract: the first value found for a key; lists concatenated
+    for _, p in parts:
+        for k, v in p.items():
+            if k == "tries":
+                continue
+            if isinstance(v, list):
+                merged.setdefault(k, []).extend(v)
+            elif k not in merged or merged[k] in (None, ""):
+                merged[k] = v
+    return merged | {"tries": tries}
+
+
+def run_one(backend: Any, task: str, text: str, cfg: TaskConfig) -> dict[str, Any]:
+    """One call (text that fits the context)."""
     messages = build_messages(task, text, cfg)
     obj, tries = ask(backend, task, messages, cfg, len(text))
     reasoning = obj.pop("reasoning", None) if isinstance(obj, dict) else None
