@@ -134,7 +134,7 @@ def human(name: str, r: dict) -> str:
             lines.append(f"({r['dropped']} entities the model named are not in the text: dropped)")
         return "\n".join(lines) or "(no entities)"
     if name == "summarize":
-        return r["summary"] + ("\n(cut to --max-chars at a sentence end)" if r["cut"] else "")
+        return r["summary"] + ("\n(the model ran over --max-chars: cut, at a sentence end when there is one)" if r["cut"] else "")
     key = {"qa": "answer", "translate": "translation", "rewrite": "text"}.get(name)
     return r[key] if key else json.dumps(r, ensure_ascii=False, indent=2)
 
