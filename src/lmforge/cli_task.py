@@ -56,6 +56,7 @@ def task(
     labels: Annotated[str, typer.Option(help="classify: the classes; ner: entity types (comma-separated).")] = "",
     schema: Annotated[str | None, typer.Option(help="extract: a JSON Schema file.")] = None,
     context: Annotated[str | None, typer.Option(help="qa: the document to answer from.")] = None,
+    kb: Annotated[str | None, typer.Option(help="qa: answer from the top passages of this knowledge base instead.")] = None,
     to: Annotated[str, typer.Option(help="translate: target language (en, zh, ja, ko, fr, de, es, ru).")] = _T.to,
     max_chars: Annotated[int, typer.Option(help="summarize: the longest summary.")] = _T.max_chars,
     style: Annotated[Literal["formal", "casual", "concise"], typer.Option(help="rewrite: style.")] = _T.style,
@@ -77,6 +78,8 @@ def task(
                      tone=tone, length=length, lang=lang, system=system, examples=_examples(examples), cot=cot,
                      templates=templates,
                      context=_read(context, "--context") if context else None)  # fmt: skip
+    if kb:
+        cfg.context = kb_context(kb, text or "")
     if schema:
         try:
             cfg.schema = json.loads(_read(schema, "--schema"))
@@ -125,6 +128,19 @@ def task(
         print(f"{len(items) - failed} of {len(items)} items done, {failed} failed", file=sys.stderr)
 
 
+def kb_context(name: str, question: str, k: int = 4) -> str:
+    """The k best passages of knowledge base `name` for `question` (hybrid search), numbered."""
+    from lmforge.cli_kb import _kbs
+    from lmforge.rag.retrieve import Retriever, SearchParams
+
+    if not question.strip():
+        raise LmforgeError("qa --kb needs the question as TEXT")
+    hits = Retriever().search(_kbs().open(name), question, SearchParams(k=k, mode="hybrid"))
+    if not hits:
+        raise LmforgeError(f"knowledge base {name} has nothing for this question")
+    return "\n\n".join(f"[{i}] ({h.document}) {h.text}" for i, h in enumerate(hits, 1))
+
+
 def human(name: str, r: dict) -> str:
     if name in ("sentiment", "classify"):
         return f"{r['label']}  (score {r['score']:.2f})"
@@ -134,7 +150,9 @@ def human(name: str, r: dict) -> str:
             lines.append(f"({r['dropped']} entities the model named are not in the text: dropped)")
         return "\n".join(lines) or "(no entities)"
     if name == "summarize":
-        return r["summary"] + ("\n(the model ran over --max-chars: cut, at a sentence end when there is one)" if r["cut"] else "")
+        return r["summary"] + (
+            "\n(the model ran over --max-chars: cut, at a sentence end when there is one)" if r["cut"] else ""
+        )
     key = {"qa": "answer", "translate": "translation", "rewrite": "text"}.get(name)
     return r[key] if key else json.dumps(r, ensure_ascii=False, indent=2)
 
