@@ -15,20 +15,27 @@ from typing import Any
 from lmforge.errors import LmforgeError
 
 
-def schema_grammar(schema: dict[str, Any]) -> str:
-    """GBNF for a JSON schema; LmforgeError (one line) if the schema is invalid or unsupported."""
+def check_json_schema(schema: Any, problem: str) -> None:
+    """LmforgeError "<problem> at <where>: <why>" unless `schema` is a valid JSON Schema (checked
+    against its meta-schema)."""
     import jsonschema
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     if not isinstance(schema, dict):
-        raise LmforgeError("response_format schema must be a JSON object")
+        raise LmforgeError(f"{problem}: it must be a JSON object")
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as e:
         where = "/".join(str(x) for x in e.absolute_path) or "/"
-        raise LmforgeError(f"response_format schema is invalid at {where}: {e.message}") from e
+        raise LmforgeError(f"{problem} at {where}: {e.message}") from e
     except (TypeError, ValueError, LookupError, RecursionError) as e:  # odd $schema dialects and the like
-        raise LmforgeError(f"response_format schema is invalid: {e}") from e
+        raise LmforgeError(f"{problem}: {e}") from e
+
+
+def schema_grammar(schema: dict[str, Any]) -> str:
+    """GBNF for a JSON schema; LmforgeError (one line) if the schema is invalid or unsupported."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    check_json_schema(schema, "response_format schema is invalid")
     try:
         grammar = json_schema_to_gbnf(json.dumps(schema))
     except (AssertionError, ValueError, KeyError, TypeError, IndexError, AttributeError,

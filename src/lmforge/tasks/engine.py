@@ -118,15 +118,11 @@ def validate(task: str, text: str, cfg: TaskConfig) -> None:
 
 
 def check_schema(schema: Any) -> None:
-    import jsonschema
+    from lmforge.infer.structured import check_json_schema
 
     if not isinstance(schema, dict) or not schema:
         raise LmforgeError("extract needs --schema FILE: a JSON Schema object")
-    try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.SchemaError as e:
-        where = "/".join(str(x) for x in e.absolute_path) or "/"
-        raise LmforgeError(f"the schema is not a valid JSON Schema (at {where}): {e.message}") from e
+    check_json_schema(schema, "the schema is not a valid JSON Schema")
 
 
 def ner_labels(cfg: TaskConfig) -> list[str]:
