@@ -178,3 +178,49 @@ def test_a_text_longer_than_the_context_is_split_and_merged(tmp_path, tiny_gguf_
     r = run(b, "ner", text, TaskConfig(labels=["PER", "LOC"], max_tokens=96, lang="en"))
     assert r["chunks"] > 1
     assert all(text[e["start"] : e["end"]] == e["text"] for e in r["entities"])
+
+
+NEWS = (["球队在比赛中以三比一获胜，球迷欢呼。", "这名前锋本赛季进球最多，教练很满意。", "篮球联赛决赛今晚开打，门票售罄。",
+         "运动员在马拉松比赛中打破了纪录。", "足球俱乐部签下了新的守门员。"]
+        + ["股市今天大幅上涨，银行股领涨。", "央行宣布降息，债券收益率下降。", "公司公布季度财报，利润增长两成。",
+           "投资者担心通货膨胀，黄金价格上涨。", "人民币汇率保持稳定，外汇储备增加。"]
+        + ["The team won the match and the fans cheered.", "The striker scored the most goals this season.",
+           "The basketball final sold out its tickets.", "The runner broke the marathon record.",
+           "The football club signed a new goalkeeper."]
+        + ["Stocks rose sharply today, led by bank shares.", "The central bank cut interest rates; bond yields fell.",
+           "The company reported quarterly profit growth.", "Investors worried about inflation pushed gold up.",
+           "The currency stayed stable as reserves grew."])  # fmt: skip
+
+
+def test_topics_and_clusters(tmp_path, capsys):
+    """LDA topics (jieba for Chinese) and k-means clusters of E5 embeddings with a 2-D map; bad input."""
+    from lmforge.cli import main as cli
+    from lmforge.rag.embed import load_embedder
+    from lmforge.tasks.topics import cluster, documents, topics, words
+
+    assert words("股市今天大幅上涨 and the stocks rose") == ["股市", "今天", "大幅", "上涨", "stocks", "rose"]
+    path = tmp_path / "news.txt"
+    path.write_text("\n\n".join(NEWS), encoding="utf-8")
+    docs = documents(str(path), None)
+    assert len(docs) == 20 and docs[0] == ("news.txt:1", NEWS[0])
+    t = topics(docs, 2)
+    assert len(t["topics"]) == 2 and sum(x["size"] for x in t["topics"]) == 20
+    assert (
+        all(len(x["terms"]) == 10 and x["documents"] for x in t["topics"]) and topics(docs, 2) == t
+    )  # seeded
+    emb = load_embedder("multilingual-e5-small")
+    c = cluster(docs, 4, emb.passages, tmp_path / "map", label=lambda texts: f"{len(texts)} central")
+    assert sum(x["size"] for x in c["clusters"]) == 20 and all(
+        x["label"] == f"{min(5, x['size'])} central" for x in c["clusters"]
+    )
+    # measured: E5 separates the languages first (no cluster mixes zh and en), then subjects
+    lang = {f"news.txt:{i}": i <= 10 for i in range(1, 21)}
+    assert all(len({lang[d] for d in x["members"]}) == 1 for x in c["clusters"])
+    assert (tmp_path / "map" / "clusters.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "map" / "clusters.html").read_text().count("<circle") == 20
+    assert cli(["task", "topics", str(path), "--k", "30"]) == 2
+    assert "20 documents cannot make 30 groups" in capsys.readouterr().err
+    assert cli(["task", "topics", "--k", "2"]) == 2
+    assert "PATH" in capsys.readouterr().err
+    assert cli(["task", "topics", str(path), "--k", "2", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["topics"]) == 2

@@ -18,7 +18,8 @@ from lmforge.errors import LmforgeError
 from lmforge.tasks.engine import TaskConfig
 
 _T = TaskConfig()
-TaskName = Literal["classify", "sentiment", "ner", "extract", "qa", "translate", "summarize", "rewrite"]
+TaskName = Literal["classify", "sentiment", "ner", "extract", "qa", "translate", "summarize", "rewrite", "topics",
+                   "cluster"]  # fmt: skip
 
 
 def _read(path: str, what: str) -> str:
@@ -48,8 +49,8 @@ def _examples(path: str | None) -> list[dict]:
 
 
 def task(
-    name: Annotated[TaskName, typer.Argument(help="classify | sentiment | ner | extract | qa | translate | summarize | rewrite.")],
-    model: Annotated[str, typer.Argument(help="Any registered model that chats (local, remote, vLLM).")],
+    name: Annotated[TaskName, typer.Argument(help="classify | sentiment | ner | extract | qa | translate | summarize | rewrite | topics | cluster.")],
+    model: Annotated[str | None, typer.Argument(help="Any registered model that chats (local, remote, vLLM); topics/cluster: the PATH of the documents.")] = None,
     text: Annotated[str | None, typer.Argument(help="The text (or --file / --jsonl).")] = None,
     file: Annotated[str | None, typer.Option("--file", help="Read the text from this UTF-8 file.")] = None,
     jsonl: Annotated[str | None, typer.Option("--jsonl", help="Batch: one {\"text\": ...} per line; one JSON result per line.")] = None,
@@ -68,9 +69,17 @@ def task(
     cot: Annotated[bool, typer.Option("--cot", help="Chain of thought: reason first, the answer is parsed out.")] = False,
     templates: Annotated[str | None, typer.Option(help="A YAML file overriding the built-in templates.")] = None,
     show_prompt: Annotated[bool, typer.Option("--show-prompt", help="Print exactly the messages sent.")] = False,
+    k: Annotated[int, typer.Option("--k", help="topics/cluster: how many.")] = 8,
+    label_model: Annotated[str | None, typer.Option("--label-model", help="cluster: a chat model that names each cluster.")] = None,
+    embedder: Annotated[str | None, typer.Option(help="cluster: embedding model (default the packaged E5).")] = None,
+    out: Annotated[str | None, typer.Option(help="cluster: folder for clusters.png/.html (default LMFORGE_HOME/reports/clusters).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON the API returns.")] = False,
 ) -> None:  # fmt: skip
-    """Classify, sentiment, NER, extraction, QA, translation, summaries and rewriting (NLP 任务)."""
+    """Classify, sentiment, NER, extraction, QA, translation, summaries, rewriting; topics and clusters (NLP 任务)."""
+    if name in ("topics", "cluster"):
+        return collection(name, model, kb, k, label_model, embedder, out, as_json)
+    if model is None:
+        raise LmforgeError(f"task {name} needs a MODEL")
     from lmforge.cli import _load
     from lmforge.tasks.engine import build_messages, run, validate
 
@@ -126,6 +135,48 @@ def task(
         backend.close()
     if jsonl:
         print(f"{len(items) - failed} of {len(items)} items done, {failed} failed", file=sys.stderr)
+
+
+def collection(name: str, path: str | None, kb: str | None, k: int, label_model: str | None, embedder: str | None,
+               out: str | None, as_json: bool) -> None:  # fmt: skip
+    """`task topics` / `task cluster` over a file, a folder or a knowledge base."""
+    from lmforge.tasks.topics import cluster, documents, topics
+
+    docs = documents(path, kb)
+    if name == "topics":
+        result = topics(docs, k)
+    else:
+        from lmforge.home import Registry
+        from lmforge.hub import DEFAULT_EMBEDDER
+        from lmforge.rag.embed import load_embedder
+
+        emb = load_embedder(embedder or DEFAULT_EMBEDDER)
+        labeler = None
+        if label_model:
+            from lmforge.cli import _load
+            from lmforge.tasks.engine import TaskConfig, run
+
+            backend = _load(label_model, "auto", None, None)
+            cfg = TaskConfig(max_tokens=64)
+
+            def labeler(texts: list[str]) -> str:
+                joined = "\n".join(f"- {t[:200]}" for t in texts)
+                return run(backend, "summarize", joined, TaskConfig(max_chars=24, max_tokens=cfg.max_tokens))[
+                    "summary"
+                ]
+
+        folder = Path(out) if out else Registry().root / "reports" / "clusters"
+        result = cluster(docs, k, emb.passages, folder, label=labeler)
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    for g in result.get("topics") or result["clusters"]:
+        head = ", ".join(t["term"] for t in g["terms"][:8]) if "terms" in g else (g["label"] or "")
+        print(f"[{g['id']}] ({g['size']} docs) {head}")
+        for d in g["documents"][:3]:
+            print(f"      {d['id']}: {d['preview'][:70]}")
+    if "map_png" in result:
+        print(f"map: {result['map_png']}  {result['map_html']}")
 
 
 def kb_context(name: str, question: str, k: int = 4) -> str:
