@@ -334,3 +334,37 @@ def test_models_page_shows_the_compression_report(tmp_path, browser):
         assert page.eval_on_selector("#md-compress-png", "img => img.complete && img.naturalWidth > 100")
         page.click("#models-table tr[data-name=corpus]")
         page.wait_for_function("document.querySelector('#md-compress').hidden")
+
+
+def test_tasks_page_runs_ner_and_marks_entities_where_the_offsets_say(tmp_path, tiny_gguf_long, browser):
+    with LiveServer(make_server(tmp_path / "home", tiny_gguf_long, ctx=2048)) as srv:
+        page = browser.new_page(locale="en-US")
+        page.goto(srv.url + "/")
+        page.click("button.tab[data-view=tasks]")
+        page.wait_for_selector("#task-model option[value=tiny]", state="attached")
+        text = "张三在北京的清华大学工作"
+        page.select_option("#task-name", "ner")
+        page.fill("#task-labels", "PER,LOC,ORG")
+        page.fill("#task-text", text)
+        page.click("#task-go")
+        page.wait_for_function("document.body.dataset.task === 'ready'", timeout=120000)
+        result = json.loads(page.inner_text("#task-json"))
+        marks = page.eval_on_selector_all(
+            "#task-view mark.ent", "ms => ms.map((m) => [m.textContent, m.dataset.label])"
+        )
+        assert marks == [[e["text"], e["label"]] for e in result["entities"]]
+        assert all(text[e["start"] : e["end"]] == e["text"] for e in result["entities"])
+        assert page.inner_text("#task-view").replace("\n", "").startswith(text[:1]) or not result["entities"]
+        page.select_option("#task-name", "sentiment")
+        page.fill("#task-text", "这家店的服务太差了")
+        page.click("#task-go")
+        page.wait_for_function(
+            "document.body.dataset.task === 'ready' && document.querySelector('#task-json').textContent.includes('score')",
+            timeout=120000,
+        )
+        assert page.inner_text("#task-view .task-label") in ("positive", "negative", "neutral")
+        page.select_option("#task-name", "classify")
+        page.fill("#task-labels", "")
+        page.click("#task-go")
+        page.wait_for_function("document.body.dataset.task === 'ready'")
+        assert "needs --labels" in page.inner_text("#task-status")

@@ -19,6 +19,7 @@
       askSources: "Ask with sources", ask: "Ask", askPh: "Ask a question about these documents", indexing: "Indexing…",
       uploaded: "added", replaced: "replaced", unchanged: "unchanged", failed: "failed", noKb: "No knowledge base yet: create one above.",
       unsupported: "Not supported by its sources", noResults: "No results.", all: "(all)", remove: "Remove",
+      tasksTab: "Tasks", taskLabelsPh: "labels, comma-separated (classify, ner)", taskExtraPh: "qa: context · extract: JSON schema · translate: target language (en, zh, …)", taskTextPh: "Paste text, or upload a UTF-8 file", runBtn: "Run", dropped: "named by the model but not in the text: dropped",
       evalTab: "Evaluate", results: "Suite results", arena: "Blind comparison", arenaPh: "A prompt for both models", compareBtn: "Compare",
       voteA: "A is better", voteB: "B is better", voteTie: "Tie", opponent: "Opponent", winRate: "Win rate (95% CI)", suite: "Suite",
       metric: "Metric", noEval: "No stored results yet: run `lmforge eval MODEL --suite NAME`.", revealed: "A was {a}, B was {b}.",
@@ -47,6 +48,7 @@
       askSources: "带出处问答", ask: "提问", askPh: "就这些文档提问", indexing: "正在建立索引…",
       uploaded: "新增", replaced: "替换", unchanged: "未变", failed: "失败", noKb: "还没有知识库：请在上方创建。",
       unsupported: "与引用的资料不符", noResults: "没有结果。", all: "（全部）", remove: "删除",
+      tasksTab: "任务", taskLabelsPh: "标签，用逗号分隔（分类、实体识别）", taskExtraPh: "问答：上下文 · 抽取：JSON Schema · 翻译：目标语言（en、zh…）", taskTextPh: "粘贴文本，或上传 UTF-8 文件", runBtn: "运行", dropped: "模型给出但原文中没有，已丢弃",
       evalTab: "评测", results: "评测结果", arena: "盲评对比", arenaPh: "给两个模型的同一个问题", compareBtn: "对比",
       voteA: "A 更好", voteB: "B 更好", voteTie: "平局", opponent: "对手", winRate: "胜率（95% 置信区间）", suite: "评测集",
       metric: "指标", noEval: "还没有评测结果：运行 `lmforge eval 模型 --suite 名称`。", revealed: "A 是 {a}，B 是 {b}。",
@@ -421,13 +423,55 @@
   function showView(v) {
     view = v;
     document.querySelectorAll(".tab").forEach((x) => { x.classList.toggle("active", x.dataset.view === v); x.setAttribute("aria-selected", String(x.dataset.view === v)); });
-    for (const name of ["chat", "models", "kb", "eval", "train"]) $("view-" + name).hidden = v !== name;
+    for (const name of ["chat", "models", "kb", "eval", "train", "tasks"]) $("view-" + name).hidden = v !== name;
     document.body.dataset.view = v; closeSidebar();
     if (v === "models") loadModelsPage();
     if (v === "kb") loadKbs();
     if (v === "eval") { loadEval(); loadArena(); }
     if (v === "train") loadTrainPage();
+    if (v === "tasks") loadTaskModels();
   }
+
+  // -- NLP tasks (/v1/tasks/{task}): labels, highlighted entities, or the JSON -------------------------
+  async function loadTaskModels() {
+    let data;
+    try { data = await api("/v1/models"); } catch { return; }
+    const sel = $("task-model"), prev = sel.value || ls.get("taskModel"); sel.textContent = "";
+    for (const m of (data.data || []).filter((m) => ["chat", "base", "adapter"].includes(m.lmforge?.kind))) { const o = el("option", "", m.id); o.value = m.id; sel.append(o); }
+    if (prev && [...sel.options].some((o) => o.value === prev)) sel.value = prev;
+  }
+  $("task-file").onchange = async () => { // a file's text into the box (UTF-8: anything else is an error, not mojibake)
+    const f = $("task-file").files[0]; if (!f) return;
+    try { $("task-text").value = new TextDecoder("utf-8", { fatal: true }).decode(await f.arrayBuffer()); }
+    catch { const s = $("task-status"); s.className = "msg-error"; s.textContent = `${f.name}: not UTF-8 text`; }
+  };
+  $("task-go").onclick = async () => {
+    const task = $("task-name").value, text = $("task-text").value, extra = $("task-extra").value.trim(), status = $("task-status");
+    const body = { model: $("task-model").value, text, labels: $("task-labels").value.split(",").map((x) => x.trim()).filter(Boolean) };
+    if (task === "qa") body.context = extra;
+    if (task === "translate" && extra) body.to = extra;
+    if (task === "extract") { try { body.schema = JSON.parse(extra || "{}"); } catch (e) { status.className = "msg-error"; status.textContent = `schema: ${e.message}`; return; } }
+    ls.set("taskModel", body.model);
+    status.className = "notice"; status.textContent = t("loading"); document.body.dataset.task = "busy";
+    const view = $("task-view"); view.textContent = ""; $("task-json").textContent = "";
+    try {
+      const r = await apiJson("POST", `/v1/tasks/${task}`, body);
+      $("task-json").textContent = JSON.stringify(r, null, 2);
+      if (task === "ner") { // the input with each entity marked where its offsets say
+        let at = 0;
+        for (const e of r.entities) {
+          if (e.start < at) continue;
+          view.append(text.slice(at, e.start));
+          const m = el("mark", "ent", e.text); m.dataset.label = e.label; m.title = e.label; view.append(m); at = e.end;
+        }
+        view.append(text.slice(at));
+        if (r.dropped) view.append(el("p", "notice", `${r.dropped} ${t("dropped")}`));
+      } else if ("label" in r) view.append(el("strong", "task-label", r.label), ` ${Number(r.score).toFixed(2)}`);
+      else view.append(r.answer ?? r.translation ?? r.summary ?? r.text ?? "");
+      status.textContent = "";
+    } catch (e) { status.className = "msg-error"; status.textContent = e.message; }
+    document.body.dataset.task = "ready";
+  };
 
 
   // -- training jobs (/api/jobs): a form, the job list, and the selected job's live loss curve ------------
