@@ -165,6 +165,21 @@ def output_schema(task: str, cfg: TaskConfig, text_len: int = 256) -> dict[str, 
     return {"type": "object", "properties": props, "required": list(props)}
 
 
+def example_of(schema: Any) -> Any:
+    """An instance shaped like `schema` (enum: its first value), shown to the model instead of the schema
+    itself: small models asked to follow a schema tend to echo the schema."""
+    if not isinstance(schema, dict):
+        return None
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object":
+        return {k: example_of(v) for k, v in (schema.get("properties") or {}).items()}
+    if kind == "array":
+        return [example_of(schema.get("items") or {})]
+    return {"string": "...", "number": 0.9, "integer": 1, "boolean": True}.get(str(kind))
+
+
 def build_messages(task: str, text: str, cfg: TaskConfig) -> list[dict[str, str]]:
     lang = cfg.lang if cfg.lang != "auto" else ("zh" if is_chinese(text + (cfg.context or "")) else "en")
     tmpl = templates(cfg.templates)[task][lang]
@@ -175,9 +190,10 @@ def build_messages(task: str, text: str, cfg: TaskConfig) -> list[dict[str, str]
             "style": STYLES[cfg.style] if zh else cfg.style, "tone": TONES[cfg.tone] if zh else cfg.tone,
             "length": LENGTHS[cfg.length][1 if zh else 0],
             "schema": json.dumps(cfg.schema, ensure_ascii=False) if cfg.schema else ""}  # fmt: skip
-    schema_line = ("\n\n只输出符合此 JSON Schema 的 JSON：" if zh else "\n\nOutput only JSON that follows this schema: ") + json.dumps(
-        output_schema(task, cfg, len(text)), ensure_ascii=False
-    )  # fmt: skip
+    shape = json.dumps(example_of(output_schema(task, cfg, len(text))), ensure_ascii=False)
+    schema_line = (
+        "\n\n只输出一个 JSON 对象，格式如：" if zh else "\n\nAnswer with one JSON object shaped like: "
+    ) + shape
     if cfg.cot:
         schema_line += ("\n先在 reasoning 中逐步推理，再给出答案。" if zh else "\nThink step by step in \"reasoning\" first, then answer.")  # fmt: skip
     system = (cfg.system or tmpl["system"]) + schema_line
