@@ -224,3 +224,21 @@ def test_topics_and_clusters(tmp_path, capsys):
     assert "PATH" in capsys.readouterr().err
     assert cli(["task", "topics", str(path), "--k", "2", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["topics"]) == 2
+
+
+def test_few_shot_examples_drawn_at_random_or_by_similarity():
+    """--shots K of the examples: a draw seeded by the text, or the nearest by E5 similarity."""
+    from lmforge.tasks.engine import choose_examples
+
+    pool = [{"text": t, "output": {"label": lab, "score": 1.0}} for t, lab in (
+        ("球队赢得了比赛", "体育"), ("股市今天大涨", "财经"), ("The team won the final", "体育"),
+        ("新款手机发布", "科技"), ("央行宣布降息", "财经"), ("芯片性能提升一倍", "科技"))]  # fmt: skip
+    cfg = TaskConfig(labels=["体育", "财经", "科技"], examples=pool, shots=2)
+    a = choose_examples("银行利率下调", cfg)
+    assert len(a) == 2 and a == choose_examples("银行利率下调", cfg)  # seeded by the text: reproducible
+    similar = choose_examples("银行利率下调，股市上涨", TaskConfig(examples=pool, shots=2, pick="similar"))
+    assert {ex["output"]["label"] for ex in similar} == {"财经"}  # the two finance examples
+    msgs = build_messages(
+        "classify", "银行利率下调", TaskConfig(labels=["体育", "财经"], examples=pool, shots=3)
+    )
+    assert [m["role"] for m in msgs].count("assistant") == 3

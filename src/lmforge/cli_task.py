@@ -66,6 +66,8 @@ def task(
     lang: Annotated[Literal["auto", "en", "zh"], typer.Option(help="Prompt language (auto: by the text).")] = _T.lang,
     system: Annotated[str | None, typer.Option(help="A role/persona system prompt instead of the template's.")] = None,
     examples: Annotated[str | None, typer.Option(help="Few-shot: a JSONL of {\"text\", \"output\"}.")] = None,
+    shots: Annotated[int, typer.Option(help="Few-shot: how many of --examples to show (0 = all).")] = 0,
+    pick: Annotated[Literal["random", "similar"], typer.Option(help="Few-shot: a seeded random draw, or the most similar examples (embeddings).")] = "random",
     cot: Annotated[bool, typer.Option("--cot", help="Chain of thought: reason first, the answer is parsed out.")] = False,
     templates: Annotated[str | None, typer.Option(help="A YAML file overriding the built-in templates.")] = None,
     show_prompt: Annotated[bool, typer.Option("--show-prompt", help="Print exactly the messages sent.")] = False,
@@ -85,6 +87,7 @@ def task(
 
     cfg = TaskConfig(labels=[x for x in labels.split(",") if x.strip()], to=to, max_chars=max_chars, style=style,
                      tone=tone, length=length, lang=lang, system=system, examples=_examples(examples), cot=cot,
+                     shots=shots, pick=pick,
                      templates=templates,
                      context=_read(context, "--context") if context else None)  # fmt: skip
     if kb:

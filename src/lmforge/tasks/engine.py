@@ -73,6 +73,12 @@ class TaskConfig:
     """A persona / role system prompt instead of the template's."""
     examples: list[dict[str, Any]] = field(default_factory=list)
     """Few-shot: [{"text": ..., "output": {...}}], shown as earlier turns."""
+    shots: int = 0
+    """How many of `examples` to show (0 = all of them)."""
+    pick: Literal["random", "similar"] = "random"
+    """Which examples: a seeded random draw, or the most similar to the text (embeddings)."""
+    embed: Any = None
+    """pick=similar: texts -> vectors (the packaged E5 unless the caller gives one)."""
     cot: bool = False
     """Chain of thought: a "reasoning" field is written before the answer fields."""
     retries: int = 2
@@ -198,11 +204,37 @@ def build_messages(task: str, text: str, cfg: TaskConfig) -> list[dict[str, str]
         schema_line += ("\n先在 reasoning 中逐步推理，再给出答案。" if zh else "\nThink step by step in \"reasoning\" first, then answer.")  # fmt: skip
     system = (cfg.system or tmpl["system"]) + schema_line
     messages = [{"role": "system", "content": system}]
-    for ex in cfg.examples:
+    for ex in choose_examples(text, cfg):
         messages.append({"role": "user", "content": tmpl["user"].format(text=ex["text"], **fill)})
         messages.append({"role": "assistant", "content": json.dumps(ex["output"], ensure_ascii=False)})
     messages.append({"role": "user", "content": tmpl["user"].format(text=text, **fill)})
     return messages
+
+
+def choose_examples(text: str, cfg: TaskConfig) -> list[dict[str, Any]]:
+    """cfg.shots of cfg.examples: a random draw seeded by the text (the same text always gets the same
+    shots), or the nearest by cosine similarity of embeddings (the packaged E5 by default)."""
+    pool = cfg.examples
+    if not cfg.shots or cfg.shots >= len(pool):
+        return pool
+    if cfg.pick == "similar":
+        import numpy as np
+
+        embed = cfg.embed
+        if embed is None:
+            from lmforge.hub import DEFAULT_EMBEDDER
+            from lmforge.rag.embed import load_embedder
+
+            embed = cfg.embed = load_embedder(DEFAULT_EMBEDDER).passages
+        vecs = np.asarray(embed([text] + [ex["text"] for ex in pool]), dtype=np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True) + 1e-9
+        order = np.argsort(-(vecs[1:] @ vecs[0]))[: cfg.shots]
+        return [pool[int(i)] for i in sorted(order)]
+    import random
+    import zlib
+
+    rng = random.Random(zlib.crc32(text.encode()))
+    return [pool[i] for i in sorted(rng.sample(range(len(pool)), cfg.shots))]
 
 
 def parse_json(raw: str) -> Any:
