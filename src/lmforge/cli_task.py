@@ -160,13 +160,10 @@ def collection(name: str, path: str | None, kb: str | None, k: int, label_model:
             from lmforge.tasks.engine import TaskConfig, run
 
             backend = _load(label_model, "auto", None, None)
-            cfg = TaskConfig(max_tokens=64)
 
             def labeler(texts: list[str]) -> str:
                 joined = "\n".join(f"- {t[:200]}" for t in texts)
-                return run(backend, "summarize", joined, TaskConfig(max_chars=24, max_tokens=cfg.max_tokens))[
-                    "summary"
-                ]
+                return run(backend, "summarize", joined, TaskConfig(max_chars=24, max_tokens=64))["summary"]
 
         folder = Path(out) if out else Registry().root / "reports" / "clusters"
         result = cluster(docs, k, emb.passages, folder, label=labeler)

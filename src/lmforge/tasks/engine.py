@@ -371,10 +371,8 @@ def run(backend: Any, task: str, text: str, cfg: TaskConfig) -> dict[str, Any]:
     are merged (NER offsets mapped back, summaries map-reduced); the answer then says `"chunks": n`."""
     validate(task, text, cfg)
     limit = (
-        budget_chars(backend, task, text if task != "qa" else (cfg.context or ""), cfg)
-        if task != "qa"
-        else None
-    )
+        None if task == "qa" else budget_chars(backend, task, text, cfg)
+    )  # qa: the context is long, not the text
     if limit is None:
         return run_one(backend, task, text, cfg)
     pieces = split_text(text, limit)

@@ -95,10 +95,7 @@ class AlignConfig:
         """The reward model that judges the result: --judge, else --reward if it names a reward model."""
         if self.judge:
             return self.judge
-        r = self.reward or ""
-        if NAME_RE.match(r) and registry.exists(r) and registry.get(r).kind == "reward":
-            return r
-        return None
+        return self.reward if self.reward and is_reward_model(registry, self.reward) else None
 
     def semantic(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k not in self.NON_SEMANTIC}
@@ -224,11 +221,7 @@ def main(registry: Registry, base: str, out: str, cfg: AlignConfig, *, resume: b
     else:
         data = load_preferences(Path(cfg.data))
     judge = cfg.judge_model(registry)
-    if (
-        judge
-        and cfg.method != "reward"
-        and (not registry.exists(judge) or registry.get(judge).kind != "reward")
-    ):
+    if judge and cfg.method != "reward" and not is_reward_model(registry, judge):
         raise LmforgeError(
             f"--judge {judge}: not a registered reward model (`lmforge align --method reward`)"
         )
@@ -420,28 +413,34 @@ def compare_with_base(registry: Registry, m: Manifest, base: str, cfg: AlignConf
                       prompts: list[list[dict[str, str]]], say: Any) -> Manifest:  # fmt: skip
     """The report's second half: the win rate judged by a reward model on `prompts` and the
     `--eval-suite`s, base against aligned (train/compare.py); stored in the manifest's metrics."""
-    from lmforge.train.compare import suite_pairs, suite_scores, win_rate
+    from lmforge.train.compare import measure_models, suite_pairs, win_rate
     from lmforge.train.report import write_align_report
 
     judge = cfg.judge_model(registry)
     if cfg.method == "reward" or not (judge or cfg.eval_suite):
         return m
+    prompts = prompts[: cfg.judge_prompts] if judge else []  # (main() checked the judge before training)
+    got = measure_models(registry, [base, m.name], suites=cfg.eval_suite, prompts=prompts,
+                         max_tokens=cfg.judge_tokens, threads=cfg.threads, say=say)  # fmt: skip
     extra: dict[str, Any] = {}
     if judge:
-        extra["judged"] = win_rate(registry, judge, base, m.name, prompts[: cfg.judge_prompts],
-                                   max_tokens=cfg.judge_tokens, threads=cfg.threads, say=say)  # fmt: skip
-        j = extra["judged"]
+        j = extra["judged"] = win_rate(registry, judge, prompts, got[base]["answers"], got[m.name]["answers"])
         say(f"win rate against {base}, judged by {judge}: {j['win_rate']:.0%} ({j['wins']} wins, {j['ties']} ties, "
             f"{j['losses']} losses on {j['prompts']} prompts)")  # fmt: skip
     if cfg.eval_suite:
-        scores = suite_scores(registry, [base, m.name], cfg.eval_suite, threads=cfg.threads, say=say)
-        extra["suites"] = {who: scores[who] for who in scores}
+        scores = {who: r["suites"] for who, r in got.items()}
+        extra["suites"] = scores
         extra["suite_pairs"], extra["forgetting"] = suite_pairs(scores, base, m.name)
         if extra["forgetting"]:
             say(f"forgetting: {', '.join(extra['forgetting'])} fell after alignment")
     metrics = registry.get(m.name).metrics | extra
     write_align_report(registry.artifact_dir(m.name), m.name, base, cfg.method, metrics)
     return registry.update(m.name, metrics=metrics)
+
+
+def is_reward_model(registry: Registry, spec: str) -> bool:
+    """Whether --reward/--judge `spec` names a registered reward model (else it may be a rule)."""
+    return bool(NAME_RE.match(spec)) and registry.exists(spec) and registry.get(spec).kind == "reward"
 
 
 class RewardScorer:

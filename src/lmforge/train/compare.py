@@ -28,22 +28,41 @@ def _backend(registry: Registry, name: str, threads: int | None) -> Any:
     return load_backend(registry, name, LoadConfig(backend="transformers", n_threads=threads))
 
 
-def suite_scores(registry: Registry, models: Sequence[str], suites: Sequence[str], *,
-                 threads: int | None = None, say: Callable[[str], None] = print) -> dict[str, dict[str, dict[str, float]]]:  # fmt: skip
-    """{model: {suite: metrics}} for each model, each loaded once through transformers."""
+def measure_models(registry: Registry, models: Sequence[str], *, suites: Sequence[str] = (),
+                   prompts: Sequence[list[dict[str, str]]] = (), max_tokens: int = 128, threads: int | None = None,
+                   say: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """{model: {"suites": {suite: metrics}, "answers": [greedy answer per prompt]}}: each model loaded
+    once through transformers for both."""
     from lmforge.eval.harness import EvalConfig
     from lmforge.eval.report import evaluate_model
+    from lmforge.infer.chat import greedy_text
 
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for who in models:
-        say(f"eval suites {', '.join(suites)} on {who} ...")
         backend = _backend(registry, who, threads)
         try:
-            out[who] = {r.suite: r.metrics for r in evaluate_model(registry, who, list(suites), EvalConfig(),
-                                                                   backend=backend)}  # fmt: skip
+            answers = []
+            if prompts:
+                say(f"{who} answers {len(prompts)} prompts (greedy, at most {max_tokens} tokens) ...")
+                answers = [
+                    greedy_text(backend, list(p), max_tokens, allow_truncation=True).strip() for p in prompts
+                ]
+            scores = {}
+            if suites:
+                say(f"eval suites {', '.join(suites)} on {who} ...")
+                scores = {r.suite: r.metrics for r in evaluate_model(registry, who, list(suites), EvalConfig(),
+                                                                     backend=backend)}  # fmt: skip
+            out[who] = {"suites": scores, "answers": answers}
         finally:
             backend.close()
     return out
+
+
+def suite_scores(registry: Registry, models: Sequence[str], suites: Sequence[str], *,
+                 threads: int | None = None, say: Callable[[str], None] = print) -> dict[str, dict[str, dict[str, float]]]:  # fmt: skip
+    """{model: {suite: metrics}} for each model, each loaded once through transformers."""
+    got = measure_models(registry, models, suites=suites, threads=threads, say=say)
+    return {who: r["suites"] for who, r in got.items()}
 
 
 def worse(metric: str, before: float, after: float) -> bool:
@@ -65,26 +84,14 @@ def suite_pairs(scores: dict[str, dict[str, dict[str, float]]], before: str, aft
     return pairs, fell
 
 
-def win_rate(registry: Registry, judge: str, base: str, tuned: str, prompts: Sequence[list[dict[str, str]]], *,
-             max_tokens: int = 128, threads: int | None = None, samples: int = 4,
-             say: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
-    """Greedy answers of `base` and `tuned` to `prompts` (chat messages), scored by reward model `judge`."""
-    from lmforge.infer.chat import greedy_text
+def win_rate(registry: Registry, judge: str, prompts: Sequence[list[dict[str, str]]], base_answers: list[str],
+             tuned_answers: list[str], *, samples: int = 4) -> dict[str, Any]:  # fmt: skip
+    """The base's and the tuned model's answers to `prompts` (measure_models), scored by reward model `judge`."""
     from lmforge.train.align import RewardScorer
 
-    scorer = RewardScorer(registry, judge)  # refuses a non-reward model before any generation
-    answers: dict[str, list[str]] = {}
-    for who in (base, tuned):
-        say(f"judge {judge}: {who} answers {len(prompts)} prompts (greedy, at most {max_tokens} tokens) ...")
-        backend = _backend(registry, who, threads)
-        try:
-            answers[who] = [
-                greedy_text(backend, list(p), max_tokens, allow_truncation=True).strip() for p in prompts
-            ]
-        finally:
-            backend.close()
+    scorer = RewardScorer(registry, judge)
     rows = []
-    for p, b, t in zip(prompts, answers[base], answers[tuned], strict=True):
+    for p, b, t in zip(prompts, base_answers, tuned_answers, strict=True):
         sb, st = scorer.score(list(p), b), scorer.score(list(p), t)
         rows.append({"prompt": p[-1]["content"], "base": b, "tuned": t, "base_score": round(sb, 4),
                      "tuned_score": round(st, 4)})  # fmt: skip

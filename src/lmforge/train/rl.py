@@ -90,7 +90,7 @@ def train_policy(*, registry: Any, base_m: Any, out: str, cfg: Any, say: Any, ru
     import torch
 
     from lmforge.progress import training_progress
-    from lmforge.train.align import _register, load_models
+    from lmforge.train.align import RewardScorer, _register, is_reward_model, load_models
     from lmforge.train.events import EventLog
     from lmforge.train.finetune import peak_rss_mb, trainable_state
     from lmforge.train.rewards import call, resolve
@@ -98,15 +98,7 @@ def train_policy(*, registry: Any, base_m: Any, out: str, cfg: Any, say: Any, ru
     prompts, fingerprint = load_prompts(Path(cfg.data))
     reward_spec = cfg.reward or ""
     score_model = None
-    from lmforge.home import NAME_RE
-
-    if (
-        NAME_RE.match(reward_spec)
-        and registry.exists(reward_spec)
-        and registry.get(reward_spec).kind == "reward"
-    ):
-        from lmforge.train.align import RewardScorer
-
+    if is_reward_model(registry, reward_spec):
         score_model = RewardScorer(registry, reward_spec)
     elif not reward_spec:
         raise LmforgeError("--method grpo/rloo needs --reward: a rule (exact-answer, json-schema, length, "
