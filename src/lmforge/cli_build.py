@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -212,10 +212,16 @@ def finetune(
     threads: Annotated[int | None, typer.Option(help="Torch threads.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Require a checkpoint (a rerun resumes anyway).")] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Discard this run's checkpoint.")] = False,
+    task: Annotated[Literal["classification", "ner"] | None, typer.Option(help="Train a task head instead: classification (sentiment, classify) or ner; --data is then {\"text\", \"label\"} or {\"text\", \"entities\"} JSONL.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the registered manifest as JSON.")] = False,
 ) -> None:  # fmt: skip
-    """Fine-tune a model on your data: full, LoRA, QLoRA, prefix, prompt tuning or IA3 (微调), with a before/after report."""
+    """Fine-tune a model on your data: full, LoRA, QLoRA, prefix, prompt tuning or IA3 (微调), with a before/after report;
+    or train a classification / NER head (--task) that `lmforge task` uses."""
     from lmforge.train.finetune import main as run
+
+    if task is not None:
+        return _finetune_head(model, out, task, data, method, epochs, steps, lr, batch_size, rank, alpha,
+                              max_length, val_frac, eval_data, seed, threads, as_json)  # fmt: skip
 
     if on_long not in ("truncate", "drop"):
         raise LmforgeError("--on-long must be truncate or drop")
@@ -243,6 +249,33 @@ def finetune(
         fa = f"{a:.4g}" if isinstance(a, float) else str(a)
         print(f"{label:24} {fb:>10} {fa:>10}  {verdict}")
     print(f"report: {reg.artifact_dir(m.name) / 'report.html'}")
+
+
+def _finetune_head(model: str, out: str, task: str, data: str, method: str, epochs: float, steps: int | None,
+                   lr: float | None, batch_size: int, rank: int, alpha: int, max_length: int, val_frac: float,
+                   eval_data: str | None, seed: int, threads: int | None, as_json: bool) -> None:  # fmt: skip
+    from lmforge.train.heads import HeadConfig
+    from lmforge.train.heads import main as train_head
+
+    d = HeadConfig()
+    cfg = HeadConfig(task=task, data=data, method=method, epochs=epochs if epochs != _FT.epochs else d.epochs,
+                     steps=steps, lr=lr, batch_size=batch_size if batch_size != _FT.batch_size else d.batch_size,
+                     rank=rank, alpha=alpha, max_length=max_length if max_length != _FT.max_length else d.max_length,
+                     val_frac=val_frac, eval_data=eval_data, seed=seed, threads=threads)  # type: ignore[arg-type]  # fmt: skip
+    m = train_head(_registry(), model, out, cfg, progress=sys.stderr.isatty())
+    if as_json:
+        from dataclasses import asdict
+
+        print(json.dumps(asdict(m), ensure_ascii=False, indent=2))
+        return
+    met = m.metrics
+    held = ", ".join(f"{k} {v}" for k, v in met["held_out"].items())
+    print(f"registered classifier {m.name} ({task} head, {cfg.method} on {m.config['base']}): {met['steps']} steps, "
+          f"{met['examples_per_s']} examples/s; held out: {held or '-'}")  # fmt: skip
+    verb = "ner" if task == "ner" else "sentiment|classify"
+    print(
+        f"next: lmforge task {verb} {m.name} TEXT   (loss curve: {_registry().artifact_dir(m.name) / 'loss.png'})"
+    )
 
 
 def merge(

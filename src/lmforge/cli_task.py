@@ -15,11 +15,11 @@ from typing import Annotated, Literal
 import typer
 
 from lmforge.errors import LmforgeError
-from lmforge.tasks.engine import TaskConfig
+from lmforge.tasks.engine import TASKS, TaskConfig
 
 _T = TaskConfig()
 TaskName = Literal["classify", "sentiment", "ner", "extract", "qa", "translate", "summarize", "rewrite", "topics",
-                   "cluster"]  # fmt: skip
+                   "cluster", "eval", "compare"]  # fmt: skip
 
 
 def _read(path: str, what: str) -> str:
@@ -42,8 +42,19 @@ def _examples(path: str | None) -> list[dict]:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise LmforgeError(f"--examples {path} line {n}: not JSON ({e.msg})") from e
+            if (
+                isinstance(row, dict) and "output" not in row and "label" in row
+            ):  # a --task classification file
+                row = {"text": row.get("text"), "output": {"label": row["label"], "score": 1.0}}
+            elif (
+                isinstance(row, dict) and "output" not in row and isinstance(row.get("entities"), list)
+            ):  # ner
+                row = {"text": row.get("text"),
+                       "output": {"entities": [{"text": e.get("text"), "label": e.get("label") or e.get("type")}
+                                               for e in row["entities"] if isinstance(e, dict)]}}  # fmt: skip
             if not isinstance(row, dict) or "text" not in row or "output" not in row:
-                raise LmforgeError(f'--examples {path} line {n}: needs "text" and "output"')
+                raise LmforgeError(f'--examples {path} line {n}: needs "text" and "output" '
+                                   f'(or a fine-tuning row: "label" / "entities")')  # fmt: skip
             rows.append(row)
     return rows
 
@@ -74,7 +85,11 @@ def task(
     k: Annotated[int, typer.Option("--k", help="topics/cluster: how many.")] = 8,
     label_model: Annotated[str | None, typer.Option("--label-model", help="cluster: a chat model that names each cluster.")] = None,
     embedder: Annotated[str | None, typer.Option(help="cluster: embedding model (default the packaged E5).")] = None,
-    out: Annotated[str | None, typer.Option(help="cluster: folder for clusters.png/.html (default LMFORGE_HOME/reports/clusters).")] = None,
+    out: Annotated[str | None, typer.Option(help="cluster: folder for clusters.png/.html (default LMFORGE_HOME/reports/clusters); compare: for compare.md/.html/.png.")] = None,
+    suite: Annotated[list[str] | None, typer.Option("--suite", help="eval/compare: an evaluation suite (bundled name or YAML path; repeatable).")] = None,
+    finetuned: Annotated[list[str] | None, typer.Option("--finetuned", help="compare: a fine-tuned task model to put beside the prompted ones (repeatable).")] = None,
+    limit: Annotated[int | None, typer.Option(help="eval/compare: the first N items of each suite.")] = None,
+    no_cot: Annotated[bool, typer.Option("--no-cot", help="compare: leave out the chain-of-thought row.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON the API returns.")] = False,
 ) -> None:  # fmt: skip
     """Classify, sentiment, NER, extraction, QA, translation, summaries, rewriting; topics and clusters (NLP 任务)."""
@@ -85,11 +100,23 @@ def task(
     from lmforge.cli import _load
     from lmforge.tasks.engine import build_messages, run, validate
 
+    if name in ("eval", "compare"):
+        if text is None or model not in TASKS:
+            raise LmforgeError(
+                f"usage: lmforge task {name} TASK MODEL --suite S (TASK: one of {', '.join(TASKS)})"
+            )
+        if not suite:
+            raise LmforgeError(
+                f"task {name} needs --suite (e.g. zh-sentiment, zh-ner, qa-zh, mt-zh-en, sum-zh)"
+            )
     cfg = TaskConfig(labels=[x for x in labels.split(",") if x.strip()], to=to, max_chars=max_chars, style=style,
                      tone=tone, length=length, lang=lang, system=system, examples=_examples(examples), cot=cot,
                      shots=shots, pick=pick,
                      templates=templates,
                      context=_read(context, "--context") if context else None)  # fmt: skip
+    if name in ("eval", "compare"):
+        return evaluate_task(name, model, str(text), cfg, list(suite or []), list(finetuned or []), limit,
+                             not no_cot, out, as_json)  # fmt: skip
     if kb:
         cfg.context = kb_context(kb, text or "")
     if schema:
@@ -114,14 +141,20 @@ def task(
     if show_prompt:
         for m in build_messages(name, next((t for _, t in items if t), " "), cfg):
             print(f"[{m['role']}]\n{m['content']}\n", file=sys.stderr)
-    backend = _load(model, "auto", None, None)
+    from lmforge.cli import _registry
+    from lmforge.tasks.heads import load_head
+
+    head = load_head(_registry(), model)
+    if head is not None:
+        head.check(name, cfg.labels)  # before any item runs
+    backend = head if head is not None else _load(model, "auto", None, None)
     failed = 0
     try:
         for n, t in items:
             try:
                 if t is None:
                     raise LmforgeError('not a JSON object with a "text" field')
-                result = run(backend, name, t, cfg)
+                result = head.run(name, t, cfg.labels) if head is not None else run(backend, name, t, cfg)
             except LmforgeError as e:
                 if not jsonl:
                     raise
@@ -138,6 +171,84 @@ def task(
         backend.close()
     if jsonl:
         print(f"{len(items) - failed} of {len(items)} items done, {failed} failed", file=sys.stderr)
+
+
+def evaluate_task(mode: str, task_name: str, model: str, cfg: TaskConfig, suites: list[str], finetuned: list[str],
+                  limit: int | None, cot: bool, out: str | None, as_json: bool) -> None:  # fmt: skip
+    """`task eval TASK MODEL --suite S` (one row per suite) and `task compare TASK MODEL --suite S` (zero-shot,
+    few-shot, CoT and fine-tuned rows per suite, written as Markdown + HTML + PNG)."""
+    from lmforge.cli import _load, _registry
+    from lmforge.eval.harness import load_suite
+    from lmforge.home import check_name
+    from lmforge.progress import steps_progress
+    from lmforge.tasks.engine import run
+    from lmforge.tasks.evaluate import Strategy, evaluate, items_of, strategies, write_comparison
+    from lmforge.tasks.heads import TaskHead, load_head
+
+    reg = _registry()
+    loaded = [load_suite(s) for s in suites]
+    for s in loaded:  # a task the suite cannot score fails before any model loads
+        items_of(task_name, s, cfg, 1)
+    for f in finetuned:
+        check_name(f)
+    rows = (
+        strategies(model, cfg, cfg.examples, cfg.shots, cfg.pick, finetuned, cot=cot)
+        if mode == "compare"
+        else [
+            Strategy(
+                "few-shot" if cfg.examples else ("chain-of-thought" if cfg.cot else "zero-shot"), model, cfg
+            )
+        ]
+    )
+    engines: dict[str, object] = {}
+    results = []
+    try:
+        for s in loaded:
+            n = len(s.items[: limit or None])
+            for row in rows:
+                if row.model not in engines:
+                    head = load_head(reg, row.model)
+                    engines[row.model] = head if head is not None else _load(row.model, "auto", None, None)
+                eng = engines[row.model]
+                if isinstance(eng, TaskHead):
+                    eng.check(task_name, row.cfg.labels)
+
+                    def go(t: str, c: TaskConfig, eng=eng) -> dict:
+                        return eng.run(task_name, t, c.labels)
+                else:
+
+                    def go(t: str, c: TaskConfig, eng=eng) -> dict:
+                        return run(eng, task_name, t, c)
+
+                with steps_progress() as bar:
+                    job = bar.add_task(f"{s.name} · {row.name}", total=n)
+                    r = evaluate(go, task_name, row.model, s, row.cfg, strategy=row.name, limit=limit,
+                                 tick=lambda i, bar=bar, job=job: bar.update(job, completed=i))  # fmt: skip
+                results.append(r)
+                if not as_json:
+                    shown = ", ".join(f"{k} {v:.3f}" for k, v in r.metrics.items())
+                    print(
+                        f"{s.name:14} {row.name:28} {shown}  ({len(r.failed)} failed, {r.n / r.seconds:.2f} items/s)"
+                    )
+    finally:
+        for eng in engines.values():
+            eng.close()  # type: ignore[attr-defined]
+    written = {}
+    if mode == "compare":
+        for s in loaded:
+            mine = [r for r in results if r.suite == s.name]
+            folder = Path(out) if out and len(loaded) == 1 else (
+                Path(out) / s.name if out else reg.root / "reports" / f"task-compare-{task_name}-{model}-{s.name}"
+            )  # fmt: skip
+            written[s.name] = {k: str(v) for k, v in write_comparison(mine, folder).items()}
+            if not as_json:
+                print(f"{s.name}: {written[s.name]['markdown']}, compare.html, compare.png")
+    if as_json:
+        print(
+            json.dumps(
+                {"results": [r.as_dict() for r in results], "written": written}, ensure_ascii=False, indent=2
+            )
+        )
 
 
 def collection(name: str, path: str | None, kb: str | None, k: int, label_model: str | None, embedder: str | None,

@@ -125,8 +125,9 @@ def tree_size(path: Path) -> int:
 Group = Literal["dataset", "tokenizer", "model", "adapter", "kb", "other"]
 GROUPS: tuple[Group, ...] = ("dataset", "tokenizer", "model", "adapter", "kb", "other")
 """The order `lmforge models ls` and the console list artifacts in."""
-MODEL_KINDS = ("chat", "base", "embedding", "masked-lm", "reward")
-"""Kinds `models ls` lists under models (masked-lm: `lmforge pretrain --objective mlm`)."""
+MODEL_KINDS = ("chat", "base", "embedding", "masked-lm", "reward", "classifier")
+"""Kinds `models ls` lists under models (masked-lm: `lmforge pretrain --objective mlm`; classifier:
+`lmforge finetune --task`)."""
 CONFIG_KEYS = ("architecture", "size", "objective", "method", "vocab_size", "steps", "quant", "context_length",
                "dedup", "chunk_size")  # fmt: skip
 """Config entries worth a glance, in this order; the rest stay in the manifest."""

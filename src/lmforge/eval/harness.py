@@ -380,7 +380,7 @@ def run_suite(scorer: Scorer, suite: Suite, model: str, cfg: EvalConfig,
             }
         else:
             target = suite.lang.split("-")[-1]
-            out = _generation_metrics(suite.metrics, preds_text, refs, target)
+            out = generation_metrics(suite.metrics, preds_text, refs, target)
         extra = {"max_tokens": cfg.max_tokens, "temperature": 0.0, "chat_template": scorer.chat}
     config = {"prompt": suite.prompt, "seed": cfg.seed, "limit": cfg.limit, "suite_sha256": suite.sha256,
               "lmforge": __version__, "decoding": "greedy", **extra}  # fmt: skip
@@ -388,7 +388,7 @@ def run_suite(scorer: Scorer, suite: Suite, model: str, cfg: EvalConfig,
     return SuiteResult(model, suite.name, suite.task, shown, len(items), time.monotonic() - t0, config, rows)
 
 
-def _generation_metrics(names: list[str], preds: list[str], refs: list[str], lang: str) -> dict[str, float]:
+def generation_metrics(names: list[str], preds: list[str], refs: list[str], lang: str) -> dict[str, float]:
     out: dict[str, float] = {}
     if "bleu" in names:
         out["bleu"] = M.bleu(preds, refs, lang)

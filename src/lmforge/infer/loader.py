@@ -70,6 +70,10 @@ def load_backend(registry: Registry, name: str, cfg: LoadConfig | None = None) -
     if m.kind == "masked-lm":
         raise LmforgeError(f"{name} is a masked LM (BERT): it fills in [MASK] (`lmforge fill-mask {name} TEXT`) "
                            f"rather than generating text")  # fmt: skip
+    if m.kind == "classifier":
+        raise LmforgeError(f"{name} is a fine-tuned {m.config.get('task')} model: it answers `lmforge task "
+                           f"{'ner' if m.config.get('task') == 'ner' else 'sentiment|classify'} {name} TEXT` "
+                           f"rather than chatting")  # fmt: skip
     if m.kind == "adapter":
         return _adapter_backend(registry, m, cfg)
     embedding = m.kind == "embedding"

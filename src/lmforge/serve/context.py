@@ -78,6 +78,25 @@ class ServerContext:
     """False only on loopback with no keys configured: then every call is open."""
     metrics: Metrics = field(default_factory=Metrics)
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    heads: dict[str, Any] = field(default_factory=dict)
+    """Fine-tuned task models (`lmforge finetune --task`) loaded for /v1/tasks, by name and manifest date."""
+    heads_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def task_head(self, name: str) -> Any:
+        """The fine-tuned task model `name` (loaded once; reloaded when the registry entry is replaced), or
+        None when `name` is not one (a chat model answers by prompting)."""
+        from lmforge.tasks.heads import TaskHead
+
+        if not self.registry.exists(name):
+            return None
+        m = self.registry.get(name)
+        if m.kind != "classifier":
+            return None
+        with self.heads_lock:
+            cached = self.heads.get(name)
+            if cached is None or cached[0] != m.created:
+                self.heads[name] = (m.created, TaskHead.load(self.registry.model_path(m), name, m.config))
+            return self.heads[name][1]
 
     # -- who is calling ---------------------------------------------------------------------------
     def authorize(self, scope: str | None) -> Any:

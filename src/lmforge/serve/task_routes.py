@@ -52,13 +52,24 @@ def task_router(ctx: ServerContext) -> APIRouter:
             validate(task, req.text, cfg)  # 400 before the model loads
 
         def work() -> dict:
-            backend = ctx.service.chat_view(req.model)
+            head = ctx.task_head(req.model)
+            if head is not None:
+                head.check(task, cfg.labels)
+
+                def one(t: str) -> dict[str, Any]:
+                    return head.run(task, t, cfg.labels)
+            else:
+                backend = ctx.service.chat_view(req.model)
+
+                def one(t: str) -> dict[str, Any]:
+                    return run(backend, task, t, cfg)
+
             if req.text is not None:
-                return run(backend, task, req.text, cfg)
+                return one(req.text)
             results: list[dict[str, Any]] = []
             for i, t in enumerate(req.texts or []):
                 try:
-                    results.append(run(backend, task, t, cfg))
+                    results.append(one(t))
                 except LmforgeError as e:
                     results.append({"index": i, "error": str(e)})
             return {"results": results, "failed": sum("error" in x for x in results)}

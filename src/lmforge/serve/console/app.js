@@ -435,9 +435,11 @@
   // -- NLP tasks (/v1/tasks/{task}): labels, highlighted entities, or the JSON -------------------------
   async function loadTaskModels() {
     let data;
-    try { data = await api("/v1/models"); } catch { return; }
+    try { data = await api("/api/models"); } catch { return; }
     const sel = $("task-model"), prev = sel.value || ls.get("taskModel"); sel.textContent = "";
-    for (const m of (data.data || []).filter((m) => ["chat", "base", "adapter"].includes(m.lmforge?.kind))) { const o = el("option", "", m.id); o.value = m.id; sel.append(o); }
+    for (const m of (data.models || []).filter((m) => ["chat", "base", "adapter", "classifier"].includes(m.kind))) { // classifier: a fine-tuned task head
+      const o = el("option", "", m.kind === "classifier" ? `${m.name} (fine-tuned ${m.config?.task})` : m.name); o.value = m.name; sel.append(o);
+    }
     if (prev && [...sel.options].some((o) => o.value === prev)) sel.value = prev;
   }
   $("task-file").onchange = async () => { // a file's text into the box (UTF-8: anything else is an error, not mojibake)
