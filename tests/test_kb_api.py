@@ -307,3 +307,16 @@ def test_kb_cli(tmp_path, monkeypatch, capsys):
     assert main(["kb", "eval", "k", "--qa", str(tmp_path / "bad.jsonl")]) == 2
     assert "missing answer, doc" in capsys.readouterr().err
     assert main(["kb", "drop", "k"]) == 0 and main(["kb", "ls", "k"]) == 2
+
+
+def test_cli_kb_add_a_renamed_copy_is_a_skipped_duplicate(tmp_path, monkeypatch, capsys):
+    """Re-syncing a folder where a file was copied under a new name: skipped and reported, exit 0."""
+    monkeypatch.setenv("LMFORGE_HOME", str(tmp_path / "home"))
+    (tmp_path / "a.md").write_text(POEM, encoding="utf-8")
+    (tmp_path / "b.md").write_text(POEM, encoding="utf-8")
+    assert main(["kb", "create", "k"]) == 0
+    assert main(["kb", "add", "k", str(tmp_path / "a.md")]) == 0
+    capsys.readouterr()
+    assert main(["kb", "add", "k", str(tmp_path / "b.md")]) == 0
+    out = capsys.readouterr()
+    assert "skipped b.md: duplicate of 'a.md'" in out.err and "1 duplicates skipped, 0 failed" in out.out

@@ -309,10 +309,10 @@ def test_ingest_skip_replace_remove(kbs, docs):
     assert len(kb.documents()) == 2
     with pytest.raises(LmforgeError, match="no document"):
         kb.remove("docs/kitchen.txt")
-    # same bytes under another name: reported, not indexed twice
+    # same bytes under another name: a skipped duplicate (not a failure), not indexed twice
     (docs / "copy.md").write_text(POEMS, encoding="utf-8")
     r = kb.add([docs / "copy.md"])
-    assert r.failed and "duplicate" in r.failed[0][1] and len(kb.documents()) == 2
+    assert not r.failed and r.duplicates == [("copy.md", "docs/poems.md")] and len(kb.documents()) == 2
 
 
 def test_failed_files_do_not_touch_the_kb(kbs, docs, tmp_path):

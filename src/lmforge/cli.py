@@ -457,6 +457,12 @@ def serve(
         float, typer.Option(help="Unload a model this many seconds after last use (0 = never).")
     ] = 300.0,
     audit_prompts: Annotated[bool, typer.Option(help="Store prompt text in the audit log.")] = False,
+    safety: Annotated[
+        str | None,
+        typer.Option(
+            help="safety.yaml: content filter, per-key rules, PII (内容安全); a malformed file stops the server."
+        ),
+    ] = None,
     engine: Annotated[
         Literal["auto", "vllm"], typer.Option(help="vllm: HF checkpoints through a supervised `vllm serve`.")
     ] = "auto",
@@ -477,9 +483,11 @@ def serve(
     pool_cfg = PoolConfig(n_slots=slots, n_ctx=ctx, n_threads=threads, keep_alive_s=keep_alive, engine=engine,
                           vllm=VllmConfig(tensor_parallel_size=tensor_parallel_size, max_model_len=ctx))  # fmt: skip
     pool = ModelPool(reg, pool_cfg)
-    settings = ServerSettings(host=host, port=port, audit_prompts=audit_prompts)
+    settings = ServerSettings(host=host, port=port, audit_prompts=audit_prompts, safety=safety)
     scheduler = Scheduler(pool, SchedulerConfig(max_queue=max_queue, timeout_s=timeout))
     app_ = create_app(settings, reg, pool, _keystore(), scheduler)
+    if safety:
+        print(f"content filter: {safety}", file=sys.stderr)
     for name in model or []:
         print(f"loading {name} ...", file=sys.stderr)
         pool.release(pool.acquire(name))
@@ -709,11 +717,13 @@ from lmforge import cli_kb  # noqa: E402
 
 app.add_typer(cli_kb.kb_app, name="kb")
 # -- shrinking models (quantize, prune, compress report): cli_compress.py --------------------------
-from lmforge import cli_compress, cli_plan, cli_task  # noqa: E402
+from lmforge import cli_compress, cli_explain, cli_plan, cli_safety, cli_task  # noqa: E402
 
 cli_compress.mount(app)
 cli_plan.mount(app)
 cli_task.mount(app)
+cli_safety.mount(app)
+cli_explain.mount(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,13 +45,21 @@ def kb_create(
     store: Annotated[
         str | None, typer.Option(help="embedded (default) | qdrant:local | qdrant:http://host:6333")
     ] = None,
-) -> None:
+    redact_pii: Annotated[bool, typer.Option("--redact-pii", help="Replace ID numbers, phones, emails, bank cards and IPs by tags before indexing (脱敏).")] = False,
+) -> None:  # fmt: skip
     """Create an empty knowledge base (a registry artifact: `lmforge models show NAME`)."""
     from lmforge.rag.pipeline import KBConfig
 
     chosen = {"store": store} if store is not None else {}  # else KBConfig's default
     kb = _kbs().create(
-        name, KBConfig(embedder=embed, chunk_size=chunk_size, chunk_overlap=chunk_overlap, **chosen)
+        name,
+        KBConfig(
+            embedder=embed,
+            chunk_size=chunk_size,
+            chunk_overlap=chunk_overlap,
+            redact_pii=redact_pii,
+            **chosen,
+        ),
     )
     print(f"created knowledge base {name!r} (embedder {kb.embedder.identity})")
 
@@ -74,10 +82,14 @@ def kb_add(name: str, paths: list[str], groups: Groups = "") -> None:
         report = kb.add(paths, groups=_groups(groups), progress=show)
     for doc, err in report.failed:
         print(f"failed {doc}: {err}", file=sys.stderr)
+    for doc, twin in report.duplicates:
+        print(f"skipped {doc}: duplicate of {twin!r} (same content)", file=sys.stderr)
     print(f"{len(report.added)} added, {len(report.replaced)} replaced, {len(report.unchanged)} unchanged, "
-          f"{len(report.failed)} failed; {report.chunks} chunks from {report.pages} pages in {report.seconds:.1f} s "
+          f"{len(report.duplicates)} duplicates skipped, {len(report.failed)} failed"
+          + (f", {report.redacted} personal-data spans redacted" if report.redacted else "")
+          + f"; {report.chunks} chunks from {report.pages} pages in {report.seconds:.1f} s "
           f"({report.chunks / max(report.seconds, 1e-9):.1f} chunks/s); version {report.version}")  # fmt: skip
-    if report.failed and not (report.added or report.replaced or report.unchanged):
+    if report.failed and not (report.added or report.replaced or report.unchanged or report.duplicates):
         raise LmforgeError(f"nothing was added to {name!r}: every file failed")
 
 

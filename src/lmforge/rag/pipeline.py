@@ -54,6 +54,8 @@ class KBConfig:
     """Larger files are refused."""
     store: str = "embedded"
     """Vector store: 'embedded' (numpy shards, no server) or 'qdrant:local' / 'qdrant:http://host:6333'."""
+    redact_pii: bool = False
+    """Personal data (ID numbers, phones, emails, bank cards, IPs) is replaced by tags before indexing."""
 
     def __post_init__(self) -> None:
         if self.store != "embedded" and not self.store.startswith("qdrant:"):
@@ -78,14 +80,19 @@ class IngestReport:
     replaced: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
+    """(name, the document already holding the same bytes): skipped, not an error (a re-synced folder)."""
     chunks: int = 0
     pages: int = 0
     seconds: float = 0.0
     version: int = 0
+    redacted: int = 0
+    """Personal-data spans replaced before indexing (KBConfig.redact_pii or the server's safety.yaml)."""
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["failed"] = [{"document": n, "error": e} for n, e in self.failed]
+        d["duplicates"] = [{"document": n, "same_as": t} for n, t in self.duplicates]
         return d
 
 
@@ -154,6 +161,8 @@ class KnowledgeBase:
         self._embedders = embedders
         self._on_change = on_change
         self._write_lock = threading.Lock()
+        self.redact: Callable[[str], tuple[str, int]] | None = None
+        """Set by the server when its safety.yaml applies PII redaction at ingestion: text -> (redacted, spans)."""
 
     @property
     def embedder(self) -> Embedder:
@@ -257,11 +266,18 @@ class KnowledgeBase:
             return False
         twin = db.execute("SELECT name FROM docs WHERE sha256=? AND name<>?", (sha, name)).fetchone()
         if twin and not existing:
-            report.failed.append((name, f"duplicate: same content as {twin[0]!r} (skipped)"))
+            report.duplicates.append((name, twin[0]))
             return False
         db.execute("SAVEPOINT doc")
         try:
             doc = load(path)
+            redact = self.redact or (_default_redact if self.cfg.redact_pii else None)
+            if redact is not None:
+                blocks = list(doc.blocks)  # may be a generator
+                for b in blocks:
+                    b.text, n_red = redact(b.text)
+                    report.redacted += n_red
+                doc.blocks = blocks
             if existing:
                 self.store.delete_doc(db, existing.id, version)
             doc_id = self.store.insert_doc(db, name=name, sha256=sha, title=doc.title, groups=groups, pages=doc.pages,
@@ -336,6 +352,13 @@ class _Writer:
         self.lock.release()
 
 
+def _default_redact(text: str) -> tuple[str, int]:
+    from lmforge.safety.pii import redact, scan
+
+    hits = scan(text)
+    return (redact(text, hits), len(hits)) if hits else (text, 0)
+
+
 def _batched(items: Iterator, n: int) -> Iterator[list]:
     batch: list = []
     for item in items:
@@ -390,6 +413,9 @@ class KnowledgeBases:
         self.root = self.registry.models_dir
         self._open: dict[str, KnowledgeBase] = {}
         self._lock = threading.Lock()
+        self.redact: Callable[[str], tuple[str, int]] | None = None
+        """PII redaction for every ingestion through this collection (the server's safety.yaml), on top of
+        each KB's own redact_pii."""
         self._adopt_legacy()
 
     def _adopt_legacy(self) -> None:
@@ -465,11 +491,13 @@ class KnowledgeBases:
     def open(self, name: str) -> KnowledgeBase:
         with self._lock:
             if name in self._open:
+                self._open[name].redact = self.redact
                 return self._open[name]
             m = self._manifest(name)
             folder = self.registry.artifact_dir(name)
             kb = KnowledgeBase(name, folder, KBConfig(**m.config), self.embedders,
                                on_change=lambda: self.registry.update(name, size_bytes=tree_size(folder)))  # fmt: skip
+            kb.redact = self.redact
             self._open[name] = kb
             return kb
 

@@ -40,6 +40,7 @@ from lmforge.serve.auth import KeyStore
 from lmforge.serve.context import ServerContext, ServerSettings
 from lmforge.serve.errors import install_error_handlers
 from lmforge.serve.eval_routes import eval_router
+from lmforge.serve.guard import Guard
 from lmforge.serve.jobs_routes import jobs_router
 from lmforge.serve.kb_routes import kb_router
 from lmforge.serve.limits import BodyLimit
@@ -79,11 +80,16 @@ def create_app(
     retriever = Retriever(
         rerankers=lambda model: LLMReranker(lambda msgs: service.greedy(model, msgs, RERANK_TOKENS))
     )
+    guard = Guard.load(
+        settings.safety, keys.audit_safety
+    )  # a malformed safety.yaml: the server does not start
     ctx = ServerContext(
         settings=settings, registry=registry, pool=pool, scheduler=scheduler, keys=keys, service=service,
         kbs=kbs, retriever=retriever, votes=VoteStore(registry.root / "eval" / "votes.sqlite"),
         jobs=jobs or JobQueue(registry, max_running=settings.max_running_jobs), need_keys=keys_required(settings, keys),
+        guard=guard,
     )  # fmt: skip
+    kbs.redact = guard.ingest_redactor()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202

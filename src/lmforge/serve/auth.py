@@ -33,7 +33,12 @@ CREATE TABLE IF NOT EXISTS audit (
   ts REAL NOT NULL, key_name TEXT, route TEXT NOT NULL, model TEXT, status INTEGER NOT NULL,
   prompt_tokens INTEGER, completion_tokens INTEGER, latency_ms REAL, prompt TEXT
 );
+CREATE TABLE IF NOT EXISTS safety (
+  ts REAL NOT NULL, key_name TEXT, route TEXT NOT NULL, model TEXT, direction TEXT NOT NULL,
+  category TEXT NOT NULL, action TEXT NOT NULL, rule TEXT, text TEXT
+);
 """
+SAFETY_COLUMNS = ("ts", "key_name", "route", "model", "direction", "category", "action", "rule", "text")
 
 
 @dataclass
@@ -137,6 +142,19 @@ class KeyStore:
                     prompt,
                 ),
             )
+
+    def audit_safety(self, *, key_name: str | None, route: str, model: str | None, direction: str, category: str,
+                     action: str, rule: str = "", text: str | None = None) -> None:  # fmt: skip
+        """One content-filter hit (serve/guard.py): who, where, which category and action; the rule and the
+        matched text only when safety.yaml has `audit_text: true`."""
+        with self._lock, self._connect() as db:
+            db.execute("INSERT INTO safety VALUES (?,?,?,?,?,?,?,?,?)",
+                       (time.time(), key_name, route, model, direction, category, action, rule, text))  # fmt: skip
+
+    def safety_rows(self, limit: int = 100) -> list[dict]:
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM safety ORDER BY ts DESC LIMIT ?", (limit,)).fetchall()
+        return [dict(zip(SAFETY_COLUMNS, r, strict=True)) for r in rows]
 
     def audit_rows(self, limit: int = 100) -> list[dict]:
         with self._connect() as db:

@@ -36,6 +36,7 @@ from lmforge.rag.pipeline import KnowledgeBases
 from lmforge.rag.retrieve import Retriever
 from lmforge.serve.auth import ApiKey, KeyStore, RateLimiter
 from lmforge.serve.errors import ApiError, api_error
+from lmforge.serve.guard import Guard
 from lmforge.serve.metrics import Metrics
 from lmforge.serve.protocol import error_body
 from lmforge.serve.service import ChatService
@@ -55,6 +56,8 @@ class ServerSettings:
     """How often idle models are checked for unloading."""
     max_running_jobs: int = 1
     """Training jobs run at once (each in its own worker process); the others wait in order."""
+    safety: str | None = None
+    """A safety.yaml (content filter, per-key rules, PII); a malformed one stops the server from starting."""
 
 
 def _json(item: Any) -> Any:
@@ -78,6 +81,8 @@ class ServerContext:
     """False only on loopback with no keys configured: then every call is open."""
     metrics: Metrics = field(default_factory=Metrics)
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    guard: Guard | None = None
+    """The content filter and PII handling (serve/guard.py); built by create_app from settings.safety."""
     heads: dict[str, Any] = field(default_factory=dict)
     """Fine-tuned task models (`lmforge finetune --task`) loaded for /v1/tasks, by name and manifest date."""
     heads_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -136,7 +141,9 @@ class ServerContext:
         self.keys.audit(
             key_name=key.name if key else None, route=route, model=model, status=status,
             prompt_tokens=u.get("prompt_tokens", 0), completion_tokens=u.get("completion_tokens", 0),
-            latency_ms=(time.monotonic() - t0) * 1000, prompt=prompt if self.settings.audit_prompts else None,
+            latency_ms=(time.monotonic() - t0) * 1000,
+            prompt=self.guard.redact_log(prompt) if self.settings.audit_prompts and self.guard else
+            (prompt if self.settings.audit_prompts else None),
         )  # fmt: skip
         if key is not None and u:
             self.limiter.add_tokens(key, u.get("total_tokens", 0))

@@ -184,6 +184,9 @@ def kb_router(ctx: ServerContext) -> APIRouter:
             raise ForbiddenError("asking needs the 'chat' scope as well as 'kb:read'")
         g = caller_groups(key)
         await call(lambda: ctx.registry.get(req.model))  # unknown model: 404 even when no answer is needed
+        guard, who = ctx.guard, key.name if key else None
+        if guard is not None:  # the content filter on the question (400 content_filter on a block)
+            req.question = await call(lambda: guard.check_input(who, "kb.ask", req.model, req.question))
 
         def hits():  # noqa: ANN202
             kb = kbs.open(name)
@@ -194,7 +197,12 @@ def kb_router(ctx: ServerContext) -> APIRouter:
             def work() -> dict:
                 kb, found = hits()
                 generate = lambda msgs: ctx.service.greedy(req.model, msgs, req.max_tokens)  # noqa: E731
-                return ask(req.question, found, generate, kb.analyzer, kb.embedder, req.model)
+                out = ask(req.question, found, generate, kb.analyzer, kb.embedder, req.model)
+                if guard is not None:
+                    out["answer"], blocked = guard.check_output(who, "kb.ask", req.model, out["answer"])
+                    if blocked:
+                        out["finish_reason"] = "content_filter"
+                return out
 
             return await ctx.run_json("kb.ask", key, req.model, req.question, work)
 
@@ -208,15 +216,30 @@ def kb_router(ctx: ServerContext) -> APIRouter:
             yield {"type": "sources", **response(p, "", [], req.model)}
             text = NO_ANSWER[p.lang]
             if p.answerable:
-                parts = []
+                parts, shown = [], []
+                filt = guard.stream(who, "kb.ask", req.model) if guard is not None else None
                 pieces, cancel = ctx.service.greedy_stream(req.model, p.messages, req.max_tokens)
                 try:
                     for piece in pieces:
                         parts.append(piece)
-                        yield {"type": "delta", "content": piece}
+                        out = filt.feed(piece) if filt is not None else piece
+                        if out:
+                            shown.append(out)
+                            yield {"type": "delta", "content": out}
+                        if filt is not None and filt.blocked:
+                            break
                 finally:
                     cancel()
-                text = "".join(parts).strip()
+                if filt is not None:
+                    tail = "" if filt.blocked else filt.finish()
+                    if tail:
+                        shown.append(tail)
+                        yield {"type": "delta", "content": tail}
+                    if filt.blocked:
+                        yield {"type": "done", "finish_reason": "content_filter",
+                               **response(p, "".join(shown).strip(), [], req.model)}  # fmt: skip
+                        return
+                text = "".join(shown).strip()
             else:
                 yield {"type": "delta", "content": text}
             yield {

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from fastapi import APIRouter
+from pydantic import BaseModel
 
 from lmforge.serve.context import ServerContext
+from lmforge.serve.guard import Guard
 from lmforge.serve.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 
@@ -25,6 +28,26 @@ def created_ts(created: str) -> int:
 
 SERVABLE = ("chat", "base", "embedding", "adapter")
 """Registry kinds listed by /v1/models (datasets, tokenizers, knowledge bases and masked LMs are not)."""
+
+
+def to_dict(item: Any) -> Any:
+    return item.model_dump() if isinstance(item, BaseModel) else item
+
+
+def screen_input(guard: Guard, who: str | None, route: str, req: Any) -> None:
+    """Every text of a chat or completion request through the input filter (masked in place)."""
+    if isinstance(req, ChatCompletionRequest):
+        for m in req.messages:
+            if isinstance(m.content, str):
+                m.content = guard.check_input(who, route, req.model, m.content)
+            elif isinstance(m.content, list):
+                for part in m.content:
+                    if part.type == "text" and part.text:
+                        part.text = guard.check_input(who, route, req.model, part.text)
+    elif isinstance(req.prompt, str):
+        req.prompt = guard.check_input(who, route, req.model, req.prompt)
+    elif isinstance(req.prompt, list) and all(isinstance(p, str) for p in req.prompt):
+        req.prompt = [guard.check_input(who, route, req.model, p) for p in req.prompt]
 
 
 def openai_router(ctx: ServerContext) -> APIRouter:
@@ -44,10 +67,21 @@ def openai_router(ctx: ServerContext) -> APIRouter:
         return {"id": m.name, "object": "model", "created": created_ts(m.created), "owned_by": "lmforge"}
 
     async def answer(route: str, key, req, prompt: str | None, whole, streamed):  # noqa: ANN001, ANN202
-        """JSON from `whole(req)`, or SSE from `streamed(req)` when the request asks to stream."""
+        """JSON from `whole(req)`, or SSE from `streamed(req)` when the request asks to stream; the content filter
+        on the way in (a block is a 400 `content_filter`, a mask rewrites the text) and on the way out."""
+        guard, who = ctx.guard, key.name if key else None
+        if guard is not None:
+            await ctx.offload(lambda: screen_input(guard, who, route, req))
         if not req.stream:
-            return await ctx.run_json(route, key, req.model, prompt, lambda: whole(req))
+
+            def work() -> dict:
+                body = to_dict(whole(req))
+                return guard.chat_body(who, route, req.model, body) if guard is not None else body
+
+            return await ctx.run_json(route, key, req.model, prompt, work)
         events, cancel = await asyncio.to_thread(streamed, req)
+        if guard is not None:
+            events = guard.chat_events(who, route, req.model, events, to_dict)
         return ctx.run_stream(route, key, req.model, prompt, events, cancel)
 
     @r.post("/v1/chat/completions")

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from lmforge.errors import LmforgeError, NotFoundError
 from lmforge.serve.context import ServerContext
+from lmforge.serve.errors import ApiError
 from lmforge.tasks.engine import TASKS, TaskConfig, run, validate
 
 
@@ -50,19 +51,31 @@ def task_router(ctx: ServerContext) -> APIRouter:
                          system=req.system, examples=req.examples, cot=req.cot, max_tokens=req.max_tokens)  # fmt: skip
         if req.text is not None:
             validate(task, req.text, cfg)  # 400 before the model loads
+        guard, who = ctx.guard, key.name if key else None
 
         def work() -> dict:
             head = ctx.task_head(req.model)
             if head is not None:
                 head.check(task, cfg.labels)
 
-                def one(t: str) -> dict[str, Any]:
+                def answer(t: str) -> dict[str, Any]:
                     return head.run(task, t, cfg.labels)
             else:
                 backend = ctx.service.chat_view(req.model)
 
-                def one(t: str) -> dict[str, Any]:
+                def answer(t: str) -> dict[str, Any]:
                     return run(backend, task, t, cfg)
+
+            def one(t: str) -> dict[str, Any]:
+                if guard is None:
+                    return answer(t)
+                result = answer(guard.check_input(who, f"tasks.{task}", req.model, t))
+                for k in ("answer", "translation", "summary", "text"):  # the generated text fields
+                    if isinstance(result.get(k), str):
+                        result[k], blocked = guard.check_output(who, f"tasks.{task}", req.model, result[k])
+                        if blocked:
+                            result["finish_reason"] = "content_filter"
+                return result
 
             if req.text is not None:
                 return one(req.text)
@@ -70,7 +83,7 @@ def task_router(ctx: ServerContext) -> APIRouter:
             for i, t in enumerate(req.texts or []):
                 try:
                     results.append(one(t))
-                except LmforgeError as e:
+                except (LmforgeError, ApiError) as e:  # ApiError: the content filter refused this item
                     results.append({"index": i, "error": str(e)})
             return {"results": results, "failed": sum("error" in x for x in results)}
 
