@@ -368,3 +368,34 @@ def test_tasks_page_runs_ner_and_marks_entities_where_the_offsets_say(tmp_path, 
         page.click("#task-go")
         page.wait_for_function("document.body.dataset.task === 'ready'")
         assert "needs --labels" in page.inner_text("#task-status")
+
+
+def test_explain_page_shows_attention_and_attributions(tmp_path, tiny_gguf, tiny_qwen2_dir, browser):
+    """The Explain tab lists HF models, draws the interactive attention page (layer/head selectors) and the
+    token attributions in its frame; a GGUF model is refused with the dequantize hint."""
+    app = make_server(tmp_path / "home", tiny_gguf, extra_models=[(tiny_qwen2_dir, "qwen-hf")])
+    with LiveServer(app) as srv:
+        page = browser.new_page(locale="en-US")
+        page.goto(srv.url + "/")
+        page.click("button.tab[data-view=explain]")
+        page.wait_for_selector("#explain-model option[value=qwen-hf]", state="attached")
+        assert page.eval_on_selector_all("#explain-model option", "os => os.map((o) => o.value)") == [
+            "qwen-hf"
+        ]
+        page.fill("#explain-text", "The capital of France is Paris")
+        page.click("#explain-go")
+        page.wait_for_function("document.body.dataset.explain === 'ready'", timeout=60000)
+        assert "2 × 4" in page.inner_text("#explain-status")
+        frame = page.frame_locator("#explain-frame")
+        assert frame.locator("select").count() >= 1 and "Paris" in frame.locator("body").inner_text()
+        page.select_option("#explain-what", "tokens")
+        page.click("#explain-go")
+        page.wait_for_function(
+            "document.body.dataset.explain === 'ready' && document.querySelector('#explain-status').textContent.includes('p=')",
+            timeout=60000,
+        )
+        assert "capital" in page.frame_locator("#explain-frame").locator("body").inner_text()
+        r = httpx.post(srv.url + "/api/explain/attention", json={"model": "tiny", "text": "hi"}, timeout=60)
+        assert r.status_code == 400 and "dequantize" in r.text
+        r = httpx.post(srv.url + "/api/explain/attention", json={"model": "/etc", "text": "hi"}, timeout=60)
+        assert r.status_code in (400, 404)  # a folder on the server is never loaded

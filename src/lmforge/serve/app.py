@@ -40,6 +40,7 @@ from lmforge.serve.auth import KeyStore
 from lmforge.serve.context import ServerContext, ServerSettings
 from lmforge.serve.errors import install_error_handlers
 from lmforge.serve.eval_routes import eval_router
+from lmforge.serve.explain_routes import explain_router
 from lmforge.serve.guard import Guard
 from lmforge.serve.jobs_routes import jobs_router
 from lmforge.serve.kb_routes import kb_router
@@ -116,6 +117,7 @@ def create_app(
     app.include_router(ops_router(ctx))
     app.include_router(jobs_router(ctx))
     app.include_router(task_router(ctx))
+    app.include_router(explain_router(ctx))
 
     console = resources.files("lmforge.serve").joinpath("console")
     app.mount("/console", StaticFiles(directory=str(console)), name="console")

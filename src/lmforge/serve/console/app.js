@@ -19,7 +19,7 @@
       askSources: "Ask with sources", ask: "Ask", askPh: "Ask a question about these documents", indexing: "Indexing…",
       uploaded: "added", replaced: "replaced", unchanged: "unchanged", failed: "failed", noKb: "No knowledge base yet: create one above.",
       unsupported: "Not supported by its sources", noResults: "No results.", all: "(all)", remove: "Remove",
-      tasksTab: "Tasks", taskLabelsPh: "labels, comma-separated (classify, ner)", taskExtraPh: "qa: context · extract: JSON schema · translate: target language (en, zh, …)", taskTextPh: "Paste text, or upload a UTF-8 file", runBtn: "Run", dropped: "named by the model but not in the text: dropped",
+      tasksTab: "Tasks", explainTab: "Explain", explainAttention: "attention maps", explainTokens: "token attributions", explainTargetPh: "target label or next token (optional)", explainTextPh: "Text to explain (HF models; GGUF: dequantize first)", taskLabelsPh: "labels, comma-separated (classify, ner)", taskExtraPh: "qa: context · extract: JSON schema · translate: target language (en, zh, …)", taskTextPh: "Paste text, or upload a UTF-8 file", runBtn: "Run", dropped: "named by the model but not in the text: dropped",
       evalTab: "Evaluate", results: "Suite results", arena: "Blind comparison", arenaPh: "A prompt for both models", compareBtn: "Compare",
       voteA: "A is better", voteB: "B is better", voteTie: "Tie", opponent: "Opponent", winRate: "Win rate (95% CI)", suite: "Suite",
       metric: "Metric", noEval: "No stored results yet: run `lmforge eval MODEL --suite NAME`.", revealed: "A was {a}, B was {b}.",
@@ -48,7 +48,7 @@
       askSources: "带出处问答", ask: "提问", askPh: "就这些文档提问", indexing: "正在建立索引…",
       uploaded: "新增", replaced: "替换", unchanged: "未变", failed: "失败", noKb: "还没有知识库：请在上方创建。",
       unsupported: "与引用的资料不符", noResults: "没有结果。", all: "（全部）", remove: "删除",
-      tasksTab: "任务", taskLabelsPh: "标签，用逗号分隔（分类、实体识别）", taskExtraPh: "问答：上下文 · 抽取：JSON Schema · 翻译：目标语言（en、zh…）", taskTextPh: "粘贴文本，或上传 UTF-8 文件", runBtn: "运行", dropped: "模型给出但原文中没有，已丢弃",
+      tasksTab: "任务", explainTab: "可解释性", explainAttention: "注意力图", explainTokens: "词元归因", explainTargetPh: "目标标签或下一个词元（可选）", explainTextPh: "要解释的文本（HF 模型；GGUF 需先反量化）", taskLabelsPh: "标签，用逗号分隔（分类、实体识别）", taskExtraPh: "问答：上下文 · 抽取：JSON Schema · 翻译：目标语言（en、zh…）", taskTextPh: "粘贴文本，或上传 UTF-8 文件", runBtn: "运行", dropped: "模型给出但原文中没有，已丢弃",
       evalTab: "评测", results: "评测结果", arena: "盲评对比", arenaPh: "给两个模型的同一个问题", compareBtn: "对比",
       voteA: "A 更好", voteB: "B 更好", voteTie: "平局", opponent: "对手", winRate: "胜率（95% 置信区间）", suite: "评测集",
       metric: "指标", noEval: "还没有评测结果：运行 `lmforge eval 模型 --suite 名称`。", revealed: "A 是 {a}，B 是 {b}。",
@@ -423,14 +423,38 @@
   function showView(v) {
     view = v;
     document.querySelectorAll(".tab").forEach((x) => { x.classList.toggle("active", x.dataset.view === v); x.setAttribute("aria-selected", String(x.dataset.view === v)); });
-    for (const name of ["chat", "models", "kb", "eval", "train", "tasks"]) $("view-" + name).hidden = v !== name;
+    for (const name of ["chat", "models", "kb", "eval", "train", "tasks", "explain"]) $("view-" + name).hidden = v !== name;
     document.body.dataset.view = v; closeSidebar();
     if (v === "models") loadModelsPage();
     if (v === "kb") loadKbs();
     if (v === "eval") { loadEval(); loadArena(); }
     if (v === "train") loadTrainPage();
     if (v === "tasks") loadTaskModels();
+    if (v === "explain") loadExplainModels();
   }
+
+  // -- Explain (/api/explain/*): the same self-contained interactive page the CLI writes, in a sandboxed frame --
+  async function loadExplainModels() {
+    let data;
+    try { data = await api("/api/models"); } catch { return; }
+    const sel = $("explain-model"), prev = sel.value || ls.get("explainModel"); sel.textContent = "";
+    for (const m of (data.models || []).filter((m) => m.format === "hf" && ["chat", "base", "masked-lm", "reward", "classifier"].includes(m.kind))) {
+      const o = el("option", "", `${m.name} (${m.kind})`); o.value = m.name; sel.append(o);
+    }
+    if (prev && [...sel.options].some((o) => o.value === prev)) sel.value = prev;
+  }
+  $("explain-go").onclick = async () => {
+    const what = $("explain-what").value, status = $("explain-status"), body = { model: $("explain-model").value, text: $("explain-text").value };
+    if (what === "tokens" && $("explain-target").value) body.target = $("explain-target").value;
+    ls.set("explainModel", body.model);
+    status.className = "notice"; status.textContent = t("loading"); document.body.dataset.explain = "busy";
+    try {
+      const r = await apiJson("POST", `/api/explain/${what}`, body);
+      $("explain-frame").srcdoc = r.html;
+      status.textContent = what === "tokens" ? `${JSON.stringify(r.data.target)} p=${r.data.target_prob} (${r.data.method})` : `${r.data.layers} × ${r.data.heads}, ${r.data.n_tokens} tokens`;
+    } catch (e) { status.className = "msg-error"; status.textContent = e.message; }
+    document.body.dataset.explain = "ready";
+  };
 
   // -- NLP tasks (/v1/tasks/{task}): labels, highlighted entities, or the JSON -------------------------
   async function loadTaskModels() {
