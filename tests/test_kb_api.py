@@ -203,10 +203,15 @@ def test_ask_with_sources_stream_and_not(server):
             if line.startswith("data: ") and line != "data: [DONE]":
                 events.append(json.loads(line[6:]))
     assert events[0]["type"] == "sources" and events[0]["sources"][0]["document"] == "handbook.txt"
-    assert (
-        events[-1]["type"] == "done"
-        and events[-1]["answer"] == "".join(e["content"] for e in events if e["type"] == "delta").strip()
-    )
+    streamed = "".join(e["content"] for e in events if e["type"] == "delta").strip()
+    done = events[-1]
+    assert done["type"] == "done"
+    # the checked answer is what was streamed, or — when it does not address the question (the tiny model's
+    # babble does not) — "I don't know" with the streamed text kept as off_topic_answer
+    assert done["answer"] == streamed or (
+        done["answer"].startswith("I don't know") and done["off_topic_answer"] == streamed
+        and done["addresses_question"]["addresses"] is False
+    )  # fmt: skip
     # both ways run the same greedy request: the same answer, checked the same way
     assert body["answer"] and body["answer"] == events[-1]["answer"]
     assert body["claims"] == events[-1]["claims"] and body["unsupported"] == events[-1]["unsupported"]

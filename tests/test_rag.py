@@ -677,3 +677,78 @@ def test_an_answer_to_another_question_is_caught(kbs, tmp_path):
         q, hits, lambda m: "中文向量由 multilingual-e5-small 嵌入模型生成。", kb.analyzer, kb.embedder, "m"
     )
     assert right["addresses_question"]["addresses"], right["addresses_question"]
+
+
+def test_query_rewrite_fuses_translations_and_falls_back(kbs, docs):
+    """An English question over Chinese poems: the rewriter's Chinese query brings the poem into the top hits;
+    the rewrite is cached; a rewriter that fails leaves the plain search, with the reason."""
+    from lmforge.rag.rewrite import QueryRewriter
+
+    kb = kbs.create("t")
+    kb.add([docs])
+    assert kb.languages() == {"zh", "en"}
+    calls = []
+
+    def generate(messages):
+        calls.append(messages[-1]["content"])
+        return "1. 静夜思 床前明月光\n2. 李白 月光 故乡\n- 思念家乡的诗"
+
+    rw = QueryRewriter("m", generate)
+    ret = Retriever()
+    q = "Which poem looks at the bright moon and thinks of home?"
+    hits, info = rw.search(lambda x, p: ret.search(kb, x, p), q, kb.languages(), SearchParams(k=3))
+    assert info.queries == [q, "静夜思 床前明月光", "李白 月光 故乡", "思念家乡的诗"] and not info.fallback
+    assert "Chinese" in calls[0] and any("床前明月光" in h.text for h in hits)
+    _, again = rw.search(lambda x, p: ret.search(kb, x, p), q, kb.languages(), SearchParams(k=3))
+    assert again.cached and len(calls) == 1
+
+    def down(messages):
+        raise ConnectionError("upstream refused the connection")
+
+    plain = ret.search(kb, q, SearchParams(k=3))
+    hits, info = QueryRewriter("far", down).search(
+        lambda x, p: ret.search(kb, x, p), q, {"zh"}, SearchParams(k=3)
+    )
+    assert (
+        info.queries == [q]
+        and "refused" in info.fallback
+        and [h.chunk_id for h in hits] == [h.chunk_id for h in plain]
+    )
+
+
+def test_kb_eval_scores_types_pairs_abstention_and_the_verifier(kbs, docs, tmp_path):
+    """Chunk-level hits need every evidence span (multi-passage); unanswerable questions count for abstention
+    only; a wrong answer the verifier flagged is caught."""
+    from lmforge.eval.rag import evaluate, load_qa
+
+    kb = kbs.create("t")
+    kb.add([docs])
+    qa = tmp_path / "qa.jsonl"
+    rows = [
+        {"id": "a", "question": "《静夜思》的作者是谁？", "answer": "李白", "doc": "poems.md", "evidence": "床前明月光",
+         "lang": "zh", "type": "lexical"},
+        {"id": "b", "question": "Which two poems mention the moon and the Yellow River?", "answer": "静夜思",
+         "doc": ["poems.md", "poems.md"], "evidence": ["举头望明月", "黄河入海流"], "lang": "en", "doc_lang": "zh",
+         "type": "multi-passage"},
+        {"id": "c", "question": "How many days of holiday does the licence grant?", "answer": "", "doc": "",
+         "answerable": False, "lang": "en", "type": "unanswerable"},
+    ]  # fmt: skip
+    qa.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    items = load_qa(qa)
+    assert items[1].doc == ["poems.md", "poems.md"] and not items[2].answerable and items[1].pair == "en→zh"
+
+    def answer(question, hits):
+        if "作者" in question:  # right
+            return {"answer": "李白 [1]", "answerable": True, "unsupported": [], "claims": [],
+                    "addresses_question": {"addresses": True}}  # fmt: skip
+        if "holiday" in question:  # should abstain; says something wrong, the verifier flags it
+            return {"answer": "Twenty-five days [1].", "answerable": True, "unsupported": ["Twenty-five days"],
+                    "claims": [], "addresses_question": {"addresses": True}}  # fmt: skip
+        return {"answer": NO_ANSWER["en"], "answerable": False, "unsupported": [], "claims": []}
+
+    (res,) = evaluate(kb, items, k=5, answer=answer, modes=("hybrid",))
+    assert res.n == 3 and res.contains == 0.5 and res.abstention == 0.0
+    assert res.flag_precision == 1.0 and res.flag_recall == 1.0
+    assert set(res.groups) >= {"type:multi-passage", "type:unanswerable", "pair:en→zh", "pair:zh→zh"}
+    assert res.groups["type:unanswerable"]["hit_at_k"] is None
+    assert {r["id"]: r["rank"] for r in res.per_question}["a"] == 1

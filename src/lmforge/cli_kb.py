@@ -117,13 +117,52 @@ def kb_ls(name: Annotated[str | None, typer.Argument()] = None) -> None:
         )
 
 
+def _rewritten(kb, ret, rewriter, query: str, params) -> tuple[list, object | None]:  # noqa: ANN001
+    """Hits for `query`: searched as it is, or with the rewriter's queries fused (falling back, and saying so,
+    when the rewriter fails)."""
+    if rewriter is None:
+        return ret.search(kb, query, params), None
+    if not query.strip():
+        raise LmforgeError("empty query")
+    hits, rw = rewriter.search(lambda q, p: ret.search(kb, q, p), query, kb.languages(), params)
+    if rw.fallback:
+        print(f"rewrite skipped: {rw.fallback}; searched the question as it is", file=sys.stderr)
+    else:
+        print(f"rewrite ({'cached' if rw.cached else f'{rw.seconds:.1f} s'}): " + " | ".join(rw.queries[1:]),
+              file=sys.stderr)  # fmt: skip
+    return hits, rw
+
+
+def _rewriter(model: str | None, backend=None):  # noqa: ANN001, ANN202
+    """A QueryRewriter on `model` (a loaded backend may be shared with the answering model); a model that is
+    not registered or does not load leaves the search unrewritten, with the reason."""
+    if not model:
+        return None
+    from lmforge.rag.answer import backend_generator
+    from lmforge.rag.rewrite import QueryRewriter, RewriteConfig
+
+    cfg = RewriteConfig()
+    if backend is None:
+        try:
+            backend = _load(model, "auto", None, None)
+        except LmforgeError as e:
+            print(f"rewrite skipped: {e}; searching the question as it is", file=sys.stderr)
+            return None
+    return QueryRewriter(model, backend_generator(backend, max_tokens=cfg.max_tokens), cfg)
+
+
+RewriteOpt = Annotated[str | None, typer.Option("--rewrite", help="Rewrite the query with this chat model "
+                                                "(translated into the KB's languages, key terms, a paraphrase; fused by RRF).")]  # fmt: skip
+
+
 @kb_app.command("search")
 def kb_search(
     name: str, query: str, k: K = 5, mode: Mode = "hybrid",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     rerank: Annotated[str | None, typer.Option(help="Rerank the candidates with this chat model.")] = None,
+    rewrite: RewriteOpt = None,
 ) -> None:  # fmt: skip
-    """Search a knowledge base (no model call unless --rerank)."""
+    """Search a knowledge base (no model call unless --rerank or --rewrite)."""
     import json as _json
 
     from lmforge.rag.answer import backend_generator
@@ -132,9 +171,13 @@ def kb_search(
     ret = Retriever(
         rerankers=lambda m: LLMReranker(backend_generator(_load(m, "auto", None, None), max_tokens=32))
     )
-    hits = ret.search(_kbs().open(name), query, SearchParams(k=k, mode=mode, rerank=rerank))
+    kb = _kbs().open(name)
+    hits, rw = _rewritten(kb, ret, _rewriter(rewrite), query, SearchParams(k=k, mode=mode, rerank=rerank))
     if as_json:
-        print(_json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
+        out = [h.to_dict() for h in hits]
+        print(
+            _json.dumps({"hits": out, "rewrite": rw.to_dict()} if rw else out, ensure_ascii=False, indent=2)
+        )
         return
     for i, h in enumerate(hits, start=1):
         where = h.document + (f" p.{h.page}" if h.page else "") + (f" · {h.heading}" if h.heading else "")
@@ -147,17 +190,26 @@ def kb_ask(
     name: str, question: str, model: Annotated[str, typer.Option("--model", "-m", help="Chat model.")] = DEFAULT_CHAT_MODEL,
     k: K = 5, mode: Mode = "hybrid", threads: Threads = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole response as JSON.")] = False,
+    rewrite: RewriteOpt = None,
+    no_rewrite: Annotated[bool, typer.Option("--no-rewrite", help="Search the question as it is.")] = False,
 ) -> None:  # fmt: skip
-    """Answer from the knowledge base with numbered, checked citations."""
+    """Answer from the knowledge base with numbered, checked citations; the question is rewritten for search by
+    the answering model unless --no-rewrite (or by --rewrite MODEL)."""
     import json as _json
 
     from lmforge.rag.answer import ask, backend_generator
     from lmforge.rag.retrieve import Retriever, SearchParams
 
     kb = _kbs().open(name)
-    hits = Retriever().search(kb, question, SearchParams(k=k, mode=mode))
-    generate = backend_generator(_load(model, "auto", None, threads))
+    backend = _load(model, "auto", None, threads)
+    rewriter = (
+        None if no_rewrite else _rewriter(rewrite or model, backend if (rewrite or model) == model else None)
+    )
+    hits, rw = _rewritten(kb, Retriever(), rewriter, question, SearchParams(k=k, mode=mode))
+    generate = backend_generator(backend)
     r = ask(question, hits, generate, kb.analyzer, kb.embedder, model)
+    if rw is not None:
+        r["rewrite"] = rw.to_dict()
     if as_json:
         print(_json.dumps(r, ensure_ascii=False, indent=2))
         return
@@ -171,6 +223,11 @@ def kb_ask(
     for c in r["claims"]:
         if not c["supported"]:
             print(f"  ! {c['problem']}: {c['text'][:100]}", file=sys.stderr)
+    check = r.get("addresses_question") or {}
+    if check.get("addresses") is False:
+        print(f"  ! the answer does not address the question (missing: {', '.join(check['missing']) or '-'}; "
+              f"relevance {check['relevance']})" + (f": withheld {r['off_topic_answer'][:100]!r}"
+                                                    if "off_topic_answer" in r else ""), file=sys.stderr)  # fmt: skip
     for f in r["filtered"]:
         print(f"  ! removed instruction-like text from [{f['n']}] {f['document']}", file=sys.stderr)
 
@@ -187,29 +244,61 @@ def kb_eval(
     name: str, qa: Annotated[Path, typer.Option("--qa", help="QA JSONL file.")], k: K = 5,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Also score answers with this chat model.")] = None,
     threads: Threads = None,
+    modes: Annotated[list[str] | None, typer.Option("--mode", help="Retrieval modes to run (repeatable; default dense, lexical, hybrid).")] = None,
+    rewrite: RewriteOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results (overall and per group) as JSON.")] = False,
 ) -> None:  # fmt: skip
-    """hit@k, MRR (and with --model: EM, F1, citation precision) for dense, lexical and hybrid."""
-    from lmforge.eval.rag import evaluate, load_qa, table
+    """Chunk-level hit@k and MRR (with --model: answer accuracy, EM, F1, citation precision, abstention on
+    unanswerable questions, the verifier's precision/recall on wrong answers), overall, per question type and
+    per language pair."""
+    import json as _json
+    from dataclasses import asdict
+
+    from lmforge.eval.rag import MODES, evaluate, group_table, load_qa, table
     from lmforge.progress import steps_progress
     from lmforge.rag.answer import ask, backend_generator
+    from lmforge.rag.retrieve import Retriever
 
+    chosen = tuple(modes or MODES)
+    bad = [m for m in chosen if m not in MODES]
+    if bad:
+        raise LmforgeError(f"--mode {', '.join(bad)}: choose from {', '.join(MODES)}")
     kbs = _kbs()
     kb = kbs.open(name)
     items = load_qa(qa)
     answer = None
-    if model:
-        generate = backend_generator(_load(model, "auto", None, threads))
+    backend = _load(model, "auto", None, threads) if model else None
+    if backend is not None:
+        generate = backend_generator(backend)
 
         def answer(question, hits):
             return ask(question, hits, generate, kb.analyzer, kb.embedder, model)
 
+    search = None
+    rewriter = _rewriter(rewrite, backend if rewrite == model else None)
+    if rewriter is not None:
+        ret, langs = Retriever(), kb.languages()
+
+        def search(q, params):
+            return rewriter.search(lambda x, p: ret.search(kb, x, p), q, langs, params)[0]
+
     with steps_progress() as bar:
-        task = bar.add_task("evaluating", total=len(items) * 3)
-        results = evaluate(kb, items, k=k, answer=answer, progress=lambda d, t: bar.update(task, completed=d))
-    print(table(results, k))
-    kbs.update_metrics(name, {f"eval:{qa.name}": {r.mode: {"hit@k": r.hit_at_k, "mrr": r.mrr, "k": k, "n": r.n,
-                                                            "f1": r.f1, "citation_precision": r.citation_precision}
-                                                   for r in results}})  # fmt: skip
+        task = bar.add_task("evaluating", total=len(items) * len(chosen))
+        results = evaluate(kb, items, k=k, answer=answer, modes=chosen, search=search,
+                           progress=lambda d, t: bar.update(task, completed=d))  # fmt: skip
+    if as_json:
+        print(_json.dumps([{kk: v for kk, v in asdict(r).items() if kk != "per_question"} for r in results],
+                          ensure_ascii=False, indent=2))  # fmt: skip
+    else:
+        print(table(results, k))
+        groups = group_table(results[-1], k)
+        if groups:
+            print("\n" + groups)
+    kbs.update_metrics(name, {f"eval:{qa.name}" + (f"+rewrite:{rewrite}" if rewrite else ""): {
+        r.mode: {"hit@k": r.hit_at_k, "mrr": r.mrr, "k": k, "n": r.n, "f1": r.f1, "accuracy": r.contains,
+                 "citation_precision": r.citation_precision, "abstention": r.abstention,
+                 "flag_precision": r.flag_precision, "flag_recall": r.flag_recall, "groups": r.groups}
+        for r in results}})  # fmt: skip
 
 
 # -- data -------------------------------------------------------------------------------------

@@ -163,6 +163,18 @@ class KnowledgeBase:
         self._write_lock = threading.Lock()
         self.redact: Callable[[str], tuple[str, int]] | None = None
         """Set by the server when its safety.yaml applies PII redaction at ingestion: text -> (redacted, spans)."""
+        self._langs: tuple[int, set[str]] | None = None
+
+    def languages(self) -> set[str]:
+        """The languages its chunks are written in (zh, en), from an even sample of ~300 chunks; per version."""
+        from lmforge.rag.rewrite import kb_languages
+
+        v = self.version
+        if self._langs is None or self._langs[0] != v:
+            n = self.store.read("SELECT count(*) FROM chunks")[0][0]
+            rows = self.store.read("SELECT text FROM chunks WHERE id % ? = 0 LIMIT 300", (max(1, n // 300),))
+            self._langs = (v, kb_languages([r[0][:300] for r in rows]))
+        return self._langs[1]
 
     @property
     def embedder(self) -> Embedder:

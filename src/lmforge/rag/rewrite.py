@@ -1,0 +1,148 @@
+"""Query rewriting for knowledge-base search (`kb search|ask|eval --rewrite MODEL`): a chat model turns the
+user's question into a few search queries — translated into the knowledge base's language(s) when the
+question is in another, key terms spelled out, one paraphrase (and, optionally, a short hypothetical answer
+passage: HyDE) — each is searched with the same settings, and the rankings are fused by reciprocal rank
+fusion with the original query counted twice (a rewrite can add recall, it should not bury a good match).
+
+Rewrites are cached per (model, question, KB languages); the reply says how long the model took and whether
+it came from the cache. If the model is unknown, down or answers nothing usable, the search falls back to
+the plain query and says why (`fallback`) — a search never fails because its rewriter did.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from lmforge.data.lang import HAN_RE
+from lmforge.rag.retrieve import Hit, SearchParams, rrf
+
+LANG_NAMES = {"zh": ("Chinese", "中文"), "en": ("English", "英文")}
+
+
+@dataclass(frozen=True)
+class RewriteConfig:
+    variants: int = 3
+    """Rewritten queries kept (besides the original)."""
+    hyde: bool = False
+    """Also ask for a one-sentence hypothetical answer and search with it (HyDE)."""
+    max_tokens: int = 160
+    original_weight: float = 2.0
+    """The original query's weight in the fusion; each rewrite counts 1."""
+    cache_size: int = 1024
+
+
+@dataclass
+class Rewrite:
+    query: str
+    queries: list[str]
+    """The original first, then the rewrites."""
+    seconds: float = 0.0
+    cached: bool = False
+    fallback: str | None = None
+    """Why only the original query was searched (the model failed or gave nothing usable)."""
+
+    def to_dict(self) -> dict:
+        return {"queries": self.queries, "seconds": round(self.seconds, 3), "cached": self.cached,
+                "fallback": self.fallback}  # fmt: skip
+
+
+def language(text: str) -> str:
+    chars = sum(1 for c in text if not c.isspace())
+    return "zh" if chars and len(HAN_RE.findall(text)) / chars >= 0.1 else "en"
+
+
+def kb_languages(texts: list[str]) -> set[str]:
+    """The languages of a knowledge base, from a sample of its chunks (a language with ≥10% of them)."""
+    langs = [language(t) for t in texts if t.strip()]
+    return {x for x in set(langs) if langs.count(x) >= 0.1 * len(langs)} or {"en"}
+
+
+def prompt(query: str, langs: set[str], cfg: RewriteConfig) -> list[dict]:
+    names = " and ".join(LANG_NAMES.get(x, (x, x))[0] for x in sorted(langs))
+    lines = [f"Rewrite this search question for a document search engine. The documents are in {names}.",
+             f"Write {cfg.variants} search queries, one per line, no numbering, no explanations:"]  # fmt: skip
+    for x in sorted(langs):
+        if x != language(query):
+            lines.append(f"- the question translated into {LANG_NAMES.get(x, (x, x))[0]};")
+    lines += ["- the key terms of the question, with synonyms;", "- the question said in other words."]
+    if cfg.hyde:
+        lines.append("Then one more line: a one-sentence answer as the documents might state it.")
+    return [{"role": "user", "content": "\n".join(lines) + f"\n\nQuestion: {query}"}]
+
+
+_NUMBERING = re.compile(r"^\s*(?:[-*•]|\d+[.)、:]|[（(]?\d+[)）])\s*")
+
+
+def parse(reply: str, query: str, cfg: RewriteConfig) -> list[str]:
+    out: list[str] = []
+    for line in reply.splitlines():
+        q = _NUMBERING.sub("", line).strip().strip('"“”')
+        q = re.sub(r"^(?:query|translation|key terms|answer)\s*\d*\s*[:：]\s*", "", q, flags=re.IGNORECASE)
+        if 2 <= len(q) <= 300 and q != query and q not in out:
+            out.append(q)
+    return out[: cfg.variants + (1 if cfg.hyde else 0)]
+
+
+@dataclass
+class QueryRewriter:
+    """Rewrites with one chat model (generate: messages -> text), cached; thread-safe."""
+
+    model: str
+    generate: Callable[[list[dict]], str]
+    cfg: RewriteConfig = field(default_factory=RewriteConfig)
+    _cache: OrderedDict = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def rewrite(self, query: str, langs: set[str]) -> Rewrite:
+        key = (query, tuple(sorted(langs)))
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return Rewrite(query, list(hit), 0.0, cached=True)
+        t0 = time.perf_counter()
+        try:
+            variants = parse(self.generate(prompt(query, langs, self.cfg)), query, self.cfg)
+        except Exception as e:  # noqa: BLE001 - any failure of the rewriter: search the plain query
+            return Rewrite(
+                query, [query], time.perf_counter() - t0, fallback=f"rewrite model {self.model}: {e}"
+            )
+        seconds = time.perf_counter() - t0
+        if not variants:
+            return Rewrite(
+                query, [query], seconds, fallback=f"rewrite model {self.model} gave no usable query"
+            )
+        queries = [query, *variants]
+        with self._lock:
+            self._cache[key] = queries
+            while len(self._cache) > self.cfg.cache_size:
+                self._cache.popitem(last=False)
+        return Rewrite(query, queries, seconds)
+
+    def search(self, run: Callable[[str, SearchParams], list[Hit]], query: str, langs: set[str],
+               params: SearchParams) -> tuple[list[Hit], Rewrite]:  # fmt: skip
+        """Search every rewrite with `run` and fuse the rankings (RRF, the original weighted)."""
+        rw = self.rewrite(query, langs)
+        if len(rw.queries) == 1:
+            return run(query, params), rw
+        wide = SearchParams(**{**params.__dict__, "k": min(100, max(params.k * 2, 10))})
+        by_id: dict[int, Hit] = {}
+        rankings = []
+        for i, q in enumerate(rw.queries):
+            hits = run(q, wide)
+            for h in hits:
+                by_id.setdefault(h.chunk_id, h)
+            rankings.append((self.cfg.original_weight if i == 0 else 1.0, [h.chunk_id for h in hits]))
+        fused = rrf(rankings, params.rrf_k)[: params.k]
+        return [_rescored(by_id[cid], score) for cid, score in fused], rw
+
+
+def _rescored(h: Hit, score: float) -> Hit:
+    from dataclasses import replace
+
+    return replace(h, score=score)
