@@ -111,6 +111,10 @@ def test_input_blocks_and_masks(server):
         ("output", "flag"),
     }
     assert all(x["text"] is None for x in rows)  # audit_text is off: no matched text stored
+    api = httpx.get(
+        server.url + "/api/safety/events", headers={"Authorization": f"Bearer {server.secrets['ops']}"}
+    )
+    assert api.status_code == 200 and api.json()["rows"][0]["category"] in ("gambling", "fraud", "ads")
 
 
 def test_output_blocked_whole_and_streamed(server):

@@ -125,6 +125,10 @@ def render(s: dict, steps: int) -> str:
         lines.append(
             f"integrated gradients convergence delta: {s['delta']:.2e} (sum of scores minus that difference)"
         )
+        if abs(s["delta"]) > 0.1 * max(abs(diff), 1.0):
+            lines.append("warning: the delta is large next to the difference: the path integral did not converge "
+                         "(the model's output jumps along the path); raise --steps, or read the scores as a "
+                         "ranking of tokens rather than amounts")  # fmt: skip
     lines.append(f"wrote {s['files']['png']}\n      {s['files']['html']}")
     lines += [f"note: {n}" for n in s["notes"]]
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 """Operations: /health, /metrics (Prometheus), /api/ps (loaded models), /api/models (registry with
 group, age, key facts, lineage and metrics), /api/models/{name}/lineage (`Registry.lineage_tree`: the
 drawn tree of ancestors and descendants, as `lmforge models show` prints it),
-/api/models/{name}/compress-report (the stored trade-off table + chart), /api/audit (admin only)."""
+/api/models/{name}/compress-report (the stored trade-off table + chart), /api/audit and /api/safety/events (admin only)."""
 
 from __future__ import annotations
 
@@ -74,5 +74,10 @@ def ops_router(ctx: ServerContext) -> APIRouter:
     @r.get("/api/audit")
     async def api_audit(limit: int = 100, key=ctx.authorize("admin")) -> dict:
         return {"rows": await ctx.offload(lambda: ctx.keys.audit_rows(min(max(limit, 1), 1000)))}
+
+    @r.get("/api/safety/events")
+    async def safety_events(limit: int = 100, key=ctx.authorize("admin")) -> dict:
+        """The content filter's hits, newest first (serve/guard.py; text only with audit_text)."""
+        return {"rows": await ctx.offload(lambda: ctx.keys.safety_rows(min(max(limit, 1), 1000)))}
 
     return r
