@@ -752,3 +752,27 @@ def test_kb_eval_scores_types_pairs_abstention_and_the_verifier(kbs, docs, tmp_p
     assert set(res.groups) >= {"type:multi-passage", "type:unanswerable", "pair:en→zh", "pair:zh→zh"}
     assert res.groups["type:unanswerable"]["hit_at_k"] is None
     assert {r["id"]: r["rank"] for r in res.per_question}["a"] == 1
+
+
+def test_pointwise_rerank_reads_p_yes_with_the_prefix_cached(kbs, docs, tiny_gguf):
+    """Each candidate is scored by p(yes)/(p(yes)+p(no)) in one scoring pass (no generation); scores are
+    probabilities, the order follows them, and the question's prefix is shared between consecutive calls."""
+    from lmforge.infer.llamacpp import LlamaCppBackend
+    from lmforge.rag.rerank import PointwiseConfig, PointwiseReranker
+
+    kb = kbs.create("t")
+    kb.add([docs])
+    hits = _hits(kb, "When does the kitchen close?", k=4)
+    backend = LlamaCppBackend(tiny_gguf, n_ctx=256, logits_all=True)
+    try:
+        rr = PointwiseReranker(backend, PointwiseConfig(max_passage_tokens=40))
+        out = rr("When does the kitchen close?", hits)
+        assert sorted(h.chunk_id for h in out) == sorted(h.chunk_id for h in hits)
+        assert all(0.0 <= h.score <= 1.0 for h in out) and [h.score for h in out] == sorted(
+            (h.score for h in out), reverse=True
+        )
+        assert rr.score("When does the kitchen close?", hits[0].text) == pytest.approx(
+            [h.score for h in out if h.chunk_id == hits[0].chunk_id][0], abs=1e-6
+        )
+    finally:
+        backend.close()

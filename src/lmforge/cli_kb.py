@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
-from lmforge.cli import Threads, _human, _load
+from lmforge.cli import Threads, _human, _load, _registry
 from lmforge.errors import LmforgeError
 from lmforge.hub import DEFAULT_CHAT_MODEL, DEFAULT_EMBEDDER
 from lmforge.rag.chunking import ChunkConfig
@@ -151,6 +151,35 @@ def _rewriter(model: str | None, backend=None):  # noqa: ANN001, ANN202
     return QueryRewriter(model, backend_generator(backend, max_tokens=cfg.max_tokens), cfg)
 
 
+RerankMode = Annotated[Literal["pointwise", "listwise"], typer.Option(
+    help="pointwise: p(yes) per passage, one scoring pass each with the question's prefix cached (local models); "
+         "listwise: the model orders the list in one generation (any model).")]  # fmt: skip
+
+
+def _rerankers(how: str):  # noqa: ANN202
+    """model name -> reranker, each model loaded once."""
+    loaded: dict = {}
+
+    def get(model: str):  # noqa: ANN202
+        if model not in loaded:
+            loaded[model] = _reranker(model, how)
+        return loaded[model]
+
+    return get
+
+
+def _reranker(model: str, how: str):  # noqa: ANN202
+    from lmforge.infer.loader import LoadConfig, load_backend
+    from lmforge.rag.answer import backend_generator
+    from lmforge.rag.retrieve import LLMReranker
+
+    if how == "pointwise":
+        from lmforge.rag.rerank import PointwiseReranker
+
+        return PointwiseReranker(load_backend(_registry(), model, LoadConfig(logits_all=True)))
+    return LLMReranker(backend_generator(_load(model, "auto", None, None), max_tokens=32))
+
+
 RewriteOpt = Annotated[str | None, typer.Option("--rewrite", help="Rewrite the query with this chat model "
                                                 "(translated into the KB's languages, key terms, a paraphrase; fused by RRF).")]  # fmt: skip
 
@@ -160,17 +189,15 @@ def kb_search(
     name: str, query: str, k: K = 5, mode: Mode = "hybrid",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     rerank: Annotated[str | None, typer.Option(help="Rerank the candidates with this chat model.")] = None,
+    rerank_mode: RerankMode = "pointwise",
     rewrite: RewriteOpt = None,
 ) -> None:  # fmt: skip
     """Search a knowledge base (no model call unless --rerank or --rewrite)."""
     import json as _json
 
-    from lmforge.rag.answer import backend_generator
-    from lmforge.rag.retrieve import LLMReranker, Retriever, SearchParams
+    from lmforge.rag.retrieve import Retriever, SearchParams
 
-    ret = Retriever(
-        rerankers=lambda m: LLMReranker(backend_generator(_load(m, "auto", None, None), max_tokens=32))
-    )
+    ret = Retriever(rerankers=_rerankers(rerank_mode))
     kb = _kbs().open(name)
     hits, rw = _rewritten(kb, ret, _rewriter(rewrite), query, SearchParams(k=k, mode=mode, rerank=rerank))
     if as_json:
@@ -246,13 +273,15 @@ def kb_eval(
     threads: Threads = None,
     modes: Annotated[list[str] | None, typer.Option("--mode", help="Retrieval modes to run (repeatable; default dense, lexical, hybrid).")] = None,
     rewrite: RewriteOpt = None,
+    rerank: Annotated[str | None, typer.Option(help="Rerank the candidates with this chat model.")] = None,
+    rerank_mode: RerankMode = "pointwise",
     as_json: Annotated[bool, typer.Option("--json", help="Print the results (overall and per group) as JSON.")] = False,
 ) -> None:  # fmt: skip
     """Chunk-level hit@k and MRR (with --model: answer accuracy, EM, F1, citation precision, abstention on
     unanswerable questions, the verifier's precision/recall on wrong answers), overall, per question type and
     per language pair."""
     import json as _json
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
     from lmforge.eval.rag import MODES, evaluate, group_table, load_qa, table
     from lmforge.progress import steps_progress
@@ -276,10 +305,13 @@ def kb_eval(
 
     search = None
     rewriter = _rewriter(rewrite, backend if rewrite == model else None)
-    if rewriter is not None:
-        ret, langs = Retriever(), kb.languages()
+    if rewriter is not None or rerank:
+        ret, langs = Retriever(rerankers=_rerankers(rerank_mode)), kb.languages()
 
         def search(q, params):
+            params = replace(params, rerank=rerank)
+            if rewriter is None:
+                return ret.search(kb, q, params)
             return rewriter.search(lambda x, p: ret.search(kb, x, p), q, langs, params)[0]
 
     with steps_progress() as bar:
