@@ -19,6 +19,13 @@
    mode answers all 70 questions), after ingesting examples/rag/docs with the default embedder
    (the line `lmforge kb add` prints for it is printed too), and the query-embedding latency the
    figures of 2. leave out (each question embedded alone).
+4. The hard set (examples/rag/qa-hard.jsonl: paraphrase, cross-language, multi-passage, unanswerable), on
+   one KB of examples/rag/docs (contextual chunk headers — title and heading path — are embedded and indexed
+   with every chunk in all configurations): baseline hybrid / + query rewrite / + pointwise rerank / both,
+   each with chunk-level hit@5 and MRR overall and per question type and language pair, and p50/p95 latency
+   per question (rewrite and rerank run the --model, default the packaged chat model); with --answers the
+   model also answers (accuracy, abstention, the verifier's catch rate). `--hard-only` runs just this part
+   (`--kb NAME` reuses a registered KB of examples/rag/docs instead of ingesting it again).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import random
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -322,6 +330,64 @@ def bench_quality(tmp: Path) -> list:
     return results
 
 
+def bench_hard(tmp: Path, model: str, kb_name: str | None, answers: bool, configs: list[str]) -> dict:
+    from lmforge.eval.rag import evaluate, group_table, load_qa, table
+    from lmforge.home import Registry
+    from lmforge.infer.loader import LoadConfig, load_backend
+    from lmforge.rag.answer import ask, backend_generator
+    from lmforge.rag.pipeline import EmbedderCache, KnowledgeBases
+    from lmforge.rag.rerank import PointwiseReranker
+    from lmforge.rag.retrieve import Retriever
+    from lmforge.rag.rewrite import QueryRewriter, RewriteConfig
+
+    reg = Registry()
+    if kb_name:
+        kbs = KnowledgeBases(reg)
+        kb = kbs.open(kb_name)
+    else:
+        kbs = KnowledgeBases(tmp / "kbh", EmbedderCache())
+        kb = kbs.create("hard")
+        kb.add([EXAMPLES / "docs"])
+    items = load_qa(EXAMPLES / "qa-hard.jsonl")
+    backend = load_backend(reg, model, LoadConfig(logits_all=True))
+    rewriter = QueryRewriter(model, backend_generator(backend, max_tokens=RewriteConfig().max_tokens))
+    reranker = PointwiseReranker(backend)
+    langs = kb.languages()
+    generate = backend_generator(backend)
+    out = {}
+    for name in configs:
+        ret = Retriever(rerankers=lambda _m: reranker)
+        times: list[float] = []
+
+        def search(q, params, name=name, ret=ret, times=times):
+            t = time.perf_counter()
+            params = replace(params, rerank=model if "rerank" in name else None)
+            if "rewrite" in name:
+                rr = reranker if "rerank" in name else None
+                hits = rewriter.search(lambda x, p: ret.search(kb, x, p), q, langs, params, rr)[0]
+            else:
+                hits = ret.search(kb, q, params)
+            times.append(time.perf_counter() - t)
+            return hits
+
+        answer = (
+            (lambda q, hits: ask(q, hits, generate, kb.analyzer, kb.embedder, model)) if answers else None
+        )
+        (res,) = evaluate(kb, items, k=5, modes=("hybrid",), search=search, answer=answer)
+        res.mode = name[:8]
+        print(f"\n[{name}] hybrid, {len(items)} questions; search latency p50 {pct(times, 50):.0f} ms, "
+              f"p95 {pct(times, 95):.0f} ms (query embedding included)")  # fmt: skip
+        print(table([res], 5))
+        print(group_table(res, 5))
+        out[name] = {"hit@5": res.hit_at_k, "mrr": res.mrr, "p50_ms": pct(times, 50), "p95_ms": pct(times, 95),
+                     "accuracy": res.contains, "abstention": res.abstention, "flag_recall": res.flag_recall,
+                     "groups": res.groups}  # fmt: skip
+    backend.close()
+    if not kb_name:
+        kbs.close()
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
@@ -330,16 +396,27 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ingest-rounds", type=int, default=1, help="A/B rounds of pipeline vs embedder alone")
     ap.add_argument("--skip-ingest", action="store_true")
     ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--hard-only", action="store_true", help="only part 4 (the hard set)")
+    ap.add_argument("--skip-hard", action="store_true")
+    ap.add_argument("--model", default="qwen2.5-coder-0.5b-instruct", help="rewrite / rerank / answer model")
+    ap.add_argument("--kb", default=None, help="a registered KB of examples/rag/docs to reuse (part 4)")
+    ap.add_argument("--answers", action="store_true", help="part 4: the model answers too")
+    ap.add_argument("--configs", nargs="+", default=["baseline", "rewrite", "rerank", "rewrite+rerank"])
     args = ap.parse_args(argv)
     if not 1 <= args.rounds <= args.queries or args.ingest_rounds < 1:
         ap.error("need 1 <= --rounds <= --queries and --ingest-rounds >= 1")
     tmp = Path(tempfile.mkdtemp(prefix="lmforge-rag-bench-"))
     try:
+        if args.hard_only:
+            bench_hard(tmp, args.model, args.kb, args.answers, args.configs)
+            return
         if not args.skip_ingest:
             bench_ingest(tmp, args.ingest_rounds)
         bench_latency(tmp, args.sizes, args.queries, args.rounds)
         if not args.skip_quality:
             bench_quality(tmp)
+        if not args.skip_hard:
+            bench_hard(tmp, args.model, args.kb, args.answers, args.configs)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

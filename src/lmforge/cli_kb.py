@@ -124,7 +124,8 @@ def _rewritten(kb, ret, rewriter, query: str, params) -> tuple[list, object | No
         return ret.search(kb, query, params), None
     if not query.strip():
         raise LmforgeError("empty query")
-    hits, rw = rewriter.search(lambda q, p: ret.search(kb, q, p), query, kb.languages(), params)
+    rerank = ret.rerankers(params.rerank) if params.rerank and ret.rerankers else None
+    hits, rw = rewriter.search(lambda q, p: ret.search(kb, q, p), query, kb.languages(), params, rerank)
     if rw.fallback:
         print(f"rewrite skipped: {rw.fallback}; searched the question as it is", file=sys.stderr)
     else:
@@ -312,7 +313,8 @@ def kb_eval(
             params = replace(params, rerank=rerank)
             if rewriter is None:
                 return ret.search(kb, q, params)
-            return rewriter.search(lambda x, p: ret.search(kb, x, p), q, langs, params)[0]
+            rr = ret.rerankers(rerank) if rerank else None
+            return rewriter.search(lambda x, p: ret.search(kb, x, p), q, langs, params, rr)[0]
 
     with steps_progress() as bar:
         task = bar.add_task("evaluating", total=len(items) * len(chosen))

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lmforge.data.lang import HAN_RE
 from lmforge.rag.retrieve import Hit, SearchParams, rrf
@@ -125,12 +125,15 @@ class QueryRewriter:
         return Rewrite(query, queries, seconds)
 
     def search(self, run: Callable[[str, SearchParams], list[Hit]], query: str, langs: set[str],
-               params: SearchParams) -> tuple[list[Hit], Rewrite]:  # fmt: skip
-        """Search every rewrite with `run` and fuse the rankings (RRF, the original weighted)."""
+               params: SearchParams, rerank: Callable[[str, list[Hit]], list[Hit]] | None = None,
+               ) -> tuple[list[Hit], Rewrite]:  # fmt: skip
+        """Search every rewrite with `run` and fuse the rankings (RRF, the original weighted); `rerank` (if
+        given) then reorders the fused top 2k once, against the original question."""
         rw = self.rewrite(query, langs)
-        if len(rw.queries) == 1:
+        plain = replace(params, rerank=None)
+        if len(rw.queries) == 1 and rerank is None:
             return run(query, params), rw
-        wide = SearchParams(**{**params.__dict__, "k": min(100, max(params.k * 2, 10))})
+        wide = replace(plain, k=min(100, max(params.k * 2, 10)))
         by_id: dict[int, Hit] = {}
         rankings = []
         for i, q in enumerate(rw.queries):
@@ -138,11 +141,11 @@ class QueryRewriter:
             for h in hits:
                 by_id.setdefault(h.chunk_id, h)
             rankings.append((self.cfg.original_weight if i == 0 else 1.0, [h.chunk_id for h in hits]))
-        fused = rrf(rankings, params.rrf_k)[: params.k]
-        return [_rescored(by_id[cid], score) for cid, score in fused], rw
+        fused = [_rescored(by_id[cid], score) for cid, score in rrf(rankings, params.rrf_k)]
+        if rerank is not None:
+            return rerank(query, fused[: 2 * params.k])[: params.k], rw
+        return fused[: params.k], rw
 
 
 def _rescored(h: Hit, score: float) -> Hit:
-    from dataclasses import replace
-
     return replace(h, score=score)
