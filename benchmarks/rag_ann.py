@@ -19,9 +19,13 @@
    core's time slice, and that wait, not the scan, can dominate); HNSW dense
    (`Shard.dense`, 50 candidates per shard as `Retriever` asks); both again with an ACL mask hiding
    half the documents; hybrid retrieval (`Retriever.search`, with a precomputed query vector, so the
-   query embedding is excluded) through the graphs, and the same with the graphs set aside (exact).
-   Recall@10 of the HNSW dense top-10 (merged over all shards) against the exact top-10 for the same
-   queries, with and without the mask, and the overlap of the two hybrids' top-5.
+   query embedding is excluded) through the graphs, and the same with the graphs set aside (exact),
+   both also for a caller who sees half the documents. Recall@10 of the HNSW dense top-10 (merged
+   over all shards) against the exact top-10 for the same queries, with and without the mask, and
+   the overlap of the hybrids' top-5. Then masks on shard 0 that leave every m-th document visible
+   (50% down to 3%): the masked graph search (over-fetch, or the exact scan past max_fetch) vs the
+   exact scan, and faiss's own filtered HNSW search (IDSelectorBitmap) as the alternative to
+   over-fetching: p50 / p95, recall@10, results shorter than asked.
 3. Crossover (sets AnnConfig.min_rows): one shard of N rows (the first N rows of shard 0), exact
    scan (BLAS default threads, and 1 thread) vs HNSW for 50 candidates, interleaved, p50 / p95,
    graph build time and recall@10 per N; then the smallest N from which HNSW's p95 beats each exact
@@ -192,6 +196,11 @@ def overlap(a: list[list[int]], b: list[list[int]], k: int) -> float:
     )
 
 
+def recall_rows(got: list, want: list) -> float:
+    """recall@K of lists of (row, score) best first, against the same queries' exact lists."""
+    return overlap([[r for r, _ in x[:K]] for x in got], [[r for r, _ in x[:K]] for x in want], K)
+
+
 def bench_queries(kb, n_queries: int, rounds: int, vocab: list[str], centres: np.ndarray, pct) -> dict:  # noqa: ANN001
     from lmforge.rag import ann
     from lmforge.rag.retrieve import Retriever, SearchParams
@@ -221,19 +230,27 @@ def bench_queries(kb, n_queries: int, rounds: int, vocab: list[str], centres: np
             for ids, v, m in zip(ids_of, in_memory, masks, strict=True)
         ]
 
-    ret_ann, ret_exact = Retriever(), Retriever()
+    ret_ann, ret_exact, ret_ann_acl, ret_exact_acl = Retriever(), Retriever(), Retriever(), Retriever()
     p = SearchParams(k=5)
+    tail = [s for s in shards if s.ann is None]  # shards under min_rows: scanned exactly in every engine
     engines: dict[str, Callable[[int], object]] = {
         "bm25": lambda i: [s.lexical_search(qterms[i], CANDIDATES, None) for s in shards],
         "dense_exact": lambda i: exact_all(i, False),
         "dense_exact_1t": lambda i: exact_all(i, False),
         "dense_hnsw": lambda i: [s.dense(qv[i], CANDIDATES, None) for s in shards],
+        "dense_tail": lambda i: [s.dense(qv[i], CANDIDATES, None) for s in tail],
         "acl_exact": lambda i: exact_all(i, True),
         "acl_hnsw": lambda i: [s.dense(qv[i], CANDIDATES, m) for s, m in zip(shards, masks, strict=True)],
         "hybrid_exact": lambda i: [h.chunk_id for h in ret_exact.search(kb, qtexts[i], p, qvec=qv[i])],
         "hybrid_hnsw": lambda i: [h.chunk_id for h in ret_ann.search(kb, qtexts[i], p, qvec=qv[i])],
+        "hybrid_exact_acl": lambda i: [
+            h.chunk_id for h in ret_exact_acl.search(kb, qtexts[i], p, caller=caller, qvec=qv[i])
+        ],
+        "hybrid_hnsw_acl": lambda i: [
+            h.chunk_id for h in ret_ann_acl.search(kb, qtexts[i], p, caller=caller, qvec=qv[i])
+        ],
     }
-    modes = {"hybrid_exact": exact_mode, "dense_exact_1t": one_blas_thread()}
+    modes = {"hybrid_exact": exact_mode, "hybrid_exact_acl": exact_mode, "dense_exact_1t": one_blas_thread()}
     times, results = interleave(engines, modes, n_queries, rounds)
     res: dict = {key: (pct(ts, 50), pct(ts, 95)) for key, ts in times.items()}
     tops = {
@@ -243,6 +260,8 @@ def bench_queries(kb, n_queries: int, rounds: int, vocab: list[str], centres: np
     res["recall"] = overlap(tops["dense_hnsw"], tops["dense_exact"], K)
     res["recall_acl"] = overlap(tops["acl_hnsw"], tops["acl_exact"], K)
     res["hybrid_overlap"] = overlap(results["hybrid_hnsw"], results["hybrid_exact"], 5)
+    res["hybrid_overlap_acl"] = overlap(results["hybrid_hnsw_acl"], results["hybrid_exact_acl"], 5)
+    res["tail_rows"] = sum(len(s.ids) for s in tail)
     hidden = {int(c) for ids, m in zip(ids_of, masks, strict=True) for c in ids[~m]}
     res["acl_leaks"] = sum(len(hidden & set(t)) for t in tops["acl_hnsw"])
     return res
@@ -253,11 +272,72 @@ LABELS = {
     "dense_exact": "dense exact (numpy), all shards",
     "dense_exact_1t": "the same, BLAS on 1 thread",
     "dense_hnsw": "dense HNSW, all shards",
+    "dense_tail": "of which the exact tail shard(s)",
     "acl_exact": "dense exact, ACL mask (half hidden)",
     "acl_hnsw": "dense HNSW, ACL mask (half hidden)",
     "hybrid_exact": "hybrid retrieval, exact dense",
     "hybrid_hnsw": "hybrid retrieval, HNSW dense",
+    "hybrid_exact_acl": "hybrid, ACL (half hidden), exact dense",
+    "hybrid_hnsw_acl": "hybrid, ACL (half hidden), HNSW dense",
 }
+
+
+def filtered_search(index, q: np.ndarray, k: int, ef: int, mask: np.ndarray) -> list[tuple[int, float]]:  # noqa: ANN001
+    """The alternative to over-fetching: faiss's own filtered HNSW search (IDSelectorBitmap), the
+    bitmap packed per query as a caller's mask would be."""
+    import faiss
+
+    bits = np.packbits(mask, bitorder="little")
+    params = faiss.SearchParametersHNSW(
+        efSearch=max(ef, k), sel=faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
+    )
+    scores, rows = index.search(q.reshape(1, -1), k, params=params)
+    return [(int(r), float(sc)) for r, sc in zip(rows[0], scores[0], strict=True) if r >= 0]
+
+
+def bench_masks(kb, n_queries: int, rounds: int, centres: np.ndarray, pct) -> list[dict]:  # noqa: ANN001
+    """Shard 0 with masks hiding all but every m-th document: the graph (over-fetch, or the exact
+    scan past max_fetch) vs the exact scan, and faiss's filtered search as the alternative; p50 / p95,
+    recall@10, short results."""
+    from lmforge.rag import ann
+
+    shard = kb.store.shards()[0]
+    if shard.ann is None:
+        return []
+    cfg, n = shard.ann.cfg, len(shard.ids)
+    vecs = np.load(kb.store.index_dir / f"s{shard.id}-v{shard.version}" / "vectors.npy")
+    qv = clustered(WARMUP + n_queries, np.random.default_rng(3), centres)
+    out = []
+    for every in (2, 3, 4, 5, 10, 33):
+        mask = shard.docs % every == 0
+        engines = {
+            "exact": lambda i, m=mask: ann.exact(vecs, qv[i], CANDIDATES, m),
+            "hnsw": lambda i, m=mask: shard.ann.search(shard.vectors, qv[i], CANDIDATES, m),
+            "filtered": lambda i, m=mask: filtered_search(
+                shard.ann.index, qv[i], CANDIDATES, cfg.ef_search, m
+            ),
+        }
+        times, results = interleave(engines, {}, n_queries, rounds)
+        recall, recall_f = (
+            recall_rows(results["hnsw"], results["exact"]),
+            recall_rows(results["filtered"], results["exact"]),
+        )
+        leaks = sum(
+            int(np.count_nonzero(~mask[[r for r, _ in x]])) for x in results["hnsw"] + results["filtered"]
+        )
+        short = sum(len(x) < CANDIDATES for x in results["hnsw"])
+        short_f = sum(len(x) < CANDIDATES for x in results["filtered"])
+        fetch = int(np.ceil(cfg.overfetch * CANDIDATES * n / np.count_nonzero(mask)))
+        path = f"graph, {fetch:,} rows asked" if fetch <= cfg.max_fetch * n else "exact scan (past max_fetch)"
+        row = {"visible": float(mask.mean()), "recall": recall, "recall_filtered": recall_f, "path": path,
+               **{key: (pct(ts, 50), pct(ts, 95)) for key, ts in times.items()}}  # fmt: skip
+        out.append(row)
+        print(f"  {100 * row['visible']:5.1f}% visible: exact {row['exact'][0]:6.2f} / {row['exact'][1]:6.2f}, "
+              f"masked HNSW {row['hnsw'][0]:6.2f} / {row['hnsw'][1]:6.2f} ms; recall@10 {recall:.3f}; "
+              f"{path}; short results {short}. faiss filtered search (ef {cfg.ef_search}) {row['filtered'][0]:6.2f} / "
+              f"{row['filtered'][1]:6.2f} ms, recall@10 {recall_f:.3f}, short results {short_f}; hidden rows "
+              f"returned by either {leaks}", flush=True)  # fmt: skip
+    return out
 
 
 # ------------------------------------------------------------------ 3. crossover
@@ -286,8 +366,7 @@ def bench_crossover(
             "hnsw": lambda i, g=graph, v=vecs: g.search(v, qv[i], CANDIDATES, None),
         }
         times, results = interleave(engines, {"exact_1t": one_blas_thread()}, n_queries, rounds)
-        recall = overlap([[r for r, _ in x[:K]] for x in results["hnsw"]],
-                         [[r for r, _ in x[:K]] for x in results["exact"]], K)  # fmt: skip
+        recall = recall_rows(results["hnsw"], results["exact"])
         row = {"rows": n, "build_s": build_s, "recall": recall,
                **{key: (pct(ts, 50), pct(ts, 95)) for key, ts in times.items()}}  # fmt: skip
         out.append(row)
@@ -346,12 +425,16 @@ def main(argv: list[str] | None = None) -> None:
               f"engine in {args.rounds} interleaved rounds ({CANDIDATES} candidates per shard; hybrid k=5, "
               "query embedding excluded):", flush=True)  # fmt: skip
         for key, label in LABELS.items():
-            print(f"  {key:13} {label:38} {res[key][0]:8.2f} / {res[key][1]:8.2f}")
+            print(f"  {key:16} {label:38} {res[key][0]:8.2f} / {res[key][1]:8.2f}")
         print(f"recall@10 of HNSW dense vs exact (top-10 merged over all shards): {res['recall']:.3f}; with the "
               f"ACL mask {res['recall_acl']:.3f} (hidden chunks returned: {res['acl_leaks']}); hybrid top-5 "
               f"overlap, HNSW vs exact: {res['hybrid_overlap']:.3f}")  # fmt: skip
         print(f"hybrid p95 through HNSW: {res['hybrid_hnsw'][1]:.2f} ms (target < 50 ms) vs "
-              f"{res['hybrid_exact'][1]:.2f} ms exact", flush=True)  # fmt: skip
+              f"{res['hybrid_exact'][1]:.2f} ms exact; with the ACL mask {res['hybrid_hnsw_acl'][1]:.2f} vs "
+              f"{res['hybrid_exact_acl'][1]:.2f} ms (top-5 overlap {res['hybrid_overlap_acl']:.3f}); exact tail "
+              f"shard(s): {res['tail_rows']:,} rows", flush=True)  # fmt: skip
+        print(f"\nACL masks on shard 0 ({CANDIDATES} candidates; every m-th document visible):", flush=True)
+        bench_masks(kb, min(args.queries, 100), args.rounds, centres, pct)
         print("\ncrossover on one shard (first N rows of shard 0), 50 candidates:", flush=True)
         bench_crossover(kb, args.cross_sizes, min(args.queries, 100), args.rounds, centres, pct)
         print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB; wall "

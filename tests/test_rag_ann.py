@@ -17,7 +17,7 @@ from lmforge.rag.ann import AnnConfig
 from lmforge.rag.store import Store
 
 DIM, DOCS, PER_DOC = 384, 50, 100
-CFG = AnnConfig(min_rows=1000)
+CFG = AnnConfig(min_rows=1000, max_fetch=0.05)  # at 4,096 rows: masks leaving >= 15% visible take the graph
 
 
 def clustered(n: int, seed: int, clusters: int = 40, sigma: float = 2.0) -> np.ndarray:
@@ -54,6 +54,9 @@ def store(tmp_path_factory):
     st.close()
 
 
+EXACT = ann.exact
+
+
 def _ids(found: list[tuple[int, float]]) -> list[int]:
     return [i for i, _ in found]
 
@@ -77,19 +80,26 @@ def test_recall_at_10_against_exact(store):
     assert np.mean(recall) >= 0.95, np.mean(recall)
 
 
-@pytest.mark.parametrize("caller", [frozenset({"even"}), frozenset({"odd", "rare"}), frozenset({"rare"})])
-def test_masked_search_hides_rows_and_still_returns_k(store, caller):
+@pytest.mark.parametrize(
+    ("caller", "path"),
+    [(frozenset({"even"}), "graph"), (frozenset({"odd", "rare"}), "graph"), (frozenset({"rare"}), "exact")],
+)
+def test_masked_search_hides_rows_and_still_returns_k(store, caller, path, monkeypatch):
     shard = store.shards()[0]
     mask = store.mask(shard, caller)
     hidden = set(shard.ids[~mask].tolist())
     k = 10
+    queries = clustered(30, 2)
+    wants = [{int(shard.ids[r]) for r, _ in ann.exact(shard.vectors, q, k, mask)} for q in queries]
+    scans = []
+    monkeypatch.setattr(ann, "exact", lambda *a: scans.append(1) or EXACT(*a))
     recall = []
-    for q in clustered(30, 2):
+    for q, want in zip(queries, wants, strict=True):
         got = shard.dense(q, k, mask)
         assert len(got) == k and not hidden & set(_ids(got))
-        want = {int(shard.ids[r]) for r, _ in ann.exact(shard.vectors, q, k, mask)}
         recall.append(len(want & set(_ids(got))) / k)
     assert np.mean(recall) >= 0.95, np.mean(recall)
+    assert len(scans) == (len(queries) if path == "exact" else 0)
 
 
 def test_masked_search_grows_the_request_or_falls_back(store):
