@@ -146,8 +146,13 @@ def synthetic_kb(tmp: Path, n: int, vocab: list[str], rng: random.Random):
     kb = KnowledgeBase(
         f"s{n}", tmp / f"s{n}", KBConfig(embedder="synthetic", shard_size=65536), EmbedderCache()
     )
+    from lmforge.rag.ann import AnnConfig
+
     nrng = np.random.default_rng(0)
     store = kb.store
+    store.ann_cfg = AnnConfig(
+        min_rows=2**62
+    )  # this part measures the exact scan: no HNSW graphs (rag_ann.py does)
     with store.connect() as db:
         version = store.begin(db)
         store.set_meta(db, "embedder", "synthetic/384")
