@@ -137,7 +137,7 @@ def test_task_eval_and_compare_on_a_suite(heads_home, tmp_path, capsys, tiny_ggu
     suite = str(tmp_path / "mini.yaml")
     assert cli(["task", "eval", "sentiment", "bert-sent", "--suite", suite, "--json"]) == 0
     res = json.loads(capsys.readouterr().out)["results"][0]
-    assert res["n"] == 12 and res["strategy"] == "zero-shot" and res["metrics"]["accuracy"] >= 0.9
+    assert res["n"] == 12 and res["strategy"] == "fine-tuned" and res["metrics"]["accuracy"] >= 0.9
     assert cli(["task", "eval", "ner", "bert-sent", "--suite", suite]) == 2
     assert "classification suite: it scores sentiment, classify, not ner" in capsys.readouterr().err
     out = tmp_path / "cmp"

@@ -196,7 +196,11 @@ def evaluate_task(mode: str, task_name: str, model: str, cfg: TaskConfig, suites
         if mode == "compare"
         else [
             Strategy(
-                "few-shot" if cfg.examples else ("chain-of-thought" if cfg.cot else "zero-shot"), model, cfg
+                "fine-tuned"
+                if reg.exists(model) and reg.get(model).kind == "classifier"
+                else ("few-shot" if cfg.examples else ("chain-of-thought" if cfg.cot else "zero-shot")),
+                model,
+                cfg,
             )
         ]
     )
