@@ -215,6 +215,11 @@ def test_ask_with_sources_stream_and_not(server):
     # both ways run the same greedy request: the same answer, checked the same way
     assert body["answer"] and body["answer"] == events[-1]["answer"]
     assert body["claims"] == events[-1]["claims"] and body["unsupported"] == events[-1]["unsupported"]
+    # rewrite: the answering model writes the search queries (the echo model repeats its prompt), fused by RRF
+    r = staff.post("/v1/kb/askme/ask", json={"question": "When does the office open?", "model": "echo",
+                                             "max_tokens": 8, "rewrite": True}).json()  # fmt: skip
+    assert r["rewrite"]["queries"][0] == "When does the office open?" and len(r["rewrite"]["queries"]) > 1
+    assert r["sources"][0]["document"] == "handbook.txt"
     # an unknown model is named in a 404 once the model is needed (a relevant question)
     r = staff.post(
         "/v1/kb/askme/ask", json={"question": "When does the office open?", "model": "no-such-model"}

@@ -23,6 +23,7 @@ from lmforge.hub import DEFAULT_EMBEDDER
 from lmforge.rag.answer import DEFAULT_ANSWER_TOKENS, NO_ANSWER, AnswerConfig, ask, checked, prepare, response
 from lmforge.rag.pipeline import KBConfig, check_doc_name
 from lmforge.rag.retrieve import SearchParams
+from lmforge.rag.rewrite import QueryRewriter, RewriteConfig
 from lmforge.rag.store import visible
 from lmforge.serve.auth import ApiKey
 from lmforge.serve.context import ServerContext
@@ -58,6 +59,9 @@ class KBAsk(BaseModel):
     mode: Literal["hybrid", "dense", "lexical"] = "hybrid"
     max_tokens: int = Field(default=DEFAULT_ANSWER_TOKENS, ge=1, le=4096)
     stream: bool = False
+    rewrite: bool = False
+    """Rewrite the question for search with the answering model (translated into the KB's languages, key
+    terms, a paraphrase; fused by RRF); the response's `rewrite` says what was searched and how long it took."""
 
 
 def caller_groups(key: ApiKey | None) -> frozenset[str] | None:
@@ -69,6 +73,7 @@ def caller_groups(key: ApiKey | None) -> frozenset[str] | None:
 def kb_router(ctx: ServerContext) -> APIRouter:
     r = APIRouter(prefix="/v1/kb", tags=["knowledge bases"])
     kbs, retriever, authorize, call = ctx.kbs, ctx.retriever, ctx.authorize, ctx.offload
+    rewriters: dict[str, QueryRewriter] = {}  # answering model -> its rewriter (and its cache)
 
     def visible_doc(name: str, doc: str, caller: frozenset[str] | None):  # noqa: ANN202
         """(kb, document row), or 404 alike for a missing and a hidden document."""
@@ -188,9 +193,21 @@ def kb_router(ctx: ServerContext) -> APIRouter:
         if guard is not None:  # the content filter on the question (400 content_filter on a block)
             req.question = await call(lambda: guard.check_input(who, "kb.ask", req.model, req.question))
 
+        rewrite_info: dict = {}
+
         def hits():  # noqa: ANN202
             kb = kbs.open(name)
-            return kb, retriever.search(kb, req.question, SearchParams(k=req.k, mode=req.mode), caller=g)
+            params = SearchParams(k=req.k, mode=req.mode)
+            if not req.rewrite:
+                return kb, retriever.search(kb, req.question, params, caller=g)
+            rw = rewriters.get(req.model)
+            if rw is None:
+                rw = rewriters.setdefault(req.model, QueryRewriter(
+                    req.model, lambda msgs: ctx.service.greedy(req.model, msgs, RewriteConfig().max_tokens)))  # fmt: skip
+            found, info = rw.search(lambda q, p: retriever.search(kb, q, p, caller=g), req.question,
+                                    kb.languages(), params)  # fmt: skip
+            rewrite_info.update(info.to_dict())
+            return kb, found
 
         if not req.stream:
 
@@ -198,6 +215,8 @@ def kb_router(ctx: ServerContext) -> APIRouter:
                 kb, found = hits()
                 generate = lambda msgs: ctx.service.greedy(req.model, msgs, req.max_tokens)  # noqa: E731
                 out = ask(req.question, found, generate, kb.analyzer, kb.embedder, req.model)
+                if rewrite_info:
+                    out["rewrite"] = rewrite_info
                 if guard is not None:
                     out["answer"], blocked = guard.check_output(who, "kb.ask", req.model, out["answer"])
                     if blocked:
