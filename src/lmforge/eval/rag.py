@@ -28,13 +28,11 @@ from typing import Any
 from lmforge.errors import LmforgeError
 from lmforge.eval.harness import jsonl_rows
 from lmforge.eval.metrics import contains_answer, exact_match, hit_at_k, mean, reciprocal_rank, token_f1
+from lmforge.rag.answer import REFUSALS
 from lmforge.rag.pipeline import KnowledgeBase
 from lmforge.rag.retrieve import Hit, Retriever, SearchParams
 
 MODES = ("dense", "lexical", "hybrid")
-REFUSALS = ("don't know", "do not know", "cannot answer", "not mentioned", "no information", "不知道", "无法回答",
-            "没有提到", "未提及", "没有相关")  # fmt: skip
-"""An answer holding one of these abstained."""
 
 
 @dataclass

@@ -185,7 +185,7 @@ class Claim:
     inferred: bool = False  # the model cited nothing; the verifier found the supporting source
 
 
-_REFUSAL = ("don't know", "do not know", "cannot answer", "not mentioned", "no information", "不知道", "无法回答",
+REFUSALS = ("don't know", "do not know", "cannot answer", "not mentioned", "no information", "不知道", "无法回答",
             "没有提到", "未提及", "没有相关")  # fmt: skip
 
 
@@ -242,7 +242,7 @@ def verify(answer: str, p: Prepared, analyzer: Analyzer, embedder: Embedder | No
             good = any(ok(v) for v in support.values())
             claims.append(Claim(text, cites, good, support, "" if good else "unsupported"))
             continue
-        if any(r in text.lower() for r in _REFUSAL):
+        if any(r in text.lower() for r in REFUSALS):
             claims.append(Claim(text, [], True, {}, ""))
             continue
         support = {n: score(n) for n in range(1, len(p.sources) + 1)}
@@ -282,7 +282,7 @@ def addresses(question: str, answer: str, claims: list[Claim], p: Prepared, anal
     answer to a neighbouring question, built from a passage about something else, misses them); and
     relevance — cosine of question and answer (E5). A refusal addresses nothing and is not judged."""
     cfg = cfg or AnswerConfig()
-    if any(r in answer.lower() for r in _REFUSAL) or not p.sources:
+    if any(r in answer.lower() for r in REFUSALS) or not p.sources:
         return {"addresses": True, "refusal": True, "focus_share": None, "relevance": None, "missing": []}
     focus = focus_terms(question, analyzer)
     cited = sorted({n for c in claims for n in c.citations if 1 <= n <= len(p.sources)}) or list(

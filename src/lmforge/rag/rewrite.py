@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from lmforge.data.lang import HAN_RE
+from lmforge.rag.answer import language
 from lmforge.rag.retrieve import Hit, SearchParams, rrf
 
 LANG_NAMES = {"zh": ("Chinese", "中文"), "en": ("English", "英文")}
@@ -49,11 +49,6 @@ class Rewrite:
     def to_dict(self) -> dict:
         return {"queries": self.queries, "seconds": round(self.seconds, 3), "cached": self.cached,
                 "fallback": self.fallback}  # fmt: skip
-
-
-def language(text: str) -> str:
-    chars = sum(1 for c in text if not c.isspace())
-    return "zh" if chars and len(HAN_RE.findall(text)) / chars >= 0.1 else "en"
 
 
 def kb_languages(texts: list[str]) -> set[str]:
