@@ -273,7 +273,7 @@ def test_example_config_loads_and_builds() -> None:
     assert for_key(cfg, "research").categories != cfg.categories
     assert not for_key(cfg, "internal-batch").enabled
     assert for_key(cfg, "nobody") is cfg
-    assert len(read_words(EXAMPLES / "words-zh-en.txt")) == 20
+    assert len(read_words(EXAMPLES / "words-zh-en.txt")) == 18
 
 
 def _write(tmp_path: Path, body: str) -> Path:
