@@ -671,7 +671,15 @@ def test_an_answer_to_another_question_is_caught(kbs, tmp_path):
                 "用的是 LoRA 微调[2]。", kb.analyzer, kb.embedder, "m", AnswerConfig(off_topic="flag"))  # fmt: skip
     check = wrong["addresses_question"]
     assert not check["addresses"] and "向量" in check["missing"], check
-    abstained = ask(q, hits, lambda m: "用的是 LoRA 微调。", kb.analyzer, kb.embedder, "m")
+    abstained = ask(
+        q,
+        hits,
+        lambda m: "用的是 LoRA 微调。",
+        kb.analyzer,
+        kb.embedder,
+        "m",
+        AnswerConfig(off_topic="abstain"),
+    )
     assert abstained["answer"] == NO_ANSWER["zh"] and abstained["off_topic_answer"] == "用的是 LoRA 微调。"
     right = ask(
         q, hits, lambda m: "中文向量由 multilingual-e5-small 嵌入模型生成。", kb.analyzer, kb.embedder, "m"
