@@ -365,10 +365,9 @@ class _Writer:
 
 
 def _default_redact(text: str) -> tuple[str, int]:
-    from lmforge.safety.pii import redact, scan
+    from lmforge.safety.pii import PiiScanner
 
-    hits = scan(text)
-    return (redact(text, hits), len(hits)) if hits else (text, 0)
+    return PiiScanner().redact_text(text)
 
 
 def _batched(items: Iterator, n: int) -> Iterator[list]:

@@ -149,6 +149,12 @@ class PiiScanner:
         hits = self._scan(half)
         return hits if half == text else [replace(h, text=text[h.start : h.end]) for h in hits]
 
+    def redact_text(self, text: str, style: Literal["tag", "mask"] = "tag") -> tuple[str, int]:
+        """(`text` with every hit redacted, how many hits) — the one scan-then-redact of the server's output,
+        logs and knowledge-base ingestion."""
+        hits = self.scan(text)
+        return (redact(text, hits, style), len(hits)) if hits else (text, 0)
+
     def _scan(self, text: str) -> list[PiiHit]:
         found: list[PiiHit] = []
         want = set(self.kinds)

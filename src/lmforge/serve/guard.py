@@ -125,15 +125,10 @@ class Guard:
         cfg = self.cfg
         if cfg is None or "ingest" not in cfg.pii.apply_to or cfg.pii.action != "redact":
             return None
-        from lmforge.safety.pii import PiiScanner, redact
+        from lmforge.safety.pii import PiiScanner
 
         scanner = PiiScanner(cfg.pii.detectors)
-
-        def run(text: str) -> tuple[str, int]:
-            hits = scanner.scan(text)
-            return (redact(text, hits, cfg.pii.style), len(hits)) if hits else (text, 0)
-
-        return run
+        return lambda text: scanner.redact_text(text, cfg.pii.style)
 
     # -- whole responses -------------------------------------------------------------------------
     def chat_body(
@@ -240,7 +235,6 @@ def _pii_char(ch: str) -> bool:
 
 
 def _redact(text: str, cfg: SafetyConfig) -> str:
-    from lmforge.safety.pii import redact, scan
+    from lmforge.safety.pii import PiiScanner
 
-    hits = scan(text, cfg.pii.detectors)
-    return redact(text, hits, cfg.pii.style) if hits else text
+    return PiiScanner(cfg.pii.detectors).redact_text(text, cfg.pii.style)[0]
