@@ -449,8 +449,9 @@
     ls.set("explainModel", body.model);
     status.className = "notice"; status.textContent = t("loading"); document.body.dataset.explain = "busy";
     try {
-      const r = await apiJson("POST", `/api/explain/${what}`, body);
-      $("explain-frame").srcdoc = r.html;
+      const r = await apiJson("POST", `/api/explain/${what}`, body), frame = $("explain-frame");
+      // "ready" only once the frame has drawn the page, not when its source is handed over
+      await new Promise((done) => { frame.addEventListener("load", done, { once: true }); frame.srcdoc = r.html; });
       status.textContent = what === "tokens" ? `${JSON.stringify(r.data.target)} p=${r.data.target_prob} (${r.data.method})` : `${r.data.layers} × ${r.data.heads}, ${r.data.n_tokens} tokens`;
     } catch (e) { status.className = "msg-error"; status.textContent = e.message; }
     document.body.dataset.explain = "ready";
