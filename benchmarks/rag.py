@@ -20,8 +20,9 @@
    (the line `lmforge kb add` prints for it is printed too), and the query-embedding latency the
    figures of 2. leave out (each question embedded alone).
 4. The hard set (examples/rag/qa-hard.jsonl: paraphrase, cross-language, multi-passage, unanswerable), on
-   one KB of examples/rag/docs (contextual chunk headers — title and heading path — are embedded and indexed
-   with every chunk in all configurations): baseline hybrid / + query rewrite / + pointwise rerank / both,
+   two KBs of examples/rag/docs, one without chunk headers (baseline) and one with contextual chunk headers
+   (title and heading path embedded and indexed with every chunk): baseline hybrid / + headers / headers +
+   query rewrite / headers + pointwise rerank / all three,
    each with chunk-level hit@5 and MRR overall and per question type and language pair, and p50/p95 latency
    per question (rewrite and rerank run the --model, default the packaged chat model); with --answers the
    model also answers (accuracy, abstention, the verifier's catch rate). `--hard-only` runs just this part
@@ -42,6 +43,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "rag"
+
+
+HARD_CONFIGS = ("baseline", "headers", "rewrite", "rerank", "all")
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -340,35 +344,42 @@ def bench_hard(tmp: Path, model: str, kb_name: str | None, answers: bool, config
     from lmforge.home import Registry
     from lmforge.infer.loader import LoadConfig, load_backend
     from lmforge.rag.answer import ask, backend_generator
-    from lmforge.rag.pipeline import EmbedderCache, KnowledgeBases
+    from lmforge.rag.pipeline import EmbedderCache, KBConfig, KnowledgeBases
     from lmforge.rag.rerank import PointwiseReranker
     from lmforge.rag.retrieve import Retriever
     from lmforge.rag.rewrite import QueryRewriter, RewriteConfig
 
     reg = Registry()
-    if kb_name:
-        kbs = KnowledgeBases(reg)
-        kb = kbs.open(kb_name)
-    else:
-        kbs = KnowledgeBases(tmp / "kbh", EmbedderCache())
-        kb = kbs.create("hard")
+    local = KnowledgeBases(tmp / "kbh", EmbedderCache())
+    kbs_by_context = {}
+    for context in ("none", "title"):
+        if context == "none" and "baseline" not in configs:
+            continue
+        if context == "title" and kb_name:
+            kbs_by_context[context] = KnowledgeBases(reg).open(kb_name)
+            continue
+        t = time.perf_counter()
+        kbs_by_context[context] = kb = local.create(f"hard-{context}", KBConfig(context=context))
         kb.add([EXAMPLES / "docs"])
+        print(f"KB of examples/rag/docs with chunk context {context!r}: {time.perf_counter() - t:.0f} s")
     items = load_qa(EXAMPLES / "qa-hard.jsonl")
     backend = load_backend(reg, model, LoadConfig(logits_all=True))
     rewriter = QueryRewriter(model, backend_generator(backend, max_tokens=RewriteConfig().max_tokens))
     reranker = PointwiseReranker(backend)
-    langs = kb.languages()
+    langs = next(iter(kbs_by_context.values())).languages()
     generate = backend_generator(backend)
     out = {}
     for name in configs:
+        kb = kbs_by_context["none" if name == "baseline" else "title"]
         ret = Retriever(rerankers=lambda _m: reranker)
         times: list[float] = []
 
-        def search(q, params, name=name, ret=ret, times=times):
+        def search(q, params, name=name, ret=ret, times=times, kb=kb):
             t = time.perf_counter()
-            params = replace(params, rerank=model if "rerank" in name else None)
-            if "rewrite" in name:
-                rr = reranker if "rerank" in name else None
+            rerank, rewrite = name in ("rerank", "all"), name in ("rewrite", "all")
+            params = replace(params, rerank=model if rerank else None)
+            if rewrite:
+                rr = reranker if rerank else None
                 hits = rewriter.search(lambda x, p: ret.search(kb, x, p), q, langs, params, rr)[0]
             else:
                 hits = ret.search(kb, q, params)
@@ -376,7 +387,9 @@ def bench_hard(tmp: Path, model: str, kb_name: str | None, answers: bool, config
             return hits
 
         answer = (
-            (lambda q, hits: ask(q, hits, generate, kb.analyzer, kb.embedder, model)) if answers else None
+            (lambda q, hits, kb=kb: ask(q, hits, generate, kb.analyzer, kb.embedder, model))
+            if answers
+            else None
         )
         (res,) = evaluate(kb, items, k=5, modes=("hybrid",), search=search, answer=answer)
         res.mode = name[:8]
@@ -388,8 +401,7 @@ def bench_hard(tmp: Path, model: str, kb_name: str | None, answers: bool, config
                      "accuracy": res.contains, "abstention": res.abstention, "flag_recall": res.flag_recall,
                      "groups": res.groups}  # fmt: skip
     backend.close()
-    if not kb_name:
-        kbs.close()
+    local.close()
     return out
 
 
@@ -406,7 +418,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default="qwen2.5-coder-0.5b-instruct", help="rewrite / rerank / answer model")
     ap.add_argument("--kb", default=None, help="a registered KB of examples/rag/docs to reuse (part 4)")
     ap.add_argument("--answers", action="store_true", help="part 4: the model answers too")
-    ap.add_argument("--configs", nargs="+", default=["baseline", "rewrite", "rerank", "rewrite+rerank"])
+    ap.add_argument("--configs", nargs="+", default=list(HARD_CONFIGS), choices=HARD_CONFIGS,
+                    help="baseline: no chunk headers; headers: + contextual headers; rewrite / rerank: headers + "
+                    "that; all: headers + rewrite + rerank")  # fmt: skip
     args = ap.parse_args(argv)
     if not 1 <= args.rounds <= args.queries or args.ingest_rounds < 1:
         ap.error("need 1 <= --rounds <= --queries and --ingest-rounds >= 1")

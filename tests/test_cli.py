@@ -270,6 +270,34 @@ def test_kb_is_a_registry_artifact_with_embedder_lineage(cli, tmp_path):
     assert "notes" not in cli("models", "ls").stdout and "notes" not in cli("kb", "ls").stdout
 
 
+def test_kb_built_before_contextual_headers_says_how_to_upgrade(cli, tmp_path):
+    """An old KB still searches and says `kb reindex NAME`; reindex upgrades it with its progress and a report;
+    a question in a language the KB does not hold is named; an empty query is refused."""
+    import sqlite3
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "kitchen.txt").write_text("The kitchen closes at ten o'clock. Breakfast is served from seven.\n")
+    assert cli("kb", "create", "docs").returncode == 0 and cli("kb", "add", "docs", str(docs)).returncode == 0
+    with sqlite3.connect(tmp_path / "home" / "models" / "docs" / "kb.sqlite") as db:
+        db.execute("DELETE FROM meta WHERE key='context'")  # as a KB written before contextual headers
+    r = cli("kb", "search", "docs", "When does the kitchen close?")
+    assert (
+        r.returncode == 0
+        and "kitchen.txt" in r.stdout
+        and "`lmforge kb reindex docs` upgrades it" in r.stderr
+    )
+    r = cli("kb", "reindex", "docs")
+    assert (
+        r.returncode == 0
+        and "reindexed 1 chunks of 'docs' with chunk context 'title' (was 'headings')" in r.stdout
+    )
+    r = cli("kb", "search", "docs", "厨房几点关门？")
+    assert r.returncode == 0 and "reindex" not in r.stderr and "kitchen.txt" in r.stdout
+    assert "the question is in Chinese but the knowledge base holds English text" in r.stderr
+    assert_clear_error(cli("kb", "search", "docs", "   "), "empty query")
+
+
 def test_generate_raw_needs_the_tokens_capability(monkeypatch, capsys):
     """`generate --raw` asks the backend's capabilities (a remote model has no token API)."""
     from lmforge import cli as cli_mod

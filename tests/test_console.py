@@ -134,6 +134,10 @@ def test_knowledge_page_upload_search_ask(tmp_path, tiny_gguf_long, browser):
         page.wait_for_function("document.body.dataset.asking === '0'", timeout=120000)
         assert "handbook.txt" in page.inner_text("#kb-sources li >> nth=0")
         assert page.inner_text("#kb-answer").strip()
+        # rewriting is on by default: the flags say what was searched (or why the question was searched as it is)
+        assert page.is_checked("#kb-rewrite") and "When does the office open?" in page.inner_text(
+            ".kb-rewrite-info"
+        )
         page.click("#kb-sources li >> nth=0")
         assert "nine o'clock" in page.inner_text("#kb-passage")
         # the same page in Chinese

@@ -784,3 +784,62 @@ def test_pointwise_rerank_reads_p_yes_with_the_prefix_cached(kbs, docs, tiny_ggu
         )
     finally:
         backend.close()
+
+
+def test_contextual_headers_reindex_and_the_upgrade_of_an_old_kb(kbs, tmp_path):
+    """The document title goes in front of every chunk ('title', the default) so a chunk is found by its
+    document's name; 'none' leaves it out; `reindex` switches in place from the stored text; a KB built before
+    contextual headers still answers, says how to upgrade, and is current after reindexing."""
+    import sqlite3
+
+    d = tmp_path / "ctx"
+    d.mkdir()
+    (d / "zanzibar-handbook.txt").write_text(
+        "The office opens at nine o'clock every weekday.\n", encoding="utf-8"
+    )
+    (d / "kitchen.txt").write_text(KITCHEN, encoding="utf-8")
+    ret = Retriever()
+    lexical = SearchParams(k=3, mode="lexical")
+    bare = kbs.create("bare", KBConfig(context="none"))
+    bare.add([d])
+    assert bare.context == "none" and bare.upgrade_hint() is None
+    assert not ret.search(bare, "zanzibar", lexical)  # the title is nowhere in the index
+    seen = []
+    report = bare.reindex("title", progress=lambda done, total: seen.append((done, total)))
+    assert (report.chunks, report.context, report.previous) == (2, "title", "none") and seen[-1] == (2, 2)
+    assert bare.context == "title" and bare.version == report.version
+    (hit,) = ret.search(bare, "zanzibar", lexical)  # a new version: the cached empty answer is retired
+    assert hit.document.endswith("zanzibar-handbook.txt") and hit.text.startswith(
+        "The office"
+    )  # text unchanged
+    with pytest.raises(LmforgeError, match="unknown chunk context 'page'"):
+        bare.reindex("page")
+    with pytest.raises(LmforgeError, match="unknown chunk context"):
+        KBConfig(context="everything")
+
+    old = kbs.create("old")
+    old.add([d])
+    assert old.context == "title" and old.upgrade_hint() is None
+    with sqlite3.connect(old.folder / "kb.sqlite") as db:  # what a KB written before this change holds
+        db.execute("DELETE FROM meta WHERE key='context'")
+    assert old.context == "headings" and "lmforge kb reindex old" in old.upgrade_hint()
+    assert old.info()["upgrade"] == old.upgrade_hint()
+    assert ret.search(old, "When does the office open?", SearchParams(k=1))[0].document.endswith(
+        "zanzibar-handbook.txt"
+    )
+    (d / "more.txt").write_text("Parking is free after six.\n", encoding="utf-8")
+    old.add([d / "more.txt"])  # a new document goes in as the old ones did, until the reindex
+    assert old.context == "headings"
+    assert old.reindex().chunks == 3 and old.context == "title" and old.upgrade_hint() is None
+
+
+def test_a_question_in_a_language_the_kb_does_not_hold_is_named():
+    from lmforge.rag.rewrite import language_note, query_language
+
+    assert [query_language(q) for q in ("床前明月光是谁写的", "Who wrote it?", "誰が書きましたか", "Кто написал?")] == [
+        "zh", "en", "ja", "ru",
+    ]  # fmt: skip
+    assert language_note("床前明月光是谁写的", {"zh", "en"}, False) is None
+    plain = language_note("Кто написал это стихотворение?", {"zh"}, False)
+    assert "Russian" in plain and "Chinese" in plain and "--rewrite" in plain
+    assert "translates" in language_note("Who wrote the poem?", {"zh"}, True)

@@ -16,6 +16,7 @@ from lmforge.cli import Threads, _human, _load, _registry
 from lmforge.errors import LmforgeError
 from lmforge.hub import DEFAULT_CHAT_MODEL, DEFAULT_EMBEDDER
 from lmforge.rag.chunking import ChunkConfig
+from lmforge.rag.pipeline import KBConfig
 from lmforge.rag.retrieve import Mode as SearchMode
 
 kb_app = typer.Typer(no_args_is_help=True, help="Knowledge bases: RAG over your documents (知识库).")
@@ -32,6 +33,19 @@ K = Annotated[int, typer.Option("-k", help="How many results.")]
 Mode = Annotated[SearchMode, typer.Option(help="Dense (vectors), lexical (BM25) or both.")]
 
 
+def _upgrade_note(kb) -> None:  # noqa: ANN001 - rag.pipeline.KnowledgeBase
+    """Say how to upgrade a KB built before the current index format."""
+    hint = kb.upgrade_hint()
+    if hint:
+        print(f"note: {hint}", file=sys.stderr)
+
+
+def _open(name: str):  # noqa: ANN202 - rag.pipeline.KnowledgeBase
+    kb = _kbs().open(name)
+    _upgrade_note(kb)
+    return kb
+
+
 def _groups(text: str) -> frozenset[str]:
     return frozenset(g.strip() for g in text.split(",") if g.strip())
 
@@ -46,10 +60,9 @@ def kb_create(
         str | None, typer.Option(help="embedded (default) | qdrant:local | qdrant:http://host:6333")
     ] = None,
     redact_pii: Annotated[bool, typer.Option("--redact-pii", help="Replace ID numbers, phones, emails, bank cards and IPs by tags before indexing (脱敏).")] = False,
+    context: Annotated[str, typer.Option(help="Contextual chunk header embedded and indexed with each chunk: title (document title + heading path) | headings | none.")] = KBConfig.context,
 ) -> None:  # fmt: skip
     """Create an empty knowledge base (a registry artifact: `lmforge models show NAME`)."""
-    from lmforge.rag.pipeline import KBConfig
-
     chosen = {"store": store} if store is not None else {}  # else KBConfig's default
     kb = _kbs().create(
         name,
@@ -58,6 +71,7 @@ def kb_create(
             chunk_size=chunk_size,
             chunk_overlap=chunk_overlap,
             redact_pii=redact_pii,
+            context=context,
             **chosen,
         ),
     )
@@ -93,6 +107,26 @@ def kb_add(name: str, paths: list[str], groups: Groups = "") -> None:
         raise LmforgeError(f"nothing was added to {name!r}: every file failed")
 
 
+@kb_app.command("reindex")
+def kb_reindex(
+    name: str,
+    context: Annotated[str | None, typer.Option(help="title (document title + heading path, the default) | headings | none.")] = None,
+) -> None:  # fmt: skip
+    """Embed and index every chunk again from the text the KB holds (no source files needed): upgrades a KB built
+    before contextual chunk headers, or switches its --context. Readers keep the old index until it finishes."""
+    from lmforge.progress import steps_progress
+
+    kb = _kbs().open(name)
+    with steps_progress() as bar:
+        task = bar.add_task("re-embedding chunks", total=None)
+        report = kb.reindex(
+            context, progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
+    print(f"reindexed {report.chunks} chunks of {name!r} with chunk context {report.context!r} (was "
+          f"{report.previous!r}) in {report.seconds:.1f} s ({report.chunks / max(report.seconds, 1e-9):.1f} "
+          f"chunks/s); version {report.version}")  # fmt: skip
+
+
 @kb_app.command("rm")
 def kb_rm(name: str, doc: str) -> None:
     """Remove one document from every index."""
@@ -120,10 +154,15 @@ def kb_ls(name: Annotated[str | None, typer.Argument()] = None) -> None:
 def _rewritten(kb, ret, rewriter, query: str, params) -> tuple[list, object | None]:  # noqa: ANN001
     """Hits for `query`: searched as it is, or with the rewriter's queries fused (falling back, and saying so,
     when the rewriter fails)."""
+    from lmforge.rag.rewrite import language_note
+
+    if not query.strip():
+        raise LmforgeError("empty query: give the question to search for")
+    note = language_note(query, kb.languages(), rewriter is not None)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     if rewriter is None:
         return ret.search(kb, query, params), None
-    if not query.strip():
-        raise LmforgeError("empty query")
     rerank = ret.rerankers(params.rerank) if params.rerank and ret.rerankers else None
     hits, rw = rewriter.search(lambda q, p: ret.search(kb, q, p), query, kb.languages(), params, rerank)
     if rw.fallback:
@@ -199,7 +238,7 @@ def kb_search(
     from lmforge.rag.retrieve import Retriever, SearchParams
 
     ret = Retriever(rerankers=_rerankers(rerank_mode))
-    kb = _kbs().open(name)
+    kb = _open(name)
     hits, rw = _rewritten(kb, ret, _rewriter(rewrite), query, SearchParams(k=k, mode=mode, rerank=rerank))
     if as_json:
         out = [h.to_dict() for h in hits]
@@ -228,7 +267,7 @@ def kb_ask(
     from lmforge.rag.answer import ask, backend_generator
     from lmforge.rag.retrieve import Retriever, SearchParams
 
-    kb = _kbs().open(name)
+    kb = _open(name)
     backend = _load(model, "auto", None, threads)
     rewriter = (
         None if no_rewrite else _rewriter(rewrite or model, backend if (rewrite or model) == model else None)
@@ -295,6 +334,7 @@ def kb_eval(
         raise LmforgeError(f"--mode {', '.join(bad)}: choose from {', '.join(MODES)}")
     kbs = _kbs()
     kb = kbs.open(name)
+    _upgrade_note(kb)
     items = load_qa(qa)
     answer = None
     backend = _load(model, "auto", None, threads) if model else None

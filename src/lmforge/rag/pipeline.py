@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from lmforge.errors import LmforgeError, NotFoundError
 from lmforge.home import MANIFEST, Manifest, Registry, check_name, file_sha256, tree_size
 from lmforge.hub import DEFAULT_EMBEDDER
@@ -34,6 +36,9 @@ from lmforge.rag.loaders import SUPPORTED, LoaderError, load
 from lmforge.rag.store import DocRow, Store, require_dim
 
 EMBED_BATCH = 64
+CONTEXTS = ("title", "headings", "none")
+LEGACY_CONTEXT = "headings"
+"""What a KB built before contextual headers embedded with each chunk (its store has no 'context' meta)."""
 KIND, FORMAT = "kb", "lmforge-kb"
 """How a knowledge base is marked in the registry."""
 
@@ -56,8 +61,14 @@ class KBConfig:
     """Vector store: 'embedded' (numpy shards, no server) or 'qdrant:local' / 'qdrant:http://host:6333'."""
     redact_pii: bool = False
     """Personal data (ID numbers, phones, emails, bank cards, IPs) is replaced by tags before indexing."""
+    context: str = "title"
+    """Contextual chunk header embedded and indexed with each chunk: 'title' (document title + heading path),
+    'headings' (heading path only: KBs built before contextual headers) or 'none'. Fixed when the first
+    document goes in; `lmforge kb reindex NAME --context C` changes it."""
 
     def __post_init__(self) -> None:
+        if self.context not in CONTEXTS:
+            raise LmforgeError(f"unknown chunk context {self.context!r}: use {', '.join(CONTEXTS)}")
         if self.store != "embedded" and not self.store.startswith("qdrant:"):
             raise LmforgeError(
                 f"unknown store {self.store!r}: use embedded, qdrant:local or qdrant:http://host:6333"
@@ -144,10 +155,26 @@ def expand(paths: Iterable[str | Path]) -> list[tuple[Path, str]]:
     return out
 
 
-def embed_text(title: str, heading: tuple[str, ...], text: str) -> str:
-    """What the embedder and BM25 see: the heading path in front of the chunk text."""
-    path = " > ".join(h for h in heading if h)
-    return f"{path}\n{text}" if path and path != title else text
+def embed_text(title: str, heading: tuple[str, ...], text: str, context: str = "title") -> str:
+    """What the embedder and BM25 see: the chunk with its contextual header in front — the document title
+    and heading path for 'title', the heading path alone for 'headings', nothing for 'none'."""
+    if context == "none":
+        return text
+    path = [h for h in heading if h]
+    if context == "title" and title and (not path or path[0] != title):
+        path.insert(0, title)
+    elif context == "headings" and path == [title]:
+        path = []
+    return f"{' > '.join(path)}\n{text}" if path else text
+
+
+@dataclass
+class ReindexReport:
+    chunks: int
+    seconds: float
+    version: int
+    context: str
+    previous: str
 
 
 class KnowledgeBase:
@@ -177,6 +204,77 @@ class KnowledgeBase:
         return self._langs[1]
 
     @property
+    def context(self) -> str:
+        """The contextual chunk header this KB's index was built with (CONTEXTS)."""
+        ctx = self.store.meta("context")
+        if ctx:
+            return ctx
+        return self.cfg.context if self.store.meta("embedder") is None else LEGACY_CONTEXT
+
+    def upgrade_hint(self) -> str | None:
+        """What to run when the index predates the current default chunk context; None when it is current."""
+        if self.store.meta("context") or self.store.meta("embedder") is None:
+            return None
+        return (
+            f"knowledge base {self.name!r} was built before contextual chunk headers (document title + heading "
+            f"path with each chunk); `lmforge kb reindex {self.name}` upgrades it in place, no source files needed"
+        )
+
+    def _terms(self, title: str, indexed: str, context: str) -> str:
+        """BM25 terms of a chunk: its indexed text, and the title too where the header left it out
+        ('headings': how KBs before contextual headers indexed it)."""
+        return " ".join(self.analyzer.terms(f"{title}\n{indexed}" if context == "headings" else indexed))
+
+    def reindex(
+        self, context: str | None = None, progress: Callable[[int, int], None] | None = None, batch: int = 256
+    ) -> ReindexReport:
+        """Embed and index every chunk again with `context` (default: the KBConfig's) from the text the KB
+        already holds, in one transaction: readers see the old index until it commits, and a killed run leaves
+        the KB as it was. `progress(done, total)` after each batch of chunks."""
+        context = context or self.cfg.context
+        if context not in CONTEXTS:
+            raise LmforgeError(f"unknown chunk context {context!r}: use {', '.join(CONTEXTS)}")
+        previous = self.context
+        embedder = self.embedder
+        t0 = time.monotonic()
+        with self._writer(), self.store.connect() as db:
+            require_dim(self.store, embedder.dim, embedder.identity)
+            version = self.store.begin(db)
+            try:
+                total = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+                done, last = 0, -1
+                while True:
+                    rows = db.execute(
+                        "SELECT c.id, d.title, c.heading, c.text FROM chunks c JOIN docs d ON d.id = c.doc_id "
+                        "WHERE c.id > ? ORDER BY c.id LIMIT ?",
+                        (last, batch),
+                    ).fetchall()
+                    if not rows:
+                        break
+                    texts = [embed_text(t, tuple(h.split(" > ")), x, context) for _, t, h, x in rows]
+                    vectors = embedder.passages(texts)
+                    db.executemany(
+                        "UPDATE chunks SET vec=?, terms=? WHERE id=?",
+                        [(v.astype(np.float32).tobytes(), self._terms(r[1], t, context), r[0])
+                         for r, t, v in zip(rows, texts, vectors, strict=True)],
+                    )  # fmt: skip
+                    done += len(rows)
+                    last = rows[-1][0]
+                    if progress:
+                        progress(done, total)
+                db.execute("UPDATE shards SET version=?", (version,))
+                self.store.set_meta(db, "context", context)
+                self.store.commit(db, version)
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            if self._on_change:
+                self._on_change()
+        self.store.shards()  # rebuild the indexes now, so the first query is fast
+        return ReindexReport(done, time.monotonic() - t0, version, context, previous)
+
+    @property
     def embedder(self) -> Embedder:
         return self._embedders.get(self.cfg.embedder)
 
@@ -191,8 +289,8 @@ class KnowledgeBase:
     def info(self, caller: frozenset[str] | None = None) -> dict:
         docs = self.store.documents(caller)
         return {"name": self.name, "embedder": self.cfg.embedder, "version": self.version,
-                "documents": len(docs), "chunks": sum(d.chunks for d in docs),
-                "config": asdict(self.cfg)}  # fmt: skip
+                "documents": len(docs), "chunks": sum(d.chunks for d in docs), "context": self.context,
+                "upgrade": self.upgrade_hint(), "config": asdict(self.cfg)}  # fmt: skip
 
     # -- writing -------------------------------------------------------------------------------
     def add(
@@ -231,6 +329,7 @@ class KnowledgeBase:
                 if self.store.meta("embedder") is None:
                     self.store.set_meta(db, "embedder", embedder.identity)
                     self.store.set_meta(db, "dim", str(embedder.dim))
+                    self.store.set_meta(db, "context", self.cfg.context)
                 changed = False
                 for i, (path, name) in enumerate(batch):
                     if progress:
@@ -290,6 +389,7 @@ class KnowledgeBase:
                     b.text, n_red = redact(b.text)
                     report.redacted += n_red
                 doc.blocks = blocks
+            context = self.context
             if existing:
                 self.store.delete_doc(db, existing.id, version)
             doc_id = self.store.insert_doc(db, name=name, sha256=sha, title=doc.title, groups=groups, pages=doc.pages,
@@ -299,10 +399,10 @@ class KnowledgeBase:
                 chunk_blocks(doc.blocks, ChunkConfig(self.cfg.chunk_size, self.cfg.chunk_overlap)),
                 EMBED_BATCH,
             ):
-                texts = [embed_text(doc.title, c.heading, c.text) for c in chunks]
+                texts = [embed_text(doc.title, c.heading, c.text, context) for c in chunks]
                 vectors = embedder.passages(texts)
                 rows = [(c.ord, c.text, c.page, " > ".join(h for h in c.heading if h), c.kind, c.tokens,
-                         " ".join(self.analyzer.terms(f"{doc.title}\n{t}"))) for c, t in zip(chunks, texts, strict=True)]  # fmt: skip
+                         self._terms(doc.title, t, context)) for c, t in zip(chunks, texts, strict=True)]  # fmt: skip
                 self.store.insert_chunks(db, doc_id, version, rows, vectors)
                 n += len(chunks)
             if n == 0:

@@ -17,11 +17,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from lmforge.rag.answer import language
 from lmforge.rag.retrieve import Hit, SearchParams, rrf
 
-LANG_NAMES = {"zh": ("Chinese", "中文"), "en": ("English", "英文")}
+LANG_NAMES = {
+    "zh": ("Chinese", "中文"), "en": ("English", "英文"), "ja": ("Japanese", "日文"), "ko": ("Korean", "韩文"),
+    "ru": ("Russian", "俄文"), "ar": ("Arabic", "阿拉伯文"),
+}  # fmt: skip
+_SCRIPTS = (("ja", re.compile(r"[\u3040-\u30ff]")), ("ko", re.compile(r"[\uac00-\ud7af\u1100-\u11ff]")),
+            ("ru", re.compile(r"[\u0400-\u04ff]")), ("ar", re.compile(r"[\u0600-\u06ff]")))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -57,12 +63,47 @@ def kb_languages(texts: list[str]) -> set[str]:
     return {x for x in set(langs) if langs.count(x) >= 0.1 * len(langs)} or {"en"}
 
 
+def query_language(text: str) -> str:
+    """The language of a question by its script: ja (kana), ko (hangul), ru (Cyrillic), ar (Arabic) when they
+    make up a fifth of its letters, else zh or en as `rag.answer.language` decides."""
+    chars = sum(1 for c in text if not c.isspace())
+    for code, script in _SCRIPTS:
+        if chars and len(script.findall(text)) / chars >= 0.2:
+            return code
+    return language(text)
+
+
+def language_note(query: str, langs: set[str], rewriting: bool) -> str | None:
+    """A line for the user when the question is in a language the knowledge base does not hold; None if it is."""
+    q = query_language(query)
+    if q in langs:
+        return None
+    name = LANG_NAMES.get(q, (q, q))[0]
+    held = " and ".join(LANG_NAMES.get(x, (x, x))[0] for x in sorted(langs))
+    if rewriting:
+        return (
+            f"the question is in {name} and the knowledge base holds {held} text: the rewriter translates it"
+        )
+    return (
+        f"the question is in {name} but the knowledge base holds {held} text: only the multilingual embedder "
+        f"bridges the two, which misses more often (docs/rag.md); rewrite the question (--rewrite MODEL, or "
+        f"ask in {held})"
+    )
+
+
+def search_notes(kb: Any, query: str, rewriting: bool) -> list[str]:
+    """What a search response tells its reader beside the hits: how to upgrade an index built before contextual
+    chunk headers, and a question in a language the knowledge base does not hold."""
+    notes = [kb.upgrade_hint(), language_note(query, kb.languages(), rewriting)]
+    return [n for n in notes if n]
+
+
 def prompt(query: str, langs: set[str], cfg: RewriteConfig) -> list[dict]:
     names = " and ".join(LANG_NAMES.get(x, (x, x))[0] for x in sorted(langs))
     lines = [f"Rewrite this search question for a document search engine. The documents are in {names}.",
              f"Write {cfg.variants} search queries, one per line, no numbering, no explanations:"]  # fmt: skip
     for x in sorted(langs):
-        if x != language(query):
+        if x != query_language(query):
             lines.append(f"- the question translated into {LANG_NAMES.get(x, (x, x))[0]};")
     lines += ["- the key terms of the question, with synonyms;", "- the question said in other words."]
     if cfg.hyde:

@@ -23,7 +23,7 @@ from lmforge.hub import DEFAULT_EMBEDDER
 from lmforge.rag.answer import DEFAULT_ANSWER_TOKENS, NO_ANSWER, AnswerConfig, ask, checked, prepare, response
 from lmforge.rag.pipeline import KBConfig, check_doc_name
 from lmforge.rag.retrieve import SearchParams
-from lmforge.rag.rewrite import QueryRewriter, RewriteConfig
+from lmforge.rag.rewrite import QueryRewriter, RewriteConfig, search_notes
 from lmforge.rag.store import visible
 from lmforge.serve.auth import ApiKey
 from lmforge.serve.context import ServerContext
@@ -179,7 +179,9 @@ def kb_router(ctx: ServerContext) -> APIRouter:
             params = SearchParams(k=req.k, mode=req.mode, dense_weight=req.dense_weight,
                                   lexical_weight=req.lexical_weight, rerank=req.rerank)  # fmt: skip
             hits = retriever.search(kb, req.query, params, caller=g)
-            return {"kb": name, "version": kb.version, "hits": [h.to_dict() for h in hits]}
+            out = {"kb": name, "version": kb.version, "hits": [h.to_dict() for h in hits]}
+            notes = search_notes(kb, req.query, rewriting=False)
+            return {**out, "notes": notes} if notes else out
 
         return await call(work)
 
@@ -194,9 +196,11 @@ def kb_router(ctx: ServerContext) -> APIRouter:
             req.question = await call(lambda: guard.check_input(who, "kb.ask", req.model, req.question))
 
         rewrite_info: dict = {}
+        notes: list[str] = []
 
         def hits():  # noqa: ANN202
             kb = kbs.open(name)
+            notes.extend(search_notes(kb, req.question, rewriting=req.rewrite))
             params = SearchParams(k=req.k, mode=req.mode)
             if not req.rewrite:
                 return kb, retriever.search(kb, req.question, params, caller=g)
@@ -217,6 +221,8 @@ def kb_router(ctx: ServerContext) -> APIRouter:
                 out = ask(req.question, found, generate, kb.analyzer, kb.embedder, req.model)
                 if rewrite_info:
                     out["rewrite"] = rewrite_info
+                if notes:
+                    out["notes"] = notes
                 if guard is not None:
                     out["answer"], blocked = guard.check_output(who, "kb.ask", req.model, out["answer"])
                     if blocked:
@@ -232,7 +238,11 @@ def kb_router(ctx: ServerContext) -> APIRouter:
         kb, p = await call(prepared)
 
         def events() -> Iterator[dict]:
-            yield {"type": "sources", **response(p, "", [], req.model)}
+            extra = {
+                **({"notes": notes} if notes else {}),
+                **({"rewrite": rewrite_info} if rewrite_info else {}),
+            }
+            yield {"type": "sources", **response(p, "", [], req.model), **extra}
             text = NO_ANSWER[p.lang]
             if p.answerable:
                 parts, shown = [], []

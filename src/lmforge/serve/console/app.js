@@ -16,7 +16,7 @@
       noModels: "No chat model registered: run `lmforge pull qwen2.5-coder-0.5b-instruct`",
       kb: "Knowledge", create: "Create", upload: "Upload documents", uploadBtn: "Upload", groupsPh: "groups (optional): hr,legal",
       documents: "Documents", pages: "Pages", chunks: "Chunks", groups: "Groups", search: "Search", searchPh: "Search the documents",
-      askSources: "Ask with sources", ask: "Ask", askPh: "Ask a question about these documents", indexing: "Indexing…",
+      askSources: "Ask with sources", ask: "Ask", askPh: "Ask a question about these documents", rewriteQ: "Rewrite for search", searched: "searched", indexing: "Indexing…",
       uploaded: "added", replaced: "replaced", unchanged: "unchanged", failed: "failed", noKb: "No knowledge base yet: create one above.",
       unsupported: "Not supported by its sources", noResults: "No results.", all: "(all)", remove: "Remove",
       tasksTab: "Tasks", explainTab: "Explain", explainAttention: "attention maps", explainTokens: "token attributions", explainTargetPh: "target label or next token (optional)", explainTextPh: "Text to explain (HF models; GGUF: dequantize first)", taskLabelsPh: "labels, comma-separated (classify, ner)", taskExtraPh: "qa: context · extract: JSON schema · translate: target language (en, zh, …)", taskTextPh: "Paste text, or upload a UTF-8 file", runBtn: "Run", dropped: "named by the model but not in the text: dropped",
@@ -45,7 +45,7 @@
       noModels: "尚未注册对话模型：运行 `lmforge pull qwen2.5-coder-0.5b-instruct`",
       kb: "知识库", create: "创建", upload: "上传文档", uploadBtn: "上传", groupsPh: "分组（可选）：hr,legal",
       documents: "文档", pages: "页数", chunks: "分块", groups: "分组", search: "检索", searchPh: "检索文档",
-      askSources: "带出处问答", ask: "提问", askPh: "就这些文档提问", indexing: "正在建立索引…",
+      askSources: "带出处问答", ask: "提问", askPh: "就这些文档提问", rewriteQ: "改写问题再检索", searched: "检索了", indexing: "正在建立索引…",
       uploaded: "新增", replaced: "替换", unchanged: "未变", failed: "失败", noKb: "还没有知识库：请在上方创建。",
       unsupported: "与引用的资料不符", noResults: "没有结果。", all: "（全部）", remove: "删除",
       tasksTab: "任务", explainTab: "可解释性", explainAttention: "注意力图", explainTokens: "词元归因", explainTargetPh: "目标标签或下一个词元（可选）", explainTextPh: "要解释的文本（HF 模型；GGUF 需先反量化）", taskLabelsPh: "标签，用逗号分隔（分类、实体识别）", taskExtraPh: "问答：上下文 · 抽取：JSON Schema · 翻译：目标语言（en、zh…）", taskTextPh: "粘贴文本，或上传 UTF-8 文件", runBtn: "运行", dropped: "模型给出但原文中没有，已丢弃",
@@ -764,6 +764,8 @@
     }
     box.append(document.createTextNode(text.slice(last)));
   }
+  $("kb-rewrite").checked = ls.get("kbRewrite") !== "0";
+  $("kb-rewrite").onchange = () => ls.set("kbRewrite", $("kb-rewrite").checked ? "1" : "0");
   $("kb-ask-form").onsubmit = async (e) => {
     e.preventDefault();
     const q = $("kb-question").value.trim(); if (!q || !kbName()) return;
@@ -772,7 +774,7 @@
     let text = "";
     try {
       const r = await fetch(`/v1/kb/${encodeURIComponent(kbName())}/ask`, { method: "POST", headers: headers(true),
-        body: JSON.stringify({ question: q, model: $("model-select").value, stream: true, max_tokens: Number($("max-tokens").value) || 384 }) });
+        body: JSON.stringify({ question: q, model: $("model-select").value, stream: true, max_tokens: Number($("max-tokens").value) || 384, rewrite: $("kb-rewrite").checked }) });
       if (!r.ok) throw await errorOf(r);
       const reader = r.body.getReader(), dec = new TextDecoder(); let buf = "";
       for (;;) {
@@ -784,6 +786,11 @@
           if (!line.startsWith("data: ") || line === "data: [DONE]") continue;
           const ev = JSON.parse(line.slice(6));
           if (ev.error) throw new Error(ev.error.message);
+          if (ev.type === "sources") {
+            for (const n of ev.notes || []) $("kb-flags").append(el("li", "", `ℹ ${n}`));
+            if (ev.rewrite) $("kb-flags").append(el("li", "kb-rewrite-info", `🔎 ${t("searched")}: ${ev.rewrite.queries.join(" | ")} (`
+              + (ev.rewrite.fallback || (ev.rewrite.cached ? "cache" : `${ev.rewrite.seconds} s`)) + ")"));
+          }
           if (ev.type === "sources" || ev.type === "done") {
             kbSources = ev.sources || []; $("kb-sources").textContent = "";
             kbSources.forEach((s, k) => { const li = hitItem(s, k + 1); li.onclick = () => showPassage(k + 1); $("kb-sources").append(li); });
