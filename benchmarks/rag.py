@@ -339,13 +339,14 @@ def bench_quality(tmp: Path) -> list:
     return results
 
 
-def bench_hard(tmp: Path, model: str, kb_name: str | None, answers: bool, configs: list[str]) -> dict:
+def bench_hard(tmp: Path, model: str, kb_name: str | None, answers: bool, configs: list[str],
+               rerank_weight: float) -> dict:  # fmt: skip
     from lmforge.eval.rag import evaluate, group_table, load_qa, table
     from lmforge.home import Registry
     from lmforge.infer.loader import LoadConfig, load_backend
     from lmforge.rag.answer import ask, backend_generator
     from lmforge.rag.pipeline import EmbedderCache, KBConfig, KnowledgeBases
-    from lmforge.rag.rerank import PointwiseReranker
+    from lmforge.rag.rerank import PointwiseConfig, PointwiseReranker
     from lmforge.rag.retrieve import Retriever
     from lmforge.rag.rewrite import QueryRewriter, RewriteConfig
 
@@ -363,9 +364,10 @@ def bench_hard(tmp: Path, model: str, kb_name: str | None, answers: bool, config
         kb.add([EXAMPLES / "docs"])
         print(f"KB of examples/rag/docs with chunk context {context!r}: {time.perf_counter() - t:.0f} s")
     items = load_qa(EXAMPLES / "qa-hard.jsonl")
-    backend = load_backend(reg, model, LoadConfig(logits_all=True))
+    backend = load_backend(reg, model, LoadConfig())
     rewriter = QueryRewriter(model, backend_generator(backend, max_tokens=RewriteConfig().max_tokens))
-    reranker = PointwiseReranker(backend)
+    reranker = PointwiseReranker(backend, PointwiseConfig(retrieval_weight=rerank_weight))
+    rerank_s: list[float] = []
     langs = next(iter(kbs_by_context.values())).languages()
     generate = backend_generator(backend)
     out = {}
@@ -384,6 +386,8 @@ def bench_hard(tmp: Path, model: str, kb_name: str | None, answers: bool, config
             else:
                 hits = ret.search(kb, q, params)
             times.append(time.perf_counter() - t)
+            if rerank:
+                rerank_s.append(reranker.last_seconds)
             return hits
 
         answer = (
@@ -394,7 +398,9 @@ def bench_hard(tmp: Path, model: str, kb_name: str | None, answers: bool, config
         (res,) = evaluate(kb, items, k=5, modes=("hybrid",), search=search, answer=answer)
         res.mode = name[:8]
         print(f"\n[{name}] hybrid, {len(items)} questions; search latency p50 {pct(times, 50):.0f} ms, "
-              f"p95 {pct(times, 95):.0f} ms (query embedding included)")  # fmt: skip
+              f"p95 {pct(times, 95):.0f} ms (query embedding included)"
+              + (f"; rerank of 10 candidates p50 {pct(rerank_s, 50) / 1000:.2f} s" if rerank_s else ""))  # fmt: skip
+        rerank_s.clear()
         print(table([res], 5))
         print(group_table(res, 5))
         out[name] = {"hit@5": res.hit_at_k, "mrr": res.mrr, "p50_ms": pct(times, 50), "p95_ms": pct(times, 95),
@@ -406,6 +412,8 @@ def bench_hard(tmp: Path, model: str, kb_name: str | None, answers: bool, config
 
 
 def main(argv: list[str] | None = None) -> None:
+    from lmforge.rag.rerank import PointwiseConfig
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--queries", type=int, default=200, help="timed queries per engine and size")
@@ -421,13 +429,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--configs", nargs="+", default=list(HARD_CONFIGS), choices=HARD_CONFIGS,
                     help="baseline: no chunk headers; headers: + contextual headers; rewrite / rerank: headers + "
                     "that; all: headers + rewrite + rerank")  # fmt: skip
+    ap.add_argument("--rerank-weight", type=float, default=PointwiseConfig.retrieval_weight,
+                    help="PointwiseConfig.retrieval_weight: > 0 fuses the retrieval order with the judge's")  # fmt: skip
     args = ap.parse_args(argv)
     if not 1 <= args.rounds <= args.queries or args.ingest_rounds < 1:
         ap.error("need 1 <= --rounds <= --queries and --ingest-rounds >= 1")
     tmp = Path(tempfile.mkdtemp(prefix="lmforge-rag-bench-"))
     try:
         if args.hard_only:
-            bench_hard(tmp, args.model, args.kb, args.answers, args.configs)
+            bench_hard(tmp, args.model, args.kb, args.answers, args.configs, args.rerank_weight)
             return
         if not args.skip_ingest:
             bench_ingest(tmp, args.ingest_rounds)
@@ -435,7 +445,7 @@ def main(argv: list[str] | None = None) -> None:
         if not args.skip_quality:
             bench_quality(tmp)
         if not args.skip_hard:
-            bench_hard(tmp, args.model, args.kb, args.answers, args.configs)
+            bench_hard(tmp, args.model, args.kb, args.answers, args.configs, args.rerank_weight)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -762,28 +762,48 @@ def test_kb_eval_scores_types_pairs_abstention_and_the_verifier(kbs, docs, tmp_p
     assert {r["id"]: r["rank"] for r in res.per_question}["a"] == 1
 
 
-def test_pointwise_rerank_reads_p_yes_with_the_prefix_cached(kbs, docs, tiny_gguf):
-    """Each candidate is scored by p(yes)/(p(yes)+p(no)) in one scoring pass (no generation); scores are
-    probabilities, the order follows them, and the question's prefix is shared between consecutive calls."""
+def test_pointwise_rerank_reads_p_yes_with_the_prefix_cached(kbs, docs, tiny_gguf, tiny_qwen2_dir):
+    """Each candidate is scored by p(yes)/(p(yes)+p(no)) from one position's logits (no generation, no
+    logits_all context): the same probabilities as the full prompt_logprobs path, from llama.cpp (prefix reused)
+    and from a transformers model scoring all candidates as one left-padded batch; the order follows them, or
+    fuses them with the retrieval order when asked."""
+    from lmforge.infer.hf import TransformersBackend
     from lmforge.infer.llamacpp import LlamaCppBackend
     from lmforge.rag.rerank import PointwiseConfig, PointwiseReranker
 
     kb = kbs.create("t")
     kb.add([docs])
-    hits = _hits(kb, "When does the kitchen close?", k=4)
-    backend = LlamaCppBackend(tiny_gguf, n_ctx=256, logits_all=True)
+    q = "When does the kitchen close?"
+    hits = _hits(kb, q, k=4)
+    texts = [h.text for h in hits]
+    cfg = PointwiseConfig(max_passage_tokens=40)
+    judge, full = LlamaCppBackend(tiny_gguf, n_ctx=256), LlamaCppBackend(tiny_gguf, n_ctx=256, logits_all=True)
     try:
-        rr = PointwiseReranker(backend, PointwiseConfig(max_passage_tokens=40))
-        out = rr("When does the kitchen close?", hits)
+        assert judge.capabilities.judge and not judge.capabilities.score
+        rr = PointwiseReranker(judge, cfg)
+        out = rr(q, hits)
         assert sorted(h.chunk_id for h in out) == sorted(h.chunk_id for h in hits)
         assert all(0.0 <= h.score <= 1.0 for h in out) and [h.score for h in out] == sorted(
             (h.score for h in out), reverse=True
         )
-        assert rr.score("When does the kitchen close?", hits[0].text) == pytest.approx(
-            [h.score for h in out if h.chunk_id == hits[0].chunk_id][0], abs=1e-6
-        )
+        fast = rr.scores(q, texts)
+        every = PointwiseConfig(max_passage_tokens=40, top=full._llama.n_vocab() - 1)  # "no" is among the alternatives
+        slow = [PointwiseReranker(full, every)._scored(rr._prompt(q, t)) for t in texts]
+        assert fast == pytest.approx(slow, abs=1e-4) and len(set(round(x, 6) for x in fast)) > 1
+        fused = PointwiseReranker(judge, PointwiseConfig(max_passage_tokens=40, retrieval_weight=1.0))(q, hits)
+        assert sorted(h.chunk_id for h in fused) == sorted(h.chunk_id for h in hits)
     finally:
-        backend.close()
+        judge.close()
+        full.close()
+    hf = TransformersBackend(tiny_qwen2_dir)
+    try:
+        rr = PointwiseReranker(hf, cfg)
+        one_by_one = [rr.scores(q, [t])[0] for t in texts]  # no padding
+        assert rr.scores(q, texts) == pytest.approx(one_by_one, abs=1e-4)  # padded batch: the same
+        every = PointwiseReranker(hf, PointwiseConfig(max_passage_tokens=40, top=hf.tokenizer.vocab_size - 1))
+        assert rr.scores(q, texts) == pytest.approx([every._scored(rr._prompt(q, t)) for t in texts], abs=1e-4)
+    finally:
+        hf.close()
 
 
 def test_contextual_headers_reindex_and_the_upgrade_of_an_old_kb(kbs, tmp_path):

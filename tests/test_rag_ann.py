@@ -82,17 +82,21 @@ def test_recall_at_10_against_exact(store):
 
 @pytest.mark.parametrize(
     ("caller", "path"),
-    [(frozenset({"even"}), "graph"), (frozenset({"odd", "rare"}), "graph"), (frozenset({"rare"}), "exact")],
+    [(frozenset({"even"}), "filter"), (frozenset({"odd", "rare"}), "filter"), (frozenset({"rare"}), "exact")],
 )
 def test_masked_search_hides_rows_and_still_returns_k(store, caller, path, monkeypatch):
+    """About half the shard visible: faiss walks the graph skipping hidden rows (one filtered search per query);
+    a caller who sees one document: the exact scan. Either way k rows, none hidden, recall@10 >= 0.95."""
     shard = store.shards()[0]
     mask = store.mask(shard, caller)
     hidden = set(shard.ids[~mask].tolist())
     k = 10
     queries = clustered(30, 2)
     wants = [{int(shard.ids[r]) for r, _ in ann.exact(shard.vectors, q, k, mask)} for q in queries]
-    scans = []
+    scans, walks = [], []
     monkeypatch.setattr(ann, "exact", lambda *a: scans.append(1) or EXACT(*a))
+    graph = ann.AnnIndex._graph
+    monkeypatch.setattr(ann.AnnIndex, "_graph", lambda self, *a: walks.append(len(a) > 2) or graph(self, *a))
     recall = []
     for q, want in zip(queries, wants, strict=True):
         got = shard.dense(q, k, mask)
@@ -100,6 +104,7 @@ def test_masked_search_hides_rows_and_still_returns_k(store, caller, path, monke
         recall.append(len(want & set(_ids(got))) / k)
     assert np.mean(recall) >= 0.95, np.mean(recall)
     assert len(scans) == (len(queries) if path == "exact" else 0)
+    assert walks == ([True] * len(queries) if path == "filter" else [])
 
 
 def test_masked_search_grows_the_request_or_falls_back(store):

@@ -216,7 +216,7 @@ def _reranker(model: str, how: str):  # noqa: ANN202
     if how == "pointwise":
         from lmforge.rag.rerank import PointwiseReranker
 
-        return PointwiseReranker(load_backend(_registry(), model, LoadConfig(logits_all=True)))
+        return PointwiseReranker(load_backend(_registry(), model, LoadConfig()))
     return LLMReranker(backend_generator(_load(model, "auto", None, None), max_tokens=32))
 
 

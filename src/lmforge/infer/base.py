@@ -69,6 +69,9 @@ class Capabilities:
     multiple choice, completions `echo` with `logprobs`)."""
     logprobs: bool = False
     """Log-probabilities (and top-k alternatives) of generated tokens."""
+    judge: bool = False
+    """`next_logprobs(prompts, tokens)`: log p(token | prompt) of a few chosen next tokens after each prompt
+    (yes/no judges, pointwise reranking); reads one position's logits per prompt, so it needs no logits_all."""
     grammar: bool = False
     """`response_format` (JSON / JSON schema) enforced while sampling, locally or by the upstream."""
     tools: bool = False

@@ -99,7 +99,8 @@ class TransformersBackend:
         self._eos = eos_ids
         self._lock = threading.Lock()
         self.capabilities = Capabilities(
-            chat=not embedding, tokens=True, score=not embedding, tools=not embedding, embed=embedding
+            chat=not embedding, tokens=True, score=not embedding, tools=not embedding, embed=embedding,
+            judge=not embedding,
         )
 
     @property
@@ -270,6 +271,31 @@ class TransformersBackend:
                 for r, (v, i) in enumerate(zip(values.tolist(), index.tolist(), strict=True)):
                     rows[r]["top"] = list(zip(i, v, strict=True))
             return rows
+
+    def next_logprobs(self, prompts: list[list[int]], tokens: list[int], batch: int = 16) -> list[list[float]]:
+        """log p(token | prompt) for each prompt and each of `tokens`: prompts run `batch` at a time, left-padded
+        into one forward pass, and only the last position goes through the output layer."""
+        if self._embedding:
+            raise CapabilityError(self.kind, self.model_name, "judge")
+        for ids in [*prompts, tokens]:
+            self._check_ids(ids)
+        torch = self._torch
+        out: list[list[float]] = []
+        with self._lock, torch.inference_mode():
+            for i in range(0, len(prompts), batch):
+                group = prompts[i : i + batch]
+                width = max(len(p) for p in group)
+                ids = torch.zeros((len(group), width), dtype=torch.long)
+                mask = torch.zeros((len(group), width), dtype=torch.long)
+                for r, p in enumerate(group):
+                    ids[r, width - len(p) :] = torch.tensor(p)
+                    mask[r, width - len(p) :] = 1
+                position = (mask.cumsum(-1) - 1).clamp(min=0)
+                # left padding: every prompt ends at the last column, the only one put through the output layer
+                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=position, logits_to_keep=1).logits
+                logp = torch.log_softmax(logits[:, -1].float(), dim=-1)
+                out.extend(logp[:, tokens].tolist())
+        return out
 
     def embed(self, texts: list[str], *, is_query: bool = False) -> list[list[float]]:
         if not self._embedding:

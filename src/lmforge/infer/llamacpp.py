@@ -98,7 +98,7 @@ class LlamaCppBackend:
         self._lock = threading.Lock()  # one generation at a time per loaded context
         self.capabilities = Capabilities(
             chat=not embedding, tokens=True, score=logits_all, grammar=not embedding, tools=not embedding,
-            embed=embedding,
+            embed=embedding, judge=not embedding,
         )  # fmt: skip
 
     @property
@@ -247,6 +247,33 @@ class LlamaCppBackend:
             llama.eval(ids[keep:])
             # llama.scores is (n_ctx, V) float32, a view: read it before the next eval
             return log_softmax_rows(llama.scores[: len(ids) - 1], ids[1:], top)
+
+    def next_logprobs(self, prompts: list[list[int]], tokens: list[int]) -> list[list[float]]:
+        """log p(token | prompt) for each prompt and each of `tokens`. Prompts run one after another on this
+        context, each reusing the KV cache of what it shares with the one before (put the shared part first:
+        instructions and question, then the passage), and only the last position's logits are read."""
+        if self._embedding:
+            raise CapabilityError(self.kind, self.model_name, "judge", "it was loaded as an embedding model")
+        n_vocab = self._llama.n_vocab()
+        check_token_ids(tokens, n_vocab)
+        out = []
+        with self._lock:
+            llama = self._llama
+            for ids in prompts:
+                if not ids or len(ids) > self.context_length:
+                    raise LmforgeError(f"a prompt of {len(ids)} tokens does not fit the {self.context_length}-token context")
+                check_token_ids(ids, n_vocab)
+                keep = common_prefix(list(llama.input_ids[: llama.n_tokens]), ids[:-1])
+                if keep > 0:
+                    llama.n_tokens = keep  # eval() drops the KV cells past this point
+                else:
+                    llama.reset()
+                llama.eval(ids[keep:])  # logits of the last position only (unless logits_all)
+                row = np.ctypeslib.as_array(llama._ctx.get_logits_ith(-1), shape=(n_vocab,)).astype(np.float64)
+                top = row.max()
+                norm = top + np.log(np.exp(row - top).sum())
+                out.append([float(row[t] - norm) for t in tokens])
+        return out
 
     def embed(self, texts: list[str], *, is_query: bool = False) -> list[list[float]]:
         if not self._embedding:

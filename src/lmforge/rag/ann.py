@@ -3,8 +3,9 @@ product; the store's vectors are L2-normalised, so inner product is cosine).
 
 The graph itself is faiss's; this module is the glue the store needs around it: when a shard is
 big enough to be worth a graph (`AnnConfig.min_rows`), the build and query parameters, saving
-beside the shard's other indexes, and access control. HNSW has no notion of a caller, so a search
-with an ACL mask over-fetches: it asks the graph for `overfetch * k / visible-fraction` rows,
+beside the shard's other indexes, and access control. A search with an ACL mask that leaves at
+least `filter_min_visible` of the shard visible walks the graph with faiss's bitmap filter (hidden rows
+skipped during the walk); one that sees less over-fetches: it asks the graph for `overfetch * k / visible-fraction` rows,
 keeps the visible ones, and grows the request by `overfetch` while fewer than k survive. When the
 request would pass `max_fetch` of the shard (a caller who sees few of its rows), or the graph
 still returns too few, the search falls back to the exact scan over the shard's vectors, so a
@@ -60,6 +61,13 @@ class AnnConfig:
     shard takes on an idle 2-core machine (benchmarks/rag.py), and deeper requests lose recall. With
     the defaults, a caller who sees under ~23% of a shard gets the exact scan."""
 
+    filter_min_visible: float = 0.45
+    """Visible fraction of a shard at or above which a masked search walks the graph with faiss's own filter
+    (`IDSelectorBitmap`: hidden rows are skipped during the walk) instead of over-fetching: on a 65,536-row
+    shard with half its rows visible that took 0.24 ms p50 against 0.97 ms, at recall@10 0.967 (rag_ann.py,
+    ACL rows), but the filter's recall falls below 0.95 by a third visible (0.925), so smaller fractions keep
+    over-fetching. A filtered walk that finds fewer than k rows falls back to over-fetching. 1 turns it off."""
+
     def __post_init__(self) -> None:
         problems = []
         if self.min_rows < 1:
@@ -74,6 +82,8 @@ class AnnConfig:
             problems.append(f"overfetch must be > 1, got {self.overfetch}")
         if not 0 < self.max_fetch <= 1:
             problems.append(f"max_fetch must be in (0, 1], got {self.max_fetch}")
+        if not 0 < self.filter_min_visible <= 1:
+            problems.append(f"filter_min_visible must be in (0, 1], got {self.filter_min_visible}")
         if problems:
             raise LmforgeError("invalid ANN settings: " + "; ".join(problems))
 
@@ -131,10 +141,14 @@ class AnnIndex:
             ) from e
         return cls(index, cfg)
 
-    def _graph(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _graph(self, q: np.ndarray, k: int, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         import faiss
 
         params = faiss.SearchParametersHNSW(efSearch=max(self.cfg.ef_search, k))
+        if mask is not None:  # faiss skips hidden rows while walking the graph
+            bits = np.packbits(mask, bitorder="little")
+            selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
+            params.sel = selector  # `bits` and `selector` stay referenced until the search returns
         scores, rows = self.index.search(q.reshape(1, -1).astype(np.float32, copy=False), k, params=params)
         keep = rows[0] >= 0  # faiss pads with -1 when the graph yields fewer than k
         return rows[0][keep], scores[0][keep]
@@ -157,6 +171,10 @@ class AnnIndex:
         if visible == 0:
             return []
         k = min(k, visible)
+        if visible >= self.cfg.filter_min_visible * n:
+            rows, scores = self._graph(q, k, mask)
+            if len(rows) >= k and mask[rows].all():
+                return [(int(r), float(s)) for r, s in zip(rows, scores, strict=True)]
         fetch = math.ceil(self.cfg.overfetch * k * n / visible)
         while fetch <= self.cfg.max_fetch * n:
             rows, scores = self._graph(q, fetch)
