@@ -615,6 +615,12 @@ def test_qdrant_store_same_results_and_acl(kbs, docs):
     q = ret.search(kb, "黄河入海流", SearchParams(k=3, mode="dense"))
     e = ret.search(embedded, "黄河入海流", SearchParams(k=3, mode="dense"))
     assert [h.text for h in q] == [h.text for h in e]  # same vectors, same exact ranking
+    for k in (kb, embedded):  # vectors change in place: the collection gets every one of them again
+        k.reindex("none")
+    q = ret.search(kb, "黄河入海流", SearchParams(k=3, mode="dense"))
+    e = ret.search(embedded, "黄河入海流", SearchParams(k=3, mode="dense"))
+    assert [h.text for h in q] == [h.text for h in e]
+    assert [h.dense for h in q] == pytest.approx([h.dense for h in e], abs=1e-5)
 
 
 def test_llm_rerank_reorders_and_keeps_every_hit(kbs, docs):
@@ -777,7 +783,10 @@ def test_pointwise_rerank_reads_p_yes_with_the_prefix_cached(kbs, docs, tiny_ggu
     hits = _hits(kb, q, k=4)
     texts = [h.text for h in hits]
     cfg = PointwiseConfig(max_passage_tokens=40)
-    judge, full = LlamaCppBackend(tiny_gguf, n_ctx=256), LlamaCppBackend(tiny_gguf, n_ctx=256, logits_all=True)
+    judge, full = (
+        LlamaCppBackend(tiny_gguf, n_ctx=256),
+        LlamaCppBackend(tiny_gguf, n_ctx=256, logits_all=True),
+    )
     try:
         assert judge.capabilities.judge and not judge.capabilities.score
         rr = PointwiseReranker(judge, cfg)
@@ -787,10 +796,14 @@ def test_pointwise_rerank_reads_p_yes_with_the_prefix_cached(kbs, docs, tiny_ggu
             (h.score for h in out), reverse=True
         )
         fast = rr.scores(q, texts)
-        every = PointwiseConfig(max_passage_tokens=40, top=full._llama.n_vocab() - 1)  # "no" is among the alternatives
+        every = PointwiseConfig(
+            max_passage_tokens=40, top=full._llama.n_vocab() - 1
+        )  # "no" is among the alternatives
         slow = [PointwiseReranker(full, every)._scored(rr._prompt(q, t)) for t in texts]
         assert fast == pytest.approx(slow, abs=1e-4) and len(set(round(x, 6) for x in fast)) > 1
-        fused = PointwiseReranker(judge, PointwiseConfig(max_passage_tokens=40, retrieval_weight=1.0))(q, hits)
+        fused = PointwiseReranker(judge, PointwiseConfig(max_passage_tokens=40, retrieval_weight=1.0))(
+            q, hits
+        )
         assert sorted(h.chunk_id for h in fused) == sorted(h.chunk_id for h in hits)
     finally:
         judge.close()
@@ -801,7 +814,9 @@ def test_pointwise_rerank_reads_p_yes_with_the_prefix_cached(kbs, docs, tiny_ggu
         one_by_one = [rr.scores(q, [t])[0] for t in texts]  # no padding
         assert rr.scores(q, texts) == pytest.approx(one_by_one, abs=1e-4)  # padded batch: the same
         every = PointwiseReranker(hf, PointwiseConfig(max_passage_tokens=40, top=hf.tokenizer.vocab_size - 1))
-        assert rr.scores(q, texts) == pytest.approx([every._scored(rr._prompt(q, t)) for t in texts], abs=1e-4)
+        assert rr.scores(q, texts) == pytest.approx(
+            [every._scored(rr._prompt(q, t)) for t in texts], abs=1e-4
+        )
     finally:
         hf.close()
 

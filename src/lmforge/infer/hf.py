@@ -99,7 +99,11 @@ class TransformersBackend:
         self._eos = eos_ids
         self._lock = threading.Lock()
         self.capabilities = Capabilities(
-            chat=not embedding, tokens=True, score=not embedding, tools=not embedding, embed=embedding,
+            chat=not embedding,
+            tokens=True,
+            score=not embedding,
+            tools=not embedding,
+            embed=embedding,
             judge=not embedding,
         )
 
@@ -272,7 +276,9 @@ class TransformersBackend:
                     rows[r]["top"] = list(zip(i, v, strict=True))
             return rows
 
-    def next_logprobs(self, prompts: list[list[int]], tokens: list[int], batch: int = 16) -> list[list[float]]:
+    def next_logprobs(
+        self, prompts: list[list[int]], tokens: list[int], batch: int = 16
+    ) -> list[list[float]]:
         """log p(token | prompt) for each prompt and each of `tokens`: prompts run `batch` at a time, left-padded
         into one forward pass, and only the last position goes through the output layer."""
         if self._embedding:
@@ -292,7 +298,9 @@ class TransformersBackend:
                     mask[r, width - len(p) :] = 1
                 position = (mask.cumsum(-1) - 1).clamp(min=0)
                 # left padding: every prompt ends at the last column, the only one put through the output layer
-                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=position, logits_to_keep=1).logits
+                logits = self.model(
+                    input_ids=ids, attention_mask=mask, position_ids=position, logits_to_keep=1
+                ).logits
                 logp = torch.log_softmax(logits[:, -1].float(), dim=-1)
                 out.extend(logp[:, tokens].tolist())
         return out

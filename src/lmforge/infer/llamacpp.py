@@ -261,7 +261,9 @@ class LlamaCppBackend:
             llama = self._llama
             for ids in prompts:
                 if not ids or len(ids) > self.context_length:
-                    raise LmforgeError(f"a prompt of {len(ids)} tokens does not fit the {self.context_length}-token context")
+                    raise LmforgeError(
+                        f"a prompt of {len(ids)} tokens does not fit the {self.context_length}-token context"
+                    )
                 check_token_ids(ids, n_vocab)
                 keep = common_prefix(list(llama.input_ids[: llama.n_tokens]), ids[:-1])
                 if keep > 0:
@@ -269,7 +271,9 @@ class LlamaCppBackend:
                 else:
                     llama.reset()
                 llama.eval(ids[keep:])  # logits of the last position only (unless logits_all)
-                row = np.ctypeslib.as_array(llama._ctx.get_logits_ith(-1), shape=(n_vocab,)).astype(np.float64)
+                row = np.ctypeslib.as_array(llama._ctx.get_logits_ith(-1), shape=(n_vocab,)).astype(
+                    np.float64
+                )
                 top = row.max()
                 norm = top + np.log(np.exp(row - top).sum())
                 out.append([float(row[t] - norm) for t in tokens])

@@ -56,13 +56,14 @@ class QdrantDense:
             if offset is None:
                 return ids
 
-    def sync(self, rows_for: callable, all_ids: set[int]) -> tuple[int, int]:  # type: ignore[valid-type]
-        """Upsert chunks missing from the collection, delete the ones gone; returns (added, removed)."""
+    def sync(self, rows_for: callable, all_ids: set[int], everything: bool = False) -> tuple[int, int]:  # type: ignore[valid-type]
+        """Upsert chunks missing from the collection (every chunk with `everything`: their vectors changed in
+        place, `kb reindex`), delete the ones gone; returns (upserted, removed)."""
         have = self._ids()
         gone = sorted(have - all_ids)
         if gone:
             self.client.delete(self.collection, points_selector=self.models.PointIdsList(points=gone))
-        missing = sorted(all_ids - have)
+        missing = sorted(all_ids if everything else all_ids - have)
         for start in range(0, len(missing), 1000):
             batch = rows_for(missing[start : start + 1000])  # [(id, vector bytes, groups)]
             self.client.upsert(self.collection, self.models.Batch(

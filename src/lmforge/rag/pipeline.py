@@ -264,6 +264,7 @@ class KnowledgeBase:
                         progress(done, total)
                 db.execute("UPDATE shards SET version=?", (version,))
                 self.store.set_meta(db, "context", context)
+                self.store.set_meta(db, "external_reupload", "1")  # an external index re-uploads every vector
                 self.store.commit(db, version)
             except BaseException:
                 if db.in_transaction:

@@ -109,7 +109,9 @@ class PointwiseReranker:
         judged = self.scores(query, [h.text for h in hits])
         if self.cfg.retrieval_weight > 0:  # fuse the judge's order with the retrieval order (RRF)
             by_judge = sorted(range(len(hits)), key=lambda i: (-judged[i], i))
-            fused = rrf([(self.cfg.retrieval_weight, list(range(len(hits)))), (1.0, by_judge)], self.cfg.rrf_k)
+            fused = rrf(
+                [(self.cfg.retrieval_weight, list(range(len(hits)))), (1.0, by_judge)], self.cfg.rrf_k
+            )
             scored = [(s, i, hits[i]) for i, s in fused]
         else:
             scored = sorted(((s, i, h) for i, (s, h) in enumerate(zip(judged, hits, strict=True))),

@@ -301,9 +301,11 @@ class Store:
             )
             return [(r[0], r[1], tuple(g for g in r[2].split(",") if g)) for r in rows]
 
-        self._external.sync(rows_for, {int(r[0]) for r in self.read("SELECT id FROM chunks")})
+        everything = self.meta("external_reupload") == "1"
+        self._external.sync(rows_for, {int(r[0]) for r in self.read("SELECT id FROM chunks")}, everything)
         with self.connect() as db:
             self.set_meta(db, "external_synced", str(version))
+            self.set_meta(db, "external_reupload", "0")
 
     def _refresh(self, wanted: dict[int, int]) -> list[Shard]:
         for sid in list(self._shards):
