@@ -22,7 +22,7 @@
 4. The hard set (examples/rag/qa-hard.jsonl: paraphrase, cross-language, multi-passage, unanswerable), on
    two KBs of examples/rag/docs, one without chunk headers (baseline) and one with contextual chunk headers
    (title and heading path embedded and indexed with every chunk): baseline hybrid / + headers / headers +
-   query rewrite / headers + pointwise rerank / all three,
+   query rewrite / headers + rewrite with HyDE / headers + pointwise rerank / all three (headers, rewrite, rerank),
    each with chunk-level hit@5 and MRR overall and per question type and language pair, and p50/p95 latency
    per question (rewrite and rerank run the --model, default the packaged chat model); with --answers the
    model also answers (accuracy, abstention, the verifier's catch rate). `--hard-only` runs just this part
@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "rag"
 
 
-HARD_CONFIGS = ("baseline", "headers", "rewrite", "rerank", "all")
+HARD_CONFIGS = ("baseline", "headers", "rewrite", "hyde", "rerank", "all")
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -365,7 +365,11 @@ def bench_hard(tmp: Path, model: str, kb_name: str | None, answers: bool, config
         print(f"KB of examples/rag/docs with chunk context {context!r}: {time.perf_counter() - t:.0f} s")
     items = load_qa(EXAMPLES / "qa-hard.jsonl")
     backend = load_backend(reg, model, LoadConfig())
-    rewriter = QueryRewriter(model, backend_generator(backend, max_tokens=RewriteConfig().max_tokens))
+    rewriters = {
+        hyde: QueryRewriter(model, backend_generator(backend, max_tokens=RewriteConfig().max_tokens),
+                            RewriteConfig(hyde=hyde))
+        for hyde in (False, True)
+    }  # fmt: skip
     reranker = PointwiseReranker(backend, PointwiseConfig(retrieval_weight=rerank_weight))
     rerank_s: list[float] = []
     langs = next(iter(kbs_by_context.values())).languages()
@@ -378,11 +382,13 @@ def bench_hard(tmp: Path, model: str, kb_name: str | None, answers: bool, config
 
         def search(q, params, name=name, ret=ret, times=times, kb=kb):
             t = time.perf_counter()
-            rerank, rewrite = name in ("rerank", "all"), name in ("rewrite", "all")
+            rerank, rewrite = name in ("rerank", "all"), name in ("rewrite", "hyde", "all")
             params = replace(params, rerank=model if rerank else None)
             if rewrite:
                 rr = reranker if rerank else None
-                hits = rewriter.search(lambda x, p: ret.search(kb, x, p), q, langs, params, rr)[0]
+                hits = rewriters[name == "hyde"].search(
+                    lambda x, p: ret.search(kb, x, p), q, langs, params, rr
+                )[0]
             else:
                 hits = ret.search(kb, q, params)
             times.append(time.perf_counter() - t)
@@ -428,7 +434,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--answers", action="store_true", help="part 4: the model answers too")
     ap.add_argument("--configs", nargs="+", default=list(HARD_CONFIGS), choices=HARD_CONFIGS,
                     help="baseline: no chunk headers; headers: + contextual headers; rewrite / rerank: headers + "
-                    "that; all: headers + rewrite + rerank")  # fmt: skip
+                    "that; hyde: headers + rewrite with a hypothetical answer; all: headers + rewrite + rerank")  # fmt: skip
     ap.add_argument("--rerank-weight", type=float, default=PointwiseConfig.retrieval_weight,
                     help="PointwiseConfig.retrieval_weight: > 0 fuses the retrieval order with the judge's")  # fmt: skip
     args = ap.parse_args(argv)

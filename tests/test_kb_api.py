@@ -92,7 +92,13 @@ def test_kb_lifecycle_acl_and_errors(server):
     assert r.json()["unchanged"] == ["handbook.txt"]
     # the hr document is invisible to staff everywhere: search, list, counts, passages, batch
     q = {"query": "engineers salary bands 140k", "k": 5}
-    assert admin.post("/v1/kb/company/search", json=q).json()["hits"][0]["document"] == "salary.txt"
+    first = admin.post("/v1/kb/company/search", json=q).json()
+    assert first["hits"][0]["document"] == "salary.txt" and "notes" not in first
+    info = admin.get("/v1/kb/company").json()
+    assert info["context"] == "title" and info["upgrade"] is None
+    # a question in a language the KB does not hold is searched, and named
+    r = admin.post("/v1/kb/company/search", json={"query": "Сколько зарабатывают инженеры?"}).json()
+    assert r["hits"] and "the question is in Russian" in r["notes"][0]
     assert hr.post("/v1/kb/company/search", json=q).json()["hits"][0]["document"] == "salary.txt"
     for mode in ("hybrid", "dense", "lexical"):
         hits = staff.post("/v1/kb/company/search", json=q | {"mode": mode}).json()["hits"]

@@ -173,7 +173,7 @@ def _rewritten(kb, ret, rewriter, query: str, params) -> tuple[list, object | No
     return hits, rw
 
 
-def _rewriter(model: str | None, backend=None):  # noqa: ANN001, ANN202
+def _rewriter(model: str | None, backend=None, hyde: bool = False):  # noqa: ANN001, ANN202
     """A QueryRewriter on `model` (a loaded backend may be shared with the answering model); a model that is
     not registered or does not load leaves the search unrewritten, with the reason."""
     if not model:
@@ -181,7 +181,7 @@ def _rewriter(model: str | None, backend=None):  # noqa: ANN001, ANN202
     from lmforge.rag.answer import backend_generator
     from lmforge.rag.rewrite import QueryRewriter, RewriteConfig
 
-    cfg = RewriteConfig()
+    cfg = RewriteConfig(hyde=hyde)
     if backend is None:
         try:
             backend = _load(model, "auto", None, None)
@@ -220,6 +220,8 @@ def _reranker(model: str, how: str):  # noqa: ANN202
     return LLMReranker(backend_generator(_load(model, "auto", None, None), max_tokens=32))
 
 
+HydeOpt = Annotated[bool, typer.Option("--hyde", help="With a rewrite: also search a one-sentence hypothetical "
+                                       "answer written by the model (HyDE).")]  # fmt: skip
 RewriteOpt = Annotated[str | None, typer.Option("--rewrite", help="Rewrite the query with this chat model "
                                                 "(translated into the KB's languages, key terms, a paraphrase; fused by RRF).")]  # fmt: skip
 
@@ -231,6 +233,7 @@ def kb_search(
     rerank: Annotated[str | None, typer.Option(help="Rerank the candidates with this chat model.")] = None,
     rerank_mode: RerankMode = "pointwise",
     rewrite: RewriteOpt = None,
+    hyde: HydeOpt = False,
 ) -> None:  # fmt: skip
     """Search a knowledge base (no model call unless --rerank or --rewrite)."""
     import json as _json
@@ -239,7 +242,9 @@ def kb_search(
 
     ret = Retriever(rerankers=_rerankers(rerank_mode))
     kb = _open(name)
-    hits, rw = _rewritten(kb, ret, _rewriter(rewrite), query, SearchParams(k=k, mode=mode, rerank=rerank))
+    hits, rw = _rewritten(
+        kb, ret, _rewriter(rewrite, hyde=hyde), query, SearchParams(k=k, mode=mode, rerank=rerank)
+    )
     if as_json:
         out = [h.to_dict() for h in hits]
         print(
@@ -258,6 +263,7 @@ def kb_ask(
     k: K = 5, mode: Mode = "hybrid", threads: Threads = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole response as JSON.")] = False,
     rewrite: RewriteOpt = None,
+    hyde: HydeOpt = False,
     no_rewrite: Annotated[bool, typer.Option("--no-rewrite", help="Search the question as it is.")] = False,
 ) -> None:  # fmt: skip
     """Answer from the knowledge base with numbered, checked citations; the question is rewritten for search by
@@ -270,7 +276,9 @@ def kb_ask(
     kb = _open(name)
     backend = _load(model, "auto", None, threads)
     rewriter = (
-        None if no_rewrite else _rewriter(rewrite or model, backend if (rewrite or model) == model else None)
+        None
+        if no_rewrite
+        else _rewriter(rewrite or model, backend if (rewrite or model) == model else None, hyde)
     )
     hits, rw = _rewritten(kb, Retriever(), rewriter, question, SearchParams(k=k, mode=mode))
     generate = backend_generator(backend)
@@ -313,6 +321,7 @@ def kb_eval(
     threads: Threads = None,
     modes: Annotated[list[str] | None, typer.Option("--mode", help="Retrieval modes to run (repeatable; default dense, lexical, hybrid).")] = None,
     rewrite: RewriteOpt = None,
+    hyde: HydeOpt = False,
     rerank: Annotated[str | None, typer.Option(help="Rerank the candidates with this chat model.")] = None,
     rerank_mode: RerankMode = "pointwise",
     as_json: Annotated[bool, typer.Option("--json", help="Print the results (overall and per group) as JSON.")] = False,
@@ -345,7 +354,7 @@ def kb_eval(
             return ask(question, hits, generate, kb.analyzer, kb.embedder, model)
 
     search = None
-    rewriter = _rewriter(rewrite, backend if rewrite == model else None)
+    rewriter = _rewriter(rewrite, backend if rewrite == model else None, hyde)
     if rewriter is not None or rerank:
         ret, langs = Retriever(rerankers=_rerankers(rerank_mode)), kb.languages()
 
@@ -368,7 +377,7 @@ def kb_eval(
         groups = group_table(results[-1], k)
         if groups:
             print("\n" + groups)
-    kbs.update_metrics(name, {f"eval:{qa.name}" + (f"+rewrite:{rewrite}" if rewrite else ""): {
+    kbs.update_metrics(name, {f"eval:{qa.name}" + (f"+rewrite:{rewrite}" if rewrite else "") + ("+hyde" if rewrite and hyde else ""): {
         r.mode: {"hit@k": r.hit_at_k, "mrr": r.mrr, "k": k, "n": r.n, "f1": r.f1, "accuracy": r.contains,
                  "citation_precision": r.citation_precision, "abstention": r.abstention,
                  "flag_precision": r.flag_precision, "flag_recall": r.flag_recall, "groups": r.groups}
