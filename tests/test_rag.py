@@ -878,3 +878,19 @@ def test_a_question_in_a_language_the_kb_does_not_hold_is_named():
     plain = language_note("Кто написал это стихотворение?", {"zh"}, False)
     assert "Russian" in plain and "Chinese" in plain and "--rewrite" in plain
     assert "translates" in language_note("Who wrote the poem?", {"zh"}, True)
+
+
+def test_rewrite_replies_lose_their_labels():
+    """What a small model writes around its queries is not searched: numbering, "The question translated into
+    English is:", quotes around a list of terms."""
+    from lmforge.rag.rewrite import RewriteConfig, parse
+
+    reply = (
+        'The question translated into English is: "Which poem looks at the moon?"\n'
+        'The key terms of the question are: "明月", "故乡"\n'
+        "3. Query: a poem about homesickness\n"
+        "明月在哪首诗里\n"
+    )
+    assert parse(reply, "明月在哪首诗里", RewriteConfig()) == [
+        "Which poem looks at the moon?", "明月 故乡", "a poem about homesickness",
+    ]  # fmt: skip

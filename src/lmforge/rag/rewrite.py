@@ -39,6 +39,11 @@ class RewriteConfig:
     max_tokens: int = 160
     original_weight: float = 2.0
     """The original query's weight in the fusion; each rewrite counts 1."""
+    variant_lexical_weight: float = 0.3
+    """BM25's share in a rewrite's own hybrid search, relative to the caller's lexical weight: the model's
+    text is a good embedding query but a noisy bag of words. Swept on both QA sets with cached rewrites
+    (docs/rag.md): 0.3 lifted hard-set hit@5/MRR 0.667/0.323 → 0.667/0.384 (0.694/0.398 with HyDE) and the easy
+    set's MRR 0.709 → 0.749, hit@5 unchanged at 0.843."""
     cache_size: int = 1024
 
 
@@ -114,11 +119,25 @@ def prompt(query: str, langs: set[str], cfg: RewriteConfig) -> list[dict]:
 _NUMBERING = re.compile(r"^\s*(?:[-*•]|\d+[.)、:]|[（(]?\d+[)）])\s*")
 
 
+_LABEL = re.compile(
+    r"^(?:the\s+)?(?:question|query|queries|search quer(?:y|ies)|translation|translated|key\s*terms?|keywords?|"
+    r"answer|paraphrase|rewrite|in other words|other words|synonyms?|hypothetical)[^:：\n]{0,60}[:：]\s*",
+    re.IGNORECASE,
+)
+"""A label the model puts before a query ("The question translated into English is: ...")."""
+
+
+def clean(line: str) -> str:
+    """One line of the model's reply as a search query: numbering, labels and quotes removed."""
+    q = _NUMBERING.sub("", line).strip().strip('"“”')
+    q = _LABEL.sub("", q).strip().strip('"“”').strip()
+    return re.sub(r'["“”]\s*[,，、]\s*["“”]', " ", q)  # "a", "b" (a list of quoted terms) -> a b
+
+
 def parse(reply: str, query: str, cfg: RewriteConfig) -> list[str]:
     out: list[str] = []
     for line in reply.splitlines():
-        q = _NUMBERING.sub("", line).strip().strip('"“”')
-        q = re.sub(r"^(?:query|translation|key terms|answer)\s*\d*\s*[:：]\s*", "", q, flags=re.IGNORECASE)
+        q = clean(line)
         if 2 <= len(q) <= 300 and q != query and q not in out:
             out.append(q)
     return out[: cfg.variants + (1 if cfg.hyde else 0)]
@@ -172,8 +191,9 @@ class QueryRewriter:
         wide = replace(plain, k=min(100, max(params.k * 2, 10)))
         by_id: dict[int, Hit] = {}
         rankings = []
+        variant = replace(wide, lexical_weight=wide.lexical_weight * self.cfg.variant_lexical_weight)
         for i, q in enumerate(rw.queries):
-            hits = run(q, wide)
+            hits = run(q, wide if i == 0 else variant)
             for h in hits:
                 by_id.setdefault(h.chunk_id, h)
             rankings.append((self.cfg.original_weight if i == 0 else 1.0, [h.chunk_id for h in hits]))
