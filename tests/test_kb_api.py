@@ -193,6 +193,10 @@ def test_ask_with_sources_stream_and_not(server):
     body = r.json()
     assert body["sources"][0]["document"] == "handbook.txt" and "nine" in body["sources"][0]["snippet"]
     assert body["answerable"] and body["model"] == "tiny"
+    assert body["rewrite"]["queries"][0] == "When does the office open?"  # rewritten by the answering model
+    plain = staff.post("/v1/kb/askme/ask", json={"question": "When does the office open?", "model": "tiny",
+                                                 "max_tokens": 8, "rewrite": False}).json()  # fmt: skip
+    assert "rewrite" not in plain and plain["sources"][0]["document"] == "handbook.txt"
     # the restricted caller's question about the hidden document: no source reveals it
     r = staff.post(
         "/v1/kb/askme/ask", json={"question": "What do managers earn?", "model": "tiny", "max_tokens": 8}
@@ -209,6 +213,7 @@ def test_ask_with_sources_stream_and_not(server):
             if line.startswith("data: ") and line != "data: [DONE]":
                 events.append(json.loads(line[6:]))
     assert events[0]["type"] == "sources" and events[0]["sources"][0]["document"] == "handbook.txt"
+    assert events[0]["rewrite"]["queries"][0] == "When does the office open?"
     streamed = "".join(e["content"] for e in events if e["type"] == "delta").strip()
     done = events[-1]
     assert done["type"] == "done"

@@ -59,9 +59,10 @@ class KBAsk(BaseModel):
     mode: Literal["hybrid", "dense", "lexical"] = "hybrid"
     max_tokens: int = Field(default=DEFAULT_ANSWER_TOKENS, ge=1, le=4096)
     stream: bool = False
-    rewrite: bool = False
+    rewrite: bool = True
     """Rewrite the question for search with the answering model (translated into the KB's languages, key
-    terms, a paraphrase; fused by RRF); the response's `rewrite` says what was searched and how long it took."""
+    terms, a paraphrase; fused by RRF), as `kb ask` and the console do; the response's `rewrite` says what was
+    searched and how long it took. False searches the question as it is (one generation less)."""
 
 
 def caller_groups(key: ApiKey | None) -> frozenset[str] | None:
