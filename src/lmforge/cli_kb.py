@@ -18,6 +18,7 @@ from lmforge.hub import DEFAULT_CHAT_MODEL, DEFAULT_EMBEDDER
 from lmforge.rag.chunking import ChunkConfig
 from lmforge.rag.pipeline import KBConfig
 from lmforge.rag.retrieve import Mode as SearchMode
+from lmforge.rag.rewrite import RewriteConfig
 
 kb_app = typer.Typer(no_args_is_help=True, help="Knowledge bases: RAG over your documents (知识库).")
 
@@ -173,13 +174,13 @@ def _rewritten(kb, ret, rewriter, query: str, params) -> tuple[list, object | No
     return hits, rw
 
 
-def _rewriter(model: str | None, backend=None, hyde: bool = False):  # noqa: ANN001, ANN202
+def _rewriter(model: str | None, backend=None, hyde: bool = RewriteConfig.hyde):  # noqa: ANN001, ANN202
     """A QueryRewriter on `model` (a loaded backend may be shared with the answering model); a model that is
     not registered or does not load leaves the search unrewritten, with the reason."""
     if not model:
         return None
     from lmforge.rag.answer import backend_generator
-    from lmforge.rag.rewrite import QueryRewriter, RewriteConfig
+    from lmforge.rag.rewrite import QueryRewriter
 
     cfg = RewriteConfig(hyde=hyde)
     if backend is None:
@@ -220,8 +221,8 @@ def _reranker(model: str, how: str):  # noqa: ANN202
     return LLMReranker(backend_generator(_load(model, "auto", None, None), max_tokens=32))
 
 
-HydeOpt = Annotated[bool, typer.Option("--hyde", help="With a rewrite: also search a one-sentence hypothetical "
-                                       "answer written by the model (HyDE).")]  # fmt: skip
+HydeOpt = Annotated[bool, typer.Option("--hyde/--no-hyde", help="With a rewrite: also search a one-sentence "
+                                       "hypothetical answer written by the model (HyDE).")]  # fmt: skip
 RewriteOpt = Annotated[str | None, typer.Option("--rewrite", help="Rewrite the query with this chat model "
                                                 "(translated into the KB's languages, key terms, a paraphrase; fused by RRF).")]  # fmt: skip
 
@@ -233,7 +234,7 @@ def kb_search(
     rerank: Annotated[str | None, typer.Option(help="Rerank the candidates with this chat model.")] = None,
     rerank_mode: RerankMode = "pointwise",
     rewrite: RewriteOpt = None,
-    hyde: HydeOpt = False,
+    hyde: HydeOpt = RewriteConfig.hyde,
 ) -> None:  # fmt: skip
     """Search a knowledge base (no model call unless --rerank or --rewrite)."""
     import json as _json
@@ -263,7 +264,7 @@ def kb_ask(
     k: K = 5, mode: Mode = "hybrid", threads: Threads = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole response as JSON.")] = False,
     rewrite: RewriteOpt = None,
-    hyde: HydeOpt = False,
+    hyde: HydeOpt = RewriteConfig.hyde,
     no_rewrite: Annotated[bool, typer.Option("--no-rewrite", help="Search the question as it is.")] = False,
 ) -> None:  # fmt: skip
     """Answer from the knowledge base with numbered, checked citations; the question is rewritten for search by
@@ -321,7 +322,7 @@ def kb_eval(
     threads: Threads = None,
     modes: Annotated[list[str] | None, typer.Option("--mode", help="Retrieval modes to run (repeatable; default dense, lexical, hybrid).")] = None,
     rewrite: RewriteOpt = None,
-    hyde: HydeOpt = False,
+    hyde: HydeOpt = RewriteConfig.hyde,
     rerank: Annotated[str | None, typer.Option(help="Rerank the candidates with this chat model.")] = None,
     rerank_mode: RerankMode = "pointwise",
     as_json: Annotated[bool, typer.Option("--json", help="Print the results (overall and per group) as JSON.")] = False,
@@ -377,7 +378,7 @@ def kb_eval(
         groups = group_table(results[-1], k)
         if groups:
             print("\n" + groups)
-    kbs.update_metrics(name, {f"eval:{qa.name}" + (f"+rewrite:{rewrite}" if rewrite else "") + ("+hyde" if rewrite and hyde else ""): {
+    kbs.update_metrics(name, {f"eval:{qa.name}" + (f"+rewrite:{rewrite}" if rewrite else "") + ("-hyde" if rewrite and not hyde else ""): {
         r.mode: {"hit@k": r.hit_at_k, "mrr": r.mrr, "k": k, "n": r.n, "f1": r.f1, "accuracy": r.contains,
                  "citation_precision": r.citation_precision, "abstention": r.abstention,
                  "flag_precision": r.flag_precision, "flag_recall": r.flag_recall, "groups": r.groups}

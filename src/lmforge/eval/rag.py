@@ -234,11 +234,12 @@ def _f(x: float | None) -> str:
 
 
 def table(results: list[ModeResult], k: int) -> str:
-    head = (f"{'mode':8} {'hit@' + str(k):>7} {'MRR':>6} {'EM':>6} {'F1':>6} {'accuracy':>8} {'cite prec':>9} "
+    w = max([8, *(len(r.mode) for r in results)])
+    head = (f"{'mode':{w}} {'hit@' + str(k):>7} {'MRR':>6} {'EM':>6} {'F1':>6} {'accuracy':>8} {'cite prec':>9} "
             f"{'abstain':>7} {'flag P':>6} {'flag R':>6}  n")  # fmt: skip
     lines = [head, "-" * len(head)]
     for r in results:
-        lines.append(f"{r.mode:8} {r.hit_at_k:>7.3f} {r.mrr:>6.3f} {_f(r.exact_match):>6} {_f(r.f1):>6} "
+        lines.append(f"{r.mode:{w}} {r.hit_at_k:>7.3f} {r.mrr:>6.3f} {_f(r.exact_match):>6} {_f(r.f1):>6} "
                      f"{_f(r.contains):>8} {_f(r.citation_precision):>9} {_f(r.abstention):>7} "
                      f"{_f(r.flag_precision):>6} {_f(r.flag_recall):>6}  {r.n}")  # fmt: skip
     return "\n".join(lines)
