@@ -713,6 +713,10 @@ def test_query_rewrite_fuses_translations_and_falls_back(kbs, docs):
     hits, info = rw.search(lambda x, p: ret.search(kb, x, p), q, kb.languages(), SearchParams(k=3))
     assert info.queries == [q, "静夜思 床前明月光", "李白 月光 故乡", "思念家乡的诗"] and not info.fallback
     assert "Chinese" in calls[0] and any("床前明月光" in h.text for h in hits)
+    # the hit carries the best cosine any query reached (the answer gate reads it): the translation's
+    poem = next(h for h in hits if "床前明月光" in h.text)
+    plain = {h.chunk_id: h.dense for h in Retriever().search(kb, q, SearchParams(k=10, mode="dense"))}
+    assert poem.dense > plain.get(poem.chunk_id, 0.0) + 0.02
     _, again = rw.search(lambda x, p: ret.search(kb, x, p), q, kb.languages(), SearchParams(k=3))
     assert again.cached and len(calls) == 1
 

@@ -185,7 +185,9 @@ class QueryRewriter:
                params: SearchParams, rerank: Callable[[str, list[Hit]], list[Hit]] | None = None,
                ) -> tuple[list[Hit], Rewrite]:  # fmt: skip
         """Search every rewrite with `run` and fuse the rankings (RRF, the original weighted); `rerank` (if
-        given) then reorders the fused top 2k once, against the original question."""
+        given) then reorders the fused top 2k once, against the original question. A hit's `dense` is the best
+        cosine between the chunk and any of the queries (the answer gate reads it: a question in another
+        language than its passage is judged by its translation)."""
         rw = self.rewrite(query, langs)
         plain = replace(params, rerank=None)
         if len(rw.queries) == 1 and rerank is None:
@@ -196,8 +198,10 @@ class QueryRewriter:
         variant = replace(wide, lexical_weight=wide.lexical_weight * self.cfg.variant_lexical_weight)
         for i, q in enumerate(rw.queries):
             hits = run(q, wide if i == 0 else variant)
-            for h in hits:
-                by_id.setdefault(h.chunk_id, h)
+            for h in hits:  # keep the best cosine any formulation reached: a translation is what matches
+                seen = by_id.get(h.chunk_id)
+                if seen is None or (h.dense or -1.0) > (seen.dense or -1.0):
+                    by_id[h.chunk_id] = h
             rankings.append((self.cfg.original_weight if i == 0 else 1.0, [h.chunk_id for h in hits]))
         fused = [_rescored(by_id[cid], score) for cid, score in rrf(rankings, params.rrf_k)]
         if rerank is not None:
