@@ -691,6 +691,19 @@ def test_an_answer_to_another_question_is_caught(kbs, tmp_path):
         q, hits, lambda m: "中文向量由 multilingual-e5-small 嵌入模型生成。", kb.analyzer, kb.embedder, "m"
     )
     assert right["addresses_question"]["addresses"], right["addresses_question"]
+    # seen on the hard set: the question handed back as the answer, and a figure the passage does not hold
+    echo = ask(q, hits, lambda m: q + "[1]", kb.analyzer, kb.embedder, "m")
+    assert echo["addresses_question"] == {
+        **echo["addresses_question"],
+        "addresses": False,
+        "restates_question": True,
+    }
+    made_up = ask(q, hits, lambda m: "中文向量由 multilingual-e5-small 嵌入模型生成，每段文本得到 768 维的向量[1]。",
+                  kb.analyzer, kb.embedder, "m")  # fmt: skip
+    (claim,) = made_up["claims"]
+    assert not claim["supported"] and claim["problem"] == "number not in the source: 768"
+    true_figure = ask(q, hits, lambda m: "每段文本得到 384 维的向量[1]。", kb.analyzer, kb.embedder, "m")
+    assert all(c["supported"] for c in true_figure["claims"]), true_figure["claims"]
 
 
 def test_query_rewrite_fuses_translations_and_falls_back(kbs, docs):

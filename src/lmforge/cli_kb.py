@@ -300,7 +300,9 @@ def kb_ask(
         if not c["supported"]:
             print(f"  ! {c['problem']}: {c['text'][:100]}", file=sys.stderr)
     check = r.get("addresses_question") or {}
-    if check.get("addresses") is False:
+    if check.get("restates_question"):
+        print("  ! the answer only restates the question", file=sys.stderr)
+    elif check.get("addresses") is False:
         print(f"  ! the answer does not address the question (missing: {', '.join(check['missing']) or '-'}; "
               f"relevance {check['relevance']})" + (f": withheld {r['off_topic_answer'][:100]!r}"
                                                     if "off_topic_answer" in r else ""), file=sys.stderr)  # fmt: skip

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from difflib import SequenceMatcher
 
 import numpy as np
 
@@ -208,6 +209,22 @@ def _claims(answer: str) -> list[tuple[str, list[int]]]:
     return out
 
 
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+def _numbers(text: str) -> set[str]:
+    return {m.group(0).replace(",", "").rstrip(".") for m in _NUMBER.finditer(text)}
+
+
+def _new_numbers(claim: str, sources: list[Hit], question: str) -> list[str]:
+    """Numbers in `claim` that neither its sources nor the question contain: a figure the model made up reads
+    as well as a true one, and term overlap or cosine cannot tell them apart."""
+    known = _numbers(question)
+    for h in sources:
+        known |= _numbers(f"{h.text} {h.heading} {h.title}")
+    return sorted(_numbers(claim) - known)
+
+
 def verify(answer: str, p: Prepared, analyzer: Analyzer, embedder: Embedder | None,
            cfg: AnswerConfig | None = None) -> list[Claim]:  # fmt: skip
     """Check each sentence of `answer` against its cited sources. Support is measured on the
@@ -242,6 +259,12 @@ def verify(answer: str, p: Prepared, analyzer: Analyzer, embedder: Embedder | No
         if cites:
             support = {n: score(n) for n in cites}
             good = any(ok(v) for v in support.values())
+            invented = _new_numbers(text, [p.sources[n - 1] for n in cites], p.question)
+            if good and invented:
+                claims.append(
+                    Claim(text, cites, False, support, f"number not in the source: {', '.join(invented)}")
+                )
+                continue
             claims.append(Claim(text, cites, good, support, "" if good else "unsupported"))
             continue
         if any(r in text.lower() for r in REFUSALS):
@@ -249,7 +272,14 @@ def verify(answer: str, p: Prepared, analyzer: Analyzer, embedder: Embedder | No
             continue
         support = {n: score(n) for n in range(1, len(p.sources) + 1)}
         best = max(support, key=lambda n: (support[n]["lexical"], support[n]["semantic"]))
-        if ok(support[best]):
+        invented = _new_numbers(text, p.sources, p.question)
+        if ok(support[best]) and invented:
+            claims.append(
+                Claim(
+                    text, [], False, {best: support[best]}, f"number not in the source: {', '.join(invented)}"
+                )
+            )
+        elif ok(support[best]):
             claims.append(Claim(text, [best], True, {best: support[best]}, "", inferred=True))
         else:
             claims.append(Claim(text, [], False, {}, "uncited"))
@@ -277,6 +307,20 @@ def focus_terms(question: str, analyzer: Analyzer) -> set[str]:
     return {t for t in analyzer.terms(text) if t not in _QUESTION_WORDS and (len(t) > 1 or HAN_RE.match(t))}
 
 
+_PLAIN = re.compile(r"[\W_]+")
+
+
+def restates(question: str, answer: str) -> bool:
+    """The answer only repeats or re-asks the question: a question itself, or 80% the same characters."""
+    text = _CITE.sub("", answer).strip()
+    if not text:
+        return False
+    a, q = _PLAIN.sub("", text.lower()), _PLAIN.sub("", question.lower())
+    if len(_claims(text)) == 1 and text.rstrip("。.!！ ").endswith(("?", "？")):
+        return True
+    return bool(a) and SequenceMatcher(None, a, q).ratio() >= 0.8
+
+
 def addresses(question: str, answer: str, claims: list[Claim], p: Prepared, analyzer: Analyzer,
               embedder: Embedder | None, cfg: AnswerConfig | None = None) -> dict:  # fmt: skip
     """Does `answer` answer *this* question (not only: is it supported by the sources)? Two checks:
@@ -286,6 +330,9 @@ def addresses(question: str, answer: str, claims: list[Claim], p: Prepared, anal
     cfg = cfg or AnswerConfig()
     if any(r in answer.lower() for r in REFUSALS) or not p.sources:
         return {"addresses": True, "refusal": True, "focus_share": None, "relevance": None, "missing": []}
+    if restates(question, answer):
+        return {"addresses": False, "refusal": False, "focus_share": None, "relevance": None, "missing": [],
+                "restates_question": True}  # fmt: skip
     focus = focus_terms(question, analyzer)
     cited = sorted({n for c in claims for n in c.citations if 1 <= n <= len(p.sources)}) or list(
         range(1, len(p.sources) + 1)
