@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from lmforge.data.textfile import read_utf8
 from lmforge.errors import LmforgeError
 from lmforge.tasks.engine import TASKS, TaskConfig
 
@@ -22,21 +23,11 @@ TaskName = Literal["classify", "sentiment", "ner", "extract", "qa", "translate",
                    "cluster", "eval", "compare"]  # fmt: skip
 
 
-def _read(path: str, what: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise LmforgeError(f"{what} {path} is not UTF-8 text (byte {e.start}): convert it first, e.g. "
-                           f"iconv -f GB18030 -t UTF-8") from e  # fmt: skip
-    except OSError as e:
-        raise LmforgeError(f"{what} {path}: {e.strerror}") from e
-
-
 def _examples(path: str | None) -> list[dict]:
     if not path:
         return []
     rows = []
-    for n, line in enumerate(_read(path, "--examples").splitlines(), 1):
+    for n, line in enumerate(read_utf8(path, "--examples").splitlines(), 1):
         if line.strip():
             try:
                 row = json.loads(line)
@@ -113,7 +104,7 @@ def task(
                      tone=tone, length=length, lang=lang, system=system, examples=_examples(examples), cot=cot,
                      shots=shots, pick=pick,
                      templates=templates,
-                     context=_read(context, "--context") if context else None)  # fmt: skip
+                     context=read_utf8(context, "--context") if context else None)  # fmt: skip
     if name in ("eval", "compare"):
         return evaluate_task(name, model, str(text), cfg, list(suite or []), list(finetuned or []), limit,
                              not no_cot, out, as_json)  # fmt: skip
@@ -121,21 +112,21 @@ def task(
         cfg.context = kb_context(kb, text or "")
     if schema:
         try:
-            cfg.schema = json.loads(_read(schema, "--schema"))
+            cfg.schema = json.loads(read_utf8(schema, "--schema"))
         except json.JSONDecodeError as e:
             raise LmforgeError(f"--schema {schema} is not JSON: {e.msg} (line {e.lineno})") from e
     if sum(x is not None for x in (text, file, jsonl)) != 1:
         raise LmforgeError("give the text, or --file FILE, or --jsonl FILE (one of them)")
     items: list[tuple[int, str | None]] = []
     if jsonl:
-        for n, line in enumerate(_read(jsonl, "--jsonl").splitlines(), 1):
+        for n, line in enumerate(read_utf8(jsonl, "--jsonl").splitlines(), 1):
             if line.strip():
                 try:
                     items.append((n, str(json.loads(line)["text"])))
                 except (json.JSONDecodeError, KeyError, TypeError):
                     items.append((n, None))  # reported as a failed item below
     else:
-        items = [(0, text if text is not None else _read(str(file), "--file"))]
+        items = [(0, text if text is not None else read_utf8(str(file), "--file"))]
     if not jsonl:
         validate(name, items[0][1] or "", cfg)  # bad input fails before the model loads
     if show_prompt:

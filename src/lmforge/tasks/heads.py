@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lmforge.data.textfile import read_utf8
 from lmforge.errors import LmforgeError
 
 HEAD_TASKS = {"classification": ("sentiment", "classify"), "ner": ("ner",)}
@@ -23,12 +24,7 @@ def read_rows(path: str, task: str) -> list[dict[str, Any]]:
     """Rows of a JSONL (or JSON list) training file, checked: classification {"text", "label"}; ner
     {"text", "entities": [{"label", "start", "end"} | {"label", "text"}]} (a span given by text only is
     located at its first occurrence). Errors name the line."""
-    try:
-        raw = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise LmforgeError(f"--data {path} is not UTF-8 text (byte {e.start})") from e
-    except OSError as e:
-        raise LmforgeError(f"--data {path}: {e.strerror}") from e
+    raw = read_utf8(path, "--data")
     stripped = raw.lstrip()
     if stripped.startswith("["):
         try:
