@@ -36,10 +36,12 @@ class PointwiseConfig:
     set with the default model (benchmarks/rag.py part 4): hit@5 0.500 / MRR 0.256 fused, 0.444 / 0.208 by
     p(yes) alone, 0.583 / 0.242 without reranking — fused is the less harmful, and reranking stays off."""
     rrf_k: int = 10
+    """RRF constant of that fusion: small, because it fuses two orders of at most 2k candidates."""
 
 
 class PointwiseReranker:
-    """Reorders hits by the model's p(yes); `last_seconds` is the time of the last call."""
+    """Reorders hits by the model's p(yes), fused with their retrieval order unless `retrieval_weight` is 0;
+    `last_seconds` is the time of the last call."""
 
     def __init__(self, backend: Any, cfg: PointwiseConfig | None = None) -> None:
         if not backend.capabilities.judge:
