@@ -11,7 +11,11 @@ import re
 
 HAN = r"\u3400-\u9fff\uf900-\ufaff"
 """Han ideographs: CJK Extension A and Unified Ideographs (U+3400–U+9FFF), Compatibility Ideographs."""
-KANA_HANGUL = r"\u3040-\u30ff\uac00-\ud7af"
+KANA = r"\u3040-\u30ff"
+"""Japanese hiragana and katakana."""
+HANGUL = r"\uac00-\ud7af"
+"""Korean syllables."""
+KANA_HANGUL = KANA + HANGUL
 """Japanese kana and Korean syllables: like Han, written without spaces between words."""
 NO_SPACE_SCRIPTS = HAN + KANA_HANGUL
 """Every script whose characters are counted one token each when estimating lengths."""

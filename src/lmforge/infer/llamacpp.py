@@ -36,14 +36,19 @@ LOGSOFTMAX_BLOCK = 128
 """Rows per log-softmax block: a 150k-word vocabulary makes each row 600 kB."""
 
 
+def log_normaliser(block: np.ndarray) -> np.ndarray:
+    """log Σ exp of each row of float32 logits (B, V), in float64: (B,)."""
+    m = block.max(axis=1, keepdims=True)
+    return m[:, 0].astype(np.float64) + np.log(np.exp(block - m).sum(axis=1, dtype=np.float64))
+
+
 def log_softmax_rows(rows: np.ndarray, targets: list[int], top: int) -> list[dict[str, Any]]:
     """For logits rows (B, V) and the token each row should have predicted: {'logprob', 'top'}
     with the `top` most likely alternatives, computed in float64 for the normaliser."""
     out = []
     for s in range(0, len(rows), LOGSOFTMAX_BLOCK):
         block = np.asarray(rows[s : s + LOGSOFTMAX_BLOCK], dtype=np.float32)  # (B, V)
-        m = block.max(axis=1, keepdims=True)
-        logz = m[:, 0].astype(np.float64) + np.log(np.exp(block - m).sum(axis=1, dtype=np.float64))  # (B,)
+        logz = log_normaliser(block)  # (B,)
         for r in range(len(block)):
             entry: dict[str, Any] = {"logprob": float(block[r, targets[s + r]] - logz[r]), "top": []}
             if top > 0:
@@ -236,17 +241,20 @@ class LlamaCppBackend:
         with self._lock:
             # reuse the KV cache (and the logits rows) of a shared prefix with the previous call: the
             # choices of a multiple-choice question share their whole context
-            llama = self._llama
-            keep = common_prefix(
-                list(llama.input_ids[: llama.n_tokens]), ids[:-1]
-            )  # decode at least the last token
-            if keep > 0:
-                llama.n_tokens = keep  # eval() drops the KV cells past this point
-            else:
-                llama.reset()
-            llama.eval(ids[keep:])
+            self._eval_reusing(ids)
             # llama.scores is (n_ctx, V) float32, a view: read it before the next eval
-            return log_softmax_rows(llama.scores[: len(ids) - 1], ids[1:], top)
+            return log_softmax_rows(self._llama.scores[: len(ids) - 1], ids[1:], top)
+
+    def _eval_reusing(self, ids: list[int]) -> None:
+        """Evaluate `ids`, keeping the KV cache of the prefix they share with what the context holds; at least
+        the last token is decoded, so its logits are fresh. Call under the lock."""
+        llama = self._llama
+        keep = common_prefix(list(llama.input_ids[: llama.n_tokens]), ids[:-1])
+        if keep > 0:
+            llama.n_tokens = keep  # eval() drops the KV cells past this point
+        else:
+            llama.reset()
+        llama.eval(ids[keep:])
 
     def next_logprobs(self, prompts: list[list[int]], tokens: list[int]) -> list[list[float]]:
         """log p(token | prompt) for each prompt and each of `tokens`. Prompts run one after another on this
@@ -265,18 +273,10 @@ class LlamaCppBackend:
                         f"a prompt of {len(ids)} tokens does not fit the {self.context_length}-token context"
                     )
                 check_token_ids(ids, n_vocab)
-                keep = common_prefix(list(llama.input_ids[: llama.n_tokens]), ids[:-1])
-                if keep > 0:
-                    llama.n_tokens = keep  # eval() drops the KV cells past this point
-                else:
-                    llama.reset()
-                llama.eval(ids[keep:])  # logits of the last position only (unless logits_all)
-                row = np.ctypeslib.as_array(llama._ctx.get_logits_ith(-1), shape=(n_vocab,)).astype(
-                    np.float64
-                )
-                top = row.max()
-                norm = top + np.log(np.exp(row - top).sum())
-                out.append([float(row[t] - norm) for t in tokens])
+                self._eval_reusing(ids)  # logits of the last position only (unless logits_all)
+                row = np.ctypeslib.as_array(llama._ctx.get_logits_ith(-1), shape=(1, n_vocab))
+                logz = log_normaliser(row)[0]
+                out.append([float(row[0, t] - logz) for t in tokens])
         return out
 
     def embed(self, texts: list[str], *, is_query: bool = False) -> list[list[float]]:

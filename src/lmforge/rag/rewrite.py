@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from lmforge.data.lang import HANGUL, KANA
 from lmforge.rag.answer import language
 from lmforge.rag.retrieve import Hit, SearchParams, rrf
 
@@ -26,7 +27,7 @@ LANG_NAMES = {
     "zh": ("Chinese", "中文"), "en": ("English", "英文"), "ja": ("Japanese", "日文"), "ko": ("Korean", "韩文"),
     "ru": ("Russian", "俄文"), "ar": ("Arabic", "阿拉伯文"),
 }  # fmt: skip
-_SCRIPTS = (("ja", re.compile(r"[\u3040-\u30ff]")), ("ko", re.compile(r"[\uac00-\ud7af\u1100-\u11ff]")),
+_SCRIPTS = (("ja", re.compile(f"[{KANA}]")), ("ko", re.compile(f"[{HANGUL}\u1100-\u11ff]")),  # + jamo
             ("ru", re.compile(r"[\u0400-\u04ff]")), ("ar", re.compile(r"[\u0600-\u06ff]")))  # fmt: skip
 
 
