@@ -22,3 +22,22 @@ NO_SPACE_SCRIPTS = HAN + KANA_HANGUL
 
 HAN_RE = re.compile(f"[{HAN}]")
 """One Han character."""
+
+_SCRIPTS = (("ja", re.compile(f"[{KANA}]")), ("ko", re.compile(f"[{HANGUL}\u1100-\u11ff]")),  # + jamo
+            ("ru", re.compile(r"[\u0400-\u04ff]")), ("ar", re.compile(r"[\u0600-\u06ff]")))  # fmt: skip
+
+
+def language(text: str) -> str:
+    """'zh' when at least a tenth of the non-space characters are CJK, else 'en'."""
+    chars = sum(1 for c in text if not c.isspace())
+    return "zh" if chars and len(HAN_RE.findall(text)) / chars >= 0.1 else "en"
+
+
+def query_language(text: str) -> str:
+    """The language of a question by its script: ja (kana), ko (hangul), ru (Cyrillic), ar (Arabic) when they
+    make up a fifth of its letters, else zh or en as `language` decides."""
+    chars = sum(1 for c in text if not c.isspace())
+    for code, script in _SCRIPTS:
+        if chars and len(script.findall(text)) / chars >= 0.2:
+            return code
+    return language(text)

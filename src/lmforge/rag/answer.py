@@ -23,7 +23,7 @@ from difflib import SequenceMatcher
 
 import numpy as np
 
-from lmforge.data.lang import HAN_RE
+from lmforge.data.lang import HAN_RE, language
 from lmforge.infer.base import Backend
 from lmforge.infer.chat import greedy_text
 from lmforge.rag.chunking import count_tokens, split_sentences
@@ -102,12 +102,6 @@ class AnswerConfig:
     so) or 'abstain' (replaced by "I don't know", the model's text kept in `off_topic_answer`). Flag by
     default: on paraphrased questions the focus terms are legitimately absent from the passage, and abstaining
     withheld right answers (measured on examples/rag/qa-hard.jsonl)."""
-
-
-def language(text: str) -> str:
-    """'zh' when at least a tenth of the non-space characters are CJK, else 'en'."""
-    chars = sum(1 for c in text if not c.isspace())
-    return "zh" if chars and len(HAN_RE.findall(text)) / chars >= 0.1 else "en"
 
 
 def neutralise(text: str) -> str:

@@ -112,6 +112,17 @@ _STOP_ZH = frozenset(
 )
 
 
+_HAN_RUN = re.compile(f"[{HAN}]+")
+_NAME_WORD = re.compile(r"\b([A-Z][a-z]+)\b(['’]s)?")
+_NOT_NAMES = frozenset(
+    "a an he she me men can ban fan pen sun ran hang long bang die lie tie pie gene line mine nine pine wine "
+    "fine dine zone bone tone china chinese june dance bingo tango mango panda banana".split()
+)
+"""English words that happen to spell pinyin and are capitalised often enough to be taken for names."""
+PINYIN = "py:"
+"""Prefix of the pinyin terms: they never collide with an English word."""
+
+
 class Analyzer:
     """Text → index terms. Owns its jieba tokenizer (no module-global dictionary state)."""
 
@@ -121,6 +132,66 @@ class Analyzer:
         jieba.setLogLevel(logging.WARNING)
         self._jieba = jieba.Tokenizer()
         self._jieba.initialize()
+        self._syllables: frozenset[str] | None = None
+
+    def pinyin_terms(self, text: str) -> list[str]:
+        """Terms that let a question written in Latin letters name what this Chinese text names (杜甫 → 'Du
+        Fu', 白帝城 → 'Baidi'): per run of Han characters, each character's toneless pinyin ('py:du') and
+        each adjacent pair ('py:dufu'). Knowledge bases index them for titles and headings."""
+        from pypinyin import lazy_pinyin
+
+        out: list[str] = []
+        for run in _HAN_RUN.findall(text):
+            syl = lazy_pinyin(run)
+            out += [PINYIN + s for s in syl]
+            out += [PINYIN + a + b for a, b in zip(syl, syl[1:], strict=False)]
+        return out
+
+    def name_terms(self, query: str) -> list[str]:
+        """The question's side of `pinyin_terms`: each run of capitalised words that spell pinyin ('Li Bai',
+        'Jiangling', "Du Fu's"), as syllables and adjacent pairs within the run. A lone word opening a sentence
+        ('He', 'Can') is not taken for a name."""
+        starts = {0} | {m.end() for m in re.finditer(r"[.!?]\s+", query)}
+        out: list[str] = []
+        run: list[str] = []  # syllables of the name being read
+        words, opened, last = 0, 0, -1
+
+        def emit() -> None:
+            if words > 1 or opened not in starts:
+                out.extend(PINYIN + s for s in run)
+                out.extend(PINYIN + a + b for a, b in zip(run, run[1:], strict=False))
+
+        for m in _NAME_WORD.finditer(query):
+            word = m.group(1).lower()
+            syl = None if word in _NOT_NAMES else self.syllables_of(word)
+            if run and (syl is None or last < 0 or query[last : m.start()].strip()):
+                emit()
+                run, words = [], 0
+            if syl is not None:
+                opened = m.start() if not run else opened
+                run, words = run + syl, words + 1
+            last = m.end() if not m.group(2) else -1  # a possessive ends the name
+        if run:
+            emit()
+        return out
+
+    def syllables_of(self, word: str) -> list[str] | None:
+        """`word` (lower case) split into pinyin syllables, the fewest possible ('jiangling' → jiang, ling);
+        None when it is not pinyin."""
+        if self._syllables is None:
+            from pypinyin import lazy_pinyin
+
+            self._syllables = frozenset(lazy_pinyin("".join(chr(c) for c in range(0x4E00, 0x9FA6))))
+        n = len(word)
+        best: list[list[str] | None] = [None] * (n + 1)
+        best[0] = []
+        for i in range(n):
+            if best[i] is None:
+                continue
+            for j in range(i + 1, min(n, i + 6) + 1):
+                if word[i:j] in self._syllables and (best[j] is None or len(best[i]) + 1 < len(best[j])):
+                    best[j] = [*best[i], word[i:j]]
+        return best[n]
 
     def terms(self, text: str) -> list[str]:
         out: list[str] = []

@@ -213,17 +213,35 @@ class KnowledgeBase:
 
     def upgrade_hint(self) -> str | None:
         """What to run when the index predates the current default chunk context; None when it is current."""
-        if self.store.meta("context") or self.store.meta("embedder") is None:
+        if self.store.meta("embedder") is None:
             return None
-        return (
-            f"knowledge base {self.name!r} was built before contextual chunk headers (document title + heading "
-            f"path with each chunk); `lmforge kb reindex {self.name}` upgrades it in place, no source files needed"
-        )
+        how = f"`lmforge kb reindex {self.name}` upgrades it in place, no source files needed"
+        if not self.store.meta("context"):
+            return (
+                f"knowledge base {self.name!r} was built before contextual chunk headers (document title + heading "
+                f"path with each chunk); {how}"
+            )
+        if not self.pinyin and "zh" in self.languages():
+            return (
+                f"knowledge base {self.name!r} was built before the pinyin of Chinese titles and headings was "
+                f"indexed (English questions naming 杜甫 as 'Du Fu' find it); {how}"
+            )
+        return None
 
-    def _terms(self, title: str, indexed: str, context: str) -> str:
-        """BM25 terms of a chunk: its indexed text, and the title too where the header left it out
-        ('headings': how KBs before contextual headers indexed it)."""
-        return " ".join(self.analyzer.terms(f"{title}\n{indexed}" if context == "headings" else indexed))
+    def _terms(self, title: str, heading: str, indexed: str, context: str, pinyin: bool) -> str:
+        """BM25 terms of a chunk: its indexed text, the title too where the header left it out ('headings': how
+        KBs before contextual headers indexed it), and with `pinyin` the pinyin of its title and heading path (a
+        question in Latin letters names 杜甫 'Du Fu')."""
+        terms = self.analyzer.terms(f"{title}\n{indexed}" if context == "headings" else indexed)
+        if pinyin:
+            terms += self.analyzer.pinyin_terms(f"{title}\n{heading}")
+        return " ".join(terms)
+
+    @property
+    def pinyin(self) -> bool:
+        """Whether this KB's index holds the pinyin of titles and headings (KBs built before it do not, until
+        `kb reindex`; documents added meanwhile follow the index, so a KB never mixes the two)."""
+        return self.store.meta("pinyin") == "1" or self.store.meta("embedder") is None
 
     def reindex(
         self, context: str | None = None, progress: Callable[[int, int], None] | None = None, batch: int = 256
@@ -255,7 +273,7 @@ class KnowledgeBase:
                     vectors = embedder.passages(texts)
                     db.executemany(
                         "UPDATE chunks SET vec=?, terms=? WHERE id=?",
-                        [(v.astype(np.float32).tobytes(), self._terms(r[1], t, context), r[0])
+                        [(v.astype(np.float32).tobytes(), self._terms(r[1], r[2], t, context, True), r[0])
                          for r, t, v in zip(rows, texts, vectors, strict=True)],
                     )  # fmt: skip
                     done += len(rows)
@@ -264,6 +282,7 @@ class KnowledgeBase:
                         progress(done, total)
                 db.execute("UPDATE shards SET version=?", (version,))
                 self.store.set_meta(db, "context", context)
+                self.store.set_meta(db, "pinyin", "1")
                 self.store.set_meta(db, "external_reupload", "1")  # an external index re-uploads every vector
                 self.store.commit(db, version)
             except BaseException:
@@ -331,6 +350,7 @@ class KnowledgeBase:
                     self.store.set_meta(db, "embedder", embedder.identity)
                     self.store.set_meta(db, "dim", str(embedder.dim))
                     self.store.set_meta(db, "context", self.cfg.context)
+                    self.store.set_meta(db, "pinyin", "1")
                 changed = False
                 for i, (path, name) in enumerate(batch):
                     if progress:
@@ -390,7 +410,7 @@ class KnowledgeBase:
                     b.text, n_red = redact(b.text)
                     report.redacted += n_red
                 doc.blocks = blocks
-            context = self.context
+            context, pinyin = self.context, self.pinyin
             if existing:
                 self.store.delete_doc(db, existing.id, version)
             doc_id = self.store.insert_doc(db, name=name, sha256=sha, title=doc.title, groups=groups, pages=doc.pages,
@@ -402,8 +422,9 @@ class KnowledgeBase:
             ):
                 texts = [embed_text(doc.title, c.heading, c.text, context) for c in chunks]
                 vectors = embedder.passages(texts)
-                rows = [(c.ord, c.text, c.page, " > ".join(h for h in c.heading if h), c.kind, c.tokens,
-                         self._terms(doc.title, t, context)) for c, t in zip(chunks, texts, strict=True)]  # fmt: skip
+                headings = [" > ".join(h for h in c.heading if h) for c in chunks]
+                rows = [(c.ord, c.text, c.page, h, c.kind, c.tokens, self._terms(doc.title, h, t, context, pinyin))
+                        for c, h, t in zip(chunks, headings, texts, strict=True)]  # fmt: skip
                 self.store.insert_chunks(db, doc_id, version, rows, vectors)
                 n += len(chunks)
             if n == 0:

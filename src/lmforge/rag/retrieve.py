@@ -21,6 +21,7 @@ from typing import Literal
 
 import numpy as np
 
+from lmforge.data.lang import language, query_language
 from lmforge.errors import LmforgeError
 from lmforge.rag.pipeline import KnowledgeBase
 
@@ -37,6 +38,15 @@ class SearchParams:
     candidates: int = 50
     """Results each retriever contributes before fusion."""
     rrf_k: int = 60
+    cross_language: bool = True
+    """Hybrid only: BM25 cannot match a question's words in a chunk written in another language, so for such a
+    chunk it abstains rather than votes against: the chunk's dense rank stands in for its missing lexical rank.
+    Without this, a Chinese question ranks every English passage below Chinese ones that merely share words
+    (hard set, docs/rag.md)."""
+    collapse_copies: bool = True
+    """Near-identical chunks from different documents (boilerplate: the same introduction, licence header or
+    disclaimer in every file) take one place in the results; the other copies move behind every distinct chunk.
+    Without this, the eight 'this part holds poems N–M' introductions fill a top 5 (hard set, docs/rag.md)."""
     rerank: str | None = None
     """Chat model that reorders the fused candidates (LLM listwise rerank); None = off."""
 
@@ -68,12 +78,66 @@ class Hit:
 
 
 def rrf(rankings: list[tuple[float, list[int]]], rrf_k: int) -> list[tuple[int, float]]:
-    """Reciprocal rank fusion of (weight, ids best-first) lists → (id, score) best first."""
+    """Reciprocal rank fusion of (weight, ids best-first) lists → (id, score) best first; a negative id is a
+    gap (that rank is held by nothing)."""
     scores: dict[int, float] = {}
     for weight, ids in rankings:
         for rank, cid in enumerate(ids, start=1):
+            if cid < 0:
+                continue
             scores[cid] = scores.get(cid, 0.0) + weight / (rrf_k + rank)
     return sorted(scores.items(), key=lambda x: (-x[1], x[0]))
+
+
+def _cross_language(query: str, dense: list[int], lexical: list[int], rows: dict) -> list[list[int]]:
+    """The two rankings for RRF where a chunk in another language than the query holds, in both, the better of
+    its dense and its BM25 rank: each retriever sees such a chunk only in part (BM25 a name spelled in pinyin or
+    a stray Latin word, the embedder an approximate cross-lingual match), so the one that saw it counts for
+    both rather than the other voting against it. Returns [dense, lexical, dense-lifted, lexical-lifted]; a
+    -1 id is a gap (that rank is held by nothing)."""
+    qlang = query_language(query)
+    d_rank = {c: r for r, c in enumerate(dense)}
+    l_rank = {c: r for r, c in enumerate(lexical)}
+    best = {c: min(d_rank.get(c, len(dense)), l_rank.get(c, len(lexical)))
+            for c in d_rank.keys() | l_rank.keys() if c in rows and language(rows[c].text) != qlang}  # fmt: skip
+    out = [[-1 if c in best else c for c in dense], [-1 if c in best else c for c in lexical]]
+    ranked = [-1] * (max(best.values(), default=-1) + 1 + len(best))
+    for c, r in sorted(best.items(), key=lambda x: (x[1], x[0])):
+        while ranked[r] != -1:  # two chunks at one rank: the later one just after
+            r += 1
+        ranked[r] = c
+    return [*out, ranked, ranked]
+
+
+_NOT_CONTENT = re.compile(r"[\W\d_]+")
+
+
+def _shingles(text: str) -> set[str]:
+    t = _NOT_CONTENT.sub("", text.lower())
+    return {t[i : i + 2] for i in range(len(t) - 1)} if len(t) >= COPY_MIN_CHARS else set()
+
+
+COPY_MIN_CHARS = 20
+"""Chunks shorter than this (letters only) are never treated as copies: short answers look alike by chance."""
+COPY_SIMILARITY = 0.7
+"""Jaccard similarity of character bigrams (digits, spaces and punctuation ignored) above which two chunks from
+different documents are copies of one another."""
+
+
+def collapse_copies(hits: list[Hit]) -> list[Hit]:
+    """`hits` (best first) with each near-identical chunk from a different document than an earlier, better one
+    moved to the back (in order): boilerplate takes one place, not five."""
+    kept: list[tuple[Hit, set[str]]] = []
+    copies: list[Hit] = []
+    for h in hits:
+        sh = _shingles(h.text)
+        if sh and any(
+            d.document != h.document and len(sh & s) >= COPY_SIMILARITY * len(sh | s) for d, s in kept
+        ):
+            copies.append(h)
+        else:
+            kept.append((h, sh))
+    return [h for h, _ in kept] + copies
 
 
 Reranker = Callable[[str, list[Hit]], list[Hit]]
@@ -152,20 +216,21 @@ class Retriever:
             dense.sort(key=lambda x: -x[1])
             dense = dense[: params.candidates]
         if params.mode != "dense" and params.lexical_weight > 0:
-            terms = kb.analyzer.terms(query)
+            terms = kb.analyzer.terms(query) + (kb.analyzer.name_terms(query) if kb.pinyin else [])
             for shard in shards:
                 lexical.extend(shard.lexical_search(terms, params.candidates, kb.store.mask(shard, caller)))
             lexical.sort(key=lambda x: -x[1])
             lexical = lexical[: params.candidates]
-        rankings = []
-        if dense:
-            rankings.append((params.dense_weight if params.mode == "hybrid" else 1.0, [c for c, _ in dense]))
-        if lexical:
-            rankings.append(
-                (params.lexical_weight if params.mode == "hybrid" else 1.0, [c for c, _ in lexical])
-            )
-        fused = rrf(rankings, params.rrf_k)[: params.k if not params.rerank else params.candidates]
-        rows = kb.store.chunks([c for c, _ in fused])
+        rows = kb.store.chunks(list(dict.fromkeys(c for c, _ in dense + lexical)))
+        d_ids, l_ids = [c for c, _ in dense], [c for c, _ in lexical]
+        hybrid = params.mode == "hybrid"
+        rankings = [(params.dense_weight if hybrid else 1.0, d_ids)] if d_ids else []
+        rankings += [(params.lexical_weight if hybrid else 1.0, l_ids)] if l_ids else []
+        if hybrid and params.cross_language and d_ids and l_ids:
+            d_ids, l_ids, d_best, l_best = _cross_language(query, d_ids, l_ids, rows)
+            rankings = [(params.dense_weight, d_ids), (params.lexical_weight, l_ids),
+                        (params.dense_weight, d_best), (params.lexical_weight, l_best)]  # fmt: skip
+        fused = rrf(rankings, params.rrf_k)[: params.candidates]
         d_score, l_score = dict(dense), dict(lexical)
         hits = [
             Hit(
@@ -183,6 +248,8 @@ class Retriever:
             for cid, score in fused
             if cid in rows  # a chunk deleted between index and lookup is simply not returned
         ]
+        if params.collapse_copies:
+            hits = collapse_copies(hits)
         if params.rerank:
             if self.rerankers is None:
                 raise LmforgeError("rerank is not available here (it needs a chat model to judge relevance)")
