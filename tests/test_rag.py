@@ -911,3 +911,122 @@ def test_rewrite_replies_lose_their_labels():
     assert parse(reply, "明月在哪首诗里", RewriteConfig()) == [
         "Which poem looks at the moon?", "明月 故乡", "a poem about homesickness",
     ]  # fmt: skip
+
+
+TANG = """# 唐诗选
+
+## 《早发白帝城》 李白
+
+朝辞白帝彩云间，千里江陵一日还。两岸猿声啼不住，轻舟已过万重山。
+
+## 《蜀相》 杜甫
+
+丞相祠堂何处寻，锦官城外柏森森。出师未捷身先死，长使英雄泪满襟。
+
+## 《静夜思》 李白
+
+床前明月光，疑是地上霜。举头望明月，低头思故乡。
+"""
+TRAVEL = """# Travel notes
+
+## River boats
+
+The morning boat leaves the city at dawn and reaches the next town by evening; the journey takes one day.
+
+## Shrines
+
+Visitors to the old shrine should arrive before noon, when the gates close for the day.
+"""
+
+
+def test_english_names_of_chinese_titles_are_found_by_pinyin(kbs, tmp_path):
+    """An English question names Chinese poets and places in pinyin ('Li Bai', 'Baidi', "Du Fu's"): titles and
+    headings are indexed by their pinyin too, so BM25 finds the poem, and (a chunk in another language than the
+    question) it keeps that rank in the hybrid fusion rather than the weak cross-lingual embedding burying it. A
+    KB built before this says how to upgrade; after `reindex` it finds them."""
+    import sqlite3
+
+    from lmforge.rag.lexical import Analyzer
+
+    a = Analyzer()
+    assert a.syllables_of("jiangling") == ["jiang", "ling"] and a.syllables_of("poem") is None
+    assert a.name_terms("In Du Fu's poem about the Shu chancellor") == [
+        "py:du", "py:fu", "py:dufu", "py:shu",
+    ]  # fmt: skip
+    # a lone capitalised word opening a sentence, English words that spell pinyin: not names
+    assert a.name_terms("He said so. Can the Chinese dialogues tell?") == []
+    assert {"py:bai", "py:di", "py:baidi"} <= set(a.pinyin_terms("《早发白帝城》 李白"))
+
+    d = tmp_path / "names"
+    d.mkdir()
+    (d / "tang.md").write_text(TANG, encoding="utf-8")
+    (d / "travel.md").write_text(TRAVEL, encoding="utf-8")
+    kb = kbs.create("names")
+    kb.add([d])
+    ret = Retriever()
+    q = "In Li Bai's poem about leaving Baidi City at dawn, how long does the journey back to Jiangling take?"
+    (top,) = ret.search(kb, q, SearchParams(k=1, mode="lexical"))
+    assert "千里江陵一日还" in top.text
+    assert "千里江陵一日还" in ret.search(kb, q, SearchParams(k=1))[0].text  # hybrid, the default
+    du_fu = "What happened to the chancellor in Du Fu's poem Shu Xiang?"
+    assert "出师未捷身先死" in ret.search(kb, du_fu, SearchParams(k=1))[0].text
+
+    with sqlite3.connect(kb.folder / "kb.sqlite") as db:  # what a KB written before this change holds
+        db.execute("DELETE FROM meta WHERE key='pinyin'")
+    assert not kb.pinyin and "pinyin" in kb.upgrade_hint() and "lmforge kb reindex names" in kb.upgrade_hint()
+    assert not Retriever().search(kb, "Li Bai Baidi Jiangling", SearchParams(k=1, mode="lexical"))
+    kb.reindex()
+    assert kb.pinyin and kb.upgrade_hint() is None
+    assert (
+        "千里江陵一日还"
+        in ret.search(kb, "Li Bai Baidi Jiangling", SearchParams(k=1, mode="lexical"))[0].text
+    )
+
+
+def test_a_chunk_in_another_language_keeps_its_best_rank():
+    """Hybrid fusion: BM25 cannot see a Chinese question's words in an English passage, so that passage takes the
+    better of its dense and BM25 rank in both rankings; chunks in the question's language are fused as before."""
+    from types import SimpleNamespace
+
+    from lmforge.rag.retrieve import _cross_language, rrf
+
+    rows = {
+        1: "Supercomputers are used by scientists.",
+        2: "超级市场晚上十点关门。",
+        3: "计算机对话语料里的笑话。",
+    }
+    rows = {c: SimpleNamespace(text=t) for c, t in rows.items()}
+    dense, lexical = [1, 2, 3], [3, 2]  # the English passage is the best match by meaning, BM25 never saw it
+    assert (
+        rrf([(1.0, dense), (1.0, lexical)], 60)[0][0] == 3
+    )  # plain RRF: the Chinese chunk sharing words wins
+    lists = _cross_language("超级计算机一般是哪些人在用？", dense, lexical, rows)
+    assert lists == [[-1, 2, 3], [3, 2], [1], [1]]
+    fused = rrf([(1.0, ids) for ids in lists], 60)
+    assert [c for c, _ in fused] == [1, 3, 2]
+    # an English question: the English passage is in its language and fused as before; the Chinese ones lifted
+    lists = _cross_language("Who uses supercomputers?", dense, lexical, rows)
+    assert lists == [[1, -1, -1], [-1, -1], [3, 2], [3, 2]]
+
+
+def test_boilerplate_copies_take_one_place(kbs, tmp_path):
+    """The same notice at the top of every document is one result, not all of the top k: the other copies move
+    behind every distinct chunk. Off, they fill the results."""
+    d = tmp_path / "notice"
+    d.mkdir()
+    notice = "Internal document {n}: do not forward this policy outside the company without written approval."
+    topics = ["Expenses are refunded within thirty days.", "Laptops are replaced every four years.",
+              "Parking permits are renewed every January.", "Visitors sign in at the front desk."]  # fmt: skip
+    for n, t in enumerate(topics):
+        (d / f"policy-{n}.md").write_text(
+            f"# Policy {n}\n\n{notice.format(n=n)}\n\n## Rule\n\n{t}\n", encoding="utf-8"
+        )
+    kb = kbs.create("notice", KBConfig(chunk_size=24, chunk_overlap=0))
+    kb.add([d])
+    ret = Retriever()
+    q = "Can I forward this policy outside the company?"
+    off = ret.search(kb, q, SearchParams(k=4, collapse_copies=False))
+    assert sum("do not forward" in h.text for h in off) >= 3
+    on = ret.search(kb, q, SearchParams(k=4))
+    assert "do not forward" in on[0].text and sum("do not forward" in h.text for h in on) == 1
+    assert len({h.chunk_id for h in on}) == 4

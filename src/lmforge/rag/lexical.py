@@ -115,9 +115,8 @@ _STOP_ZH = frozenset(
 _HAN_RUN = re.compile(f"[{HAN}]+")
 _NAME_WORD = re.compile(r"\b([A-Z][a-z]+)\b(['’]s)?")
 _NOT_NAMES = frozenset(
-    "a an he she me men can ban fan pen sun ran hang long bang die lie tie pie gene line mine nine pine wine "
-    "fine dine zone bone tone china chinese june dance bingo tango mango panda banana".split()
-)
+    ["a", "an", "he", "she", "me", "men", "can", "ban", "fan", "pen", "sun", "ran", "hang", "long", "bang", "die", "lie", "tie", "pie", "gene", "line", "mine", "nine", "pine", "wine", "fine", "dine", "zone", "bone", "tone", "china", "chinese", "june", "dance", "bingo", "tango", "mango", "panda", "banana"]
+)  # fmt: skip
 """English words that happen to spell pinyin and are capitalised often enough to be taken for names."""
 PINYIN = "py:"
 """Prefix of the pinyin terms: they never collide with an English word."""
@@ -181,7 +180,14 @@ class Analyzer:
         if self._syllables is None:
             from pypinyin import lazy_pinyin
 
-            self._syllables = frozenset(lazy_pinyin("".join(chr(c) for c in range(0x4E00, 0x9FA6))))
+            every = lazy_pinyin("".join(chr(c) for c in range(0x4E00, 0x9FA6)))
+            self._syllables = frozenset(every) - {
+                "m",
+                "n",
+                "ng",
+                "hm",
+                "hng",
+            }  # interjections: 'poem' ≠ po-e-m
         n = len(word)
         best: list[list[str] | None] = [None] * (n + 1)
         best[0] = []

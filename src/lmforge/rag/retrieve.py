@@ -106,6 +106,8 @@ def _cross_language(query: str, dense: list[int], lexical: list[int], rows: dict
         while ranked[r] != -1:  # two chunks at one rank: the later one just after
             r += 1
         ranked[r] = c
+    while ranked and ranked[-1] == -1:
+        ranked.pop()
     return [*out, ranked, ranked]
 
 
