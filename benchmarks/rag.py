@@ -45,7 +45,11 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "rag"
 
 
-HARD_CONFIGS = ("baseline", "headers", "rewrite", "rewrite-nohyde", "rerank", "all")
+HARD_CONFIGS = ("baseline", "headers", "names", "rewrite", "rewrite-nohyde", "rerank", "all")
+"""baseline: no chunk headers, none of the rules below; headers: contextual chunk headers alone; names: + pinyin
+names, cross-language fusion and boilerplate copies collapsed (the default without a model); rewrite: + the
+model's rewrites with HyDE (the default of kb ask); rerank: names + the pointwise reranker; all: everything."""
+PLAIN_RULES = {"cross_language": False, "collapse_copies": False, "names": False}
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -384,6 +388,8 @@ def bench_hard(tmp: Path, model: str, kb_name: str | None, answers: bool, config
             t = time.perf_counter()
             rerank, rewrite = name in ("rerank", "all"), name in ("rewrite", "rewrite-nohyde", "all")
             params = replace(params, rerank=model if rerank else None)
+            if name in ("baseline", "headers"):
+                params = replace(params, **PLAIN_RULES)
             if rewrite:
                 rr = reranker if rerank else None
                 hits = rewriters[name != "rewrite-nohyde"].search(

@@ -43,6 +43,9 @@ class SearchParams:
     chunk it abstains rather than votes against: the chunk's dense rank stands in for its missing lexical rank.
     Without this, a Chinese question ranks every English passage below Chinese ones that merely share words
     (hard set, docs/rag.md)."""
+    names: bool = True
+    """A question's capitalised words that spell pinyin ('Du Fu', 'Baidi') also match the pinyin of Chinese
+    titles and headings, in knowledge bases that index it (KnowledgeBase.pinyin)."""
     collapse_copies: bool = True
     """Near-identical chunks from different documents (boilerplate: the same introduction, licence header or
     disclaimer in every file) take one place in the results; the other copies move behind every distinct chunk.
@@ -218,7 +221,9 @@ class Retriever:
             dense.sort(key=lambda x: -x[1])
             dense = dense[: params.candidates]
         if params.mode != "dense" and params.lexical_weight > 0:
-            terms = kb.analyzer.terms(query) + (kb.analyzer.name_terms(query) if kb.pinyin else [])
+            terms = kb.analyzer.terms(query) + (
+                kb.analyzer.name_terms(query) if params.names and kb.pinyin else []
+            )
             for shard in shards:
                 lexical.extend(shard.lexical_search(terms, params.candidates, kb.store.mask(shard, caller)))
             lexical.sort(key=lambda x: -x[1])
