@@ -403,7 +403,11 @@ def bench_hard(tmp: Path, model: str, kb_name: str | None, answers: bool, config
             return hits
 
         answer = (
-            (lambda q, hits, kb=kb: ask(q, hits, generate, kb.analyzer, kb.embedder, model))
+            (
+                lambda q, hits, kb=kb: ask(
+                    q, hits, generate, kb.analyzer, kb.embedder, model, weights=kb.term_weights
+                )
+            )
             if answers
             else None
         )

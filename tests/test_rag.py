@@ -1030,3 +1030,30 @@ def test_boilerplate_copies_take_one_place(kbs, tmp_path):
     on = ret.search(kb, q, SearchParams(k=4))
     assert "do not forward" in on[0].text and sum("do not forward" in h.text for h in on) == 1
     assert len({h.chunk_id for h in on}) == 4
+
+
+def test_missing_the_rare_word_the_question_turns_on_is_not_an_answer(kbs, tmp_path):
+    """Seen on the hard set: "谁发明了电话？" answered 托马斯·爱迪生 from the light-bulb passage. Half the focus terms
+    (发明) are there, so an unweighted count passes it; weighted by how rare each term is in the KB, missing 电话
+    (in no passage) outweighs finding 发明 (in every one), and the answer is flagged."""
+    from lmforge.rag.answer import addresses, prepare, verify
+
+    d = tmp_path / "history"
+    d.mkdir()
+    qa = ["谁发明了灯泡？\n\n答：托马斯·爱迪生。", "谁发明了蒸汽机？\n\n答：詹姆斯·瓦特。", "谁发明了印刷术？\n\n答：毕昇。",
+          "谁发明了飞机？\n\n答：莱特兄弟。"]  # fmt: skip
+    for i, text in enumerate(qa):
+        (d / f"q{i}.md").write_text(f"# 问答 {i}\n\n问：{text}\n", encoding="utf-8")
+    kb = kbs.create("history")
+    kb.add([d])
+    q = "在中文历史问答语料里，谁发明了电话？"
+    hits = _hits(kb, q, k=4)
+    p = prepare(q, hits, kb.analyzer)
+    answer = "托马斯·爱迪生[1]。"
+    claims = verify(answer, p, kb.analyzer, kb.embedder)
+    w = kb.term_weights(["电话", "发明"])
+    assert w["电话"] > w["发明"] > 0
+    plain = addresses(q, answer, claims, p, kb.analyzer, None)
+    assert plain["addresses"] and plain["focus_share"] == 0.5 and plain["missing"] == ["电话"]
+    weighted = addresses(q, answer, claims, p, kb.analyzer, None, weights=kb.term_weights)
+    assert not weighted["addresses"] and weighted["focus_share"] < 0.5

@@ -283,7 +283,7 @@ def kb_ask(
     )
     hits, rw = _rewritten(kb, Retriever(), rewriter, question, SearchParams(k=k, mode=mode))
     generate = backend_generator(backend)
-    r = ask(question, hits, generate, kb.analyzer, kb.embedder, model)
+    r = ask(question, hits, generate, kb.analyzer, kb.embedder, model, weights=kb.term_weights)
     if rw is not None:
         r["rewrite"] = rw.to_dict()
     if as_json:
@@ -354,7 +354,7 @@ def kb_eval(
         generate = backend_generator(backend)
 
         def answer(question, hits):
-            return ask(question, hits, generate, kb.analyzer, kb.embedder, model)
+            return ask(question, hits, generate, kb.analyzer, kb.embedder, model, weights=kb.term_weights)
 
     search = None
     rewriter = _rewriter(rewrite, backend if rewrite == model else None, hyde)

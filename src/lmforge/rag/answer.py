@@ -284,7 +284,8 @@ _QUESTION_WORDS = {"what", "which", "who", "whom", "whose", "when", "where", "wh
                    "is", "are", "was", "were", "can", "could", "should", "would", "will", "the", "a", "an", "of",
                    "in", "on", "to", "for", "and", "or", "by", "with", "about", "that", "this", "it", "its",
                    "什么", "哪", "哪个", "哪些", "哪里", "谁", "怎么", "怎样", "如何", "为什么", "多少", "几",
-                   "是", "的", "了", "吗", "呢", "用", "在", "中", "里", "和", "与", "有", "被", "把"}  # fmt: skip
+                   "是", "的", "了", "吗", "呢", "用", "在", "中", "里", "和", "与", "有", "被", "把",
+                   "分别", "各自", "respectively", "each"}  # fmt: skip
 
 
 _ASKS = re.compile(r"什么|哪|谁|多少|几|怎么|怎样|如何|为什么|为何|何时|何地|\b(what|which|who|whom|whose|when|where|why|how)\b",
@@ -298,7 +299,11 @@ def focus_terms(question: str, analyzer: Analyzer) -> set[str]:
     clauses = [c for c in re.split(r"[，,；;：:。？?！!]", question) if c.strip()]
     asking = [c for c in clauses if _ASKS.search(c)]
     text = " ".join(asking) if asking else question
-    return {t for t in analyzer.terms(text) if t not in _QUESTION_WORDS and (len(t) > 1 or HAN_RE.match(t))}
+    return {
+        t
+        for t in analyzer.terms(text)
+        if t not in _QUESTION_WORDS and not t.startswith("哪") and (len(t) > 1 or HAN_RE.match(t))
+    }  # 哪首, 哪位…
 
 
 _PLAIN = re.compile(r"[\W_]+")
@@ -315,12 +320,19 @@ def restates(question: str, answer: str) -> bool:
     return bool(a) and SequenceMatcher(None, a, q).ratio() >= 0.8
 
 
+Weights = Callable[[Iterable[str]], dict[str, float]]
+"""Terms → how much finding each one says (KnowledgeBase.term_weights: inverse document frequency)."""
+
+
 def addresses(question: str, answer: str, claims: list[Claim], p: Prepared, analyzer: Analyzer,
-              embedder: Embedder | None, cfg: AnswerConfig | None = None) -> dict:  # fmt: skip
+              embedder: Embedder | None, cfg: AnswerConfig | None = None, weights: Weights | None = None,
+              ) -> dict:  # fmt: skip
     """Does `answer` answer *this* question (not only: is it supported by the sources)? Two checks:
     focus — the question's focus terms must be found in the answer or in the passages it rests on (an
-    answer to a neighbouring question, built from a passage about something else, misses them); and
-    relevance — cosine of question and answer (E5). A refusal addresses nothing and is not judged."""
+    answer to a neighbouring question, built from a passage about something else, misses them), each term
+    counted by its `weights` when given (missing the one rare word the question turns on, 谁发明了**电话**, weighs
+    more than missing a common one); and relevance — cosine of question and answer (E5). A refusal addresses
+    nothing and is not judged."""
     cfg = cfg or AnswerConfig()
     if any(r in answer.lower() for r in REFUSALS) or not p.sources:
         return {"addresses": True, "refusal": True, "focus_share": None, "relevance": None, "missing": []}
@@ -336,7 +348,8 @@ def addresses(question: str, answer: str, claims: list[Claim], p: Prepared, anal
         h = p.sources[n - 1]
         ground |= set(analyzer.terms(f"{h.text} {h.heading} {h.title}"))
     missing = sorted(focus - ground)
-    share = 1.0 - len(missing) / len(focus) if focus else 1.0
+    w = weights(focus) if weights and focus else dict.fromkeys(focus, 1.0)
+    share = 1.0 - sum(w[t] for t in missing) / sum(w.values()) if focus and sum(w.values()) > 0 else 1.0
     rel = None
     if embedder is not None:
         rel = round(float(embedder.queries([question])[0] @ embedder.passages([answer])[0]), 4)
@@ -390,22 +403,24 @@ def response(p: Prepared, answer: str, claims: list[Claim], model: str, check: d
 
 
 def ask(question: str, hits: list[Hit], generate: Callable[[list[dict]], str], analyzer: Analyzer,
-        embedder: Embedder | None, model: str, cfg: AnswerConfig | None = None) -> dict:  # fmt: skip
-    """Retrieve-then-answer in one call (the CLI and the non-streaming API use it)."""
+        embedder: Embedder | None, model: str, cfg: AnswerConfig | None = None, weights: Weights | None = None,
+        ) -> dict:  # fmt: skip
+    """Retrieve-then-answer in one call (the CLI and the non-streaming API use it); `weights` (the KB's
+    term_weights) weigh the question's focus terms."""
     cfg = cfg or AnswerConfig()
     p = prepare(question, hits, analyzer, cfg)
     if not p.answerable:
         return response(p, NO_ANSWER[p.lang], [], model)
     text = generate(p.messages).strip()
-    return checked(p, text, analyzer, embedder, model, cfg)
+    return checked(p, text, analyzer, embedder, model, cfg, weights)
 
 
 def checked(p: Prepared, text: str, analyzer: Analyzer, embedder: Embedder | None, model: str,
-            cfg: AnswerConfig) -> dict:  # fmt: skip
+            cfg: AnswerConfig, weights: Weights | None = None) -> dict:  # fmt: skip
     """The response for the model's answer `text`: citations verified, and an answer that does not address
     the question replaced by "I don't know" (cfg.off_topic == 'abstain') or flagged."""
     claims = verify(text, p, analyzer, embedder, cfg)
-    check = addresses(p.question, text, claims, p, analyzer, embedder, cfg)
+    check = addresses(p.question, text, claims, p, analyzer, embedder, cfg, weights)
     if not check["addresses"] and cfg.off_topic == "abstain":
         out = response(p, NO_ANSWER[p.lang], [], model, check)
         out["off_topic_answer"] = text

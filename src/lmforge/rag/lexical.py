@@ -257,6 +257,16 @@ class LexicalIndex:
             retriever.activate_numba_scorer()
         return cls(retriever, n)
 
+    def doc_freq(self, term: str) -> int:
+        """How many of this shard's chunks hold `term`."""
+        if self._bm25 is None:
+            return 0
+        tid = self._bm25.vocab_dict.get(term)
+        if tid is None:
+            return 0
+        indptr = self._bm25.scores["indptr"]
+        return int(indptr[tid + 1] - indptr[tid])
+
     def search(self, terms: list[str], k: int, mask: np.ndarray | None = None) -> list[tuple[int, float]]:
         """(row, score) best first; rows with score 0 (no term in common, or masked) are dropped."""
         if not terms or self.n == 0:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import glob
 import json
+import math
 import re
 import threading
 import time
@@ -236,6 +237,13 @@ class KnowledgeBase:
         if pinyin:
             terms += self.analyzer.pinyin_terms(f"{title}\n{heading}")
         return " ".join(terms)
+
+    def term_weights(self, terms: Iterable[str]) -> dict[str, float]:
+        """Each term's inverse document frequency over this KB's chunks, ln(1 + N / (1 + df)): how much finding it
+        says (a rare name weighs more than a word every chunk holds)."""
+        shards = self.store.shards()
+        n = sum(s.lexical.n for s in shards)
+        return {t: math.log(1 + n / (1 + sum(s.lexical.doc_freq(t) for s in shards))) for t in set(terms)}
 
     @property
     def pinyin(self) -> bool:

@@ -219,7 +219,15 @@ def kb_router(ctx: ServerContext) -> APIRouter:
             def work() -> dict:
                 kb, found = hits()
                 generate = lambda msgs: ctx.service.greedy(req.model, msgs, req.max_tokens)  # noqa: E731
-                out = ask(req.question, found, generate, kb.analyzer, kb.embedder, req.model)
+                out = ask(
+                    req.question,
+                    found,
+                    generate,
+                    kb.analyzer,
+                    kb.embedder,
+                    req.model,
+                    weights=kb.term_weights,
+                )
                 if rewrite_info:
                     out["rewrite"] = rewrite_info
                 if notes:
@@ -273,7 +281,7 @@ def kb_router(ctx: ServerContext) -> APIRouter:
             else:
                 yield {"type": "delta", "content": text}
             final = (
-                checked(p, text, kb.analyzer, kb.embedder, req.model, AnswerConfig())
+                checked(p, text, kb.analyzer, kb.embedder, req.model, AnswerConfig(), kb.term_weights)
                 if p.answerable
                 else response(p, text, [], req.model)
             )
