@@ -136,23 +136,33 @@ class Prepared:
         return bool(self.sources)
 
 
-def relevant(question: str, hits: Iterable[Hit], analyzer: Analyzer, cfg: AnswerConfig) -> list[Hit]:
+Weights = Callable[[Iterable[str]], dict[str, float]]
+"""Terms → how much finding each one says (KnowledgeBase.term_weights: inverse document frequency)."""
+
+
+def relevant(question: str, hits: Iterable[Hit], analyzer: Analyzer, cfg: AnswerConfig,
+             weights: Weights | None = None) -> list[Hit]:  # fmt: skip
+    """The hits an answer may rest on: cosine ≥ min_similarity, or min_term_share of the question's terms in the
+    passage — each term counted by its `weights` when given (a passage sharing the frame of the question,
+    中文历史问答语料里谁发明了…, but not its one rare word, 电话, does not pass)."""
     q_terms = set(analyzer.terms(question))
+    w = weights(q_terms) if weights and q_terms else dict.fromkeys(q_terms, 1.0)
+    total = sum(w.values())
     out = []
     for h in hits:
-        share = (
-            len(q_terms & set(analyzer.terms(h.text + " " + h.heading))) / len(q_terms) if q_terms else 0.0
-        )
+        found = q_terms & set(analyzer.terms(h.text + " " + h.heading))
+        share = sum(w[t] for t in found) / total if total > 0 else 0.0
         if (h.dense is not None and h.dense >= cfg.min_similarity) or share >= cfg.min_term_share:
             out.append(h)
     return out
 
 
-def prepare(question: str, hits: list[Hit], analyzer: Analyzer, cfg: AnswerConfig | None = None) -> Prepared:
+def prepare(question: str, hits: list[Hit], analyzer: Analyzer, cfg: AnswerConfig | None = None,
+            weights: Weights | None = None) -> Prepared:  # fmt: skip
     cfg = cfg or AnswerConfig()
     lang = language(question)
     sources, budget = [], cfg.max_source_tokens
-    for h in relevant(question, hits, analyzer, cfg):
+    for h in relevant(question, hits, analyzer, cfg, weights):
         cost = count_tokens(h.text) + 20
         if sources and cost > budget:
             break
@@ -320,10 +330,6 @@ def restates(question: str, answer: str) -> bool:
     return bool(a) and SequenceMatcher(None, a, q).ratio() >= 0.8
 
 
-Weights = Callable[[Iterable[str]], dict[str, float]]
-"""Terms → how much finding each one says (KnowledgeBase.term_weights: inverse document frequency)."""
-
-
 def addresses(question: str, answer: str, claims: list[Claim], p: Prepared, analyzer: Analyzer,
               embedder: Embedder | None, cfg: AnswerConfig | None = None, weights: Weights | None = None,
               ) -> dict:  # fmt: skip
@@ -408,7 +414,7 @@ def ask(question: str, hits: list[Hit], generate: Callable[[list[dict]], str], a
     """Retrieve-then-answer in one call (the CLI and the non-streaming API use it); `weights` (the KB's
     term_weights) weigh the question's focus terms."""
     cfg = cfg or AnswerConfig()
-    p = prepare(question, hits, analyzer, cfg)
+    p = prepare(question, hits, analyzer, cfg, weights)
     if not p.answerable:
         return response(p, NO_ANSWER[p.lang], [], model)
     text = generate(p.messages).strip()

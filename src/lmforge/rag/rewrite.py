@@ -187,12 +187,18 @@ class QueryRewriter:
         # question as asked (with it on the rewrites too, paraphrase hit@5 fell 0.750 → 0.583 on the hard set)
         variant = replace(wide, lexical_weight=wide.lexical_weight * self.cfg.variant_lexical_weight,
                           cross_language=False)  # fmt: skip
+        qlang = query_language(query)
         for i, q in enumerate(rw.queries):
             hits = run(q, wide if i == 0 else variant)
-            for h in hits:  # keep the best cosine any formulation reached: a translation is what matches
+            for h in hits:
                 seen = by_id.get(h.chunk_id)
-                if seen is None or (h.dense or -1.0) > (seen.dense or -1.0):
-                    by_id[h.chunk_id] = h
+                if seen is None:
+                    by_id[h.chunk_id] = h if i == 0 or language(h.text) != qlang else replace(h, dense=None)
+                elif (h.dense or -1.0) > (seen.dense or -1.0) and language(h.text) != qlang:
+                    # a passage in another language than the question is judged by the best cosine any
+                    # formulation reached (its translation); one in the question's language by the question's
+                    # own (a hypothetical answer resembles every passage it imitates)
+                    by_id[h.chunk_id] = replace(seen, dense=h.dense)
             rankings.append((self.cfg.original_weight if i == 0 else 1.0, [h.chunk_id for h in hits]))
         fused = [_rescored(by_id[cid], score) for cid, score in rrf(rankings, params.rrf_k)]
         if params.collapse_copies:

@@ -242,7 +242,7 @@ def kb_router(ctx: ServerContext) -> APIRouter:
 
         def prepared():  # noqa: ANN202
             kb, found = hits()
-            return kb, prepare(req.question, found, kb.analyzer, AnswerConfig())
+            return kb, prepare(req.question, found, kb.analyzer, AnswerConfig(), kb.term_weights)
 
         kb, p = await call(prepared)
 
