@@ -730,6 +730,14 @@ def test_query_rewrite_fuses_translations_and_falls_back(kbs, docs):
     poem = next(h for h in hits if "床前明月光" in h.text)
     plain = {h.chunk_id: h.dense for h in Retriever().search(kb, q, SearchParams(k=10, mode="dense"))}
     assert poem.dense > plain.get(poem.chunk_id, 0.0) + 0.02
+    # a passage in the question's own language keeps the question's cosine, not a rewrite's: a hypothetical
+    # answer resembles the passages it imitates and would wave every one of them through the answer gate
+    hyde = QueryRewriter("h", lambda m: "The kitchen closes at ten o'clock in the evening.")
+    kq = "When do they stop serving dinner?"
+    own = {h.chunk_id: h.dense for h in Retriever().search(kb, kq, SearchParams(k=10, mode="dense"))}
+    kitchen = next(h for h in hyde.search(lambda x, p: ret.search(kb, x, p), kq, {"en"}, SearchParams(k=3))[0]
+                   if "kitchen" in h.text)  # fmt: skip
+    assert kitchen.dense == own.get(kitchen.chunk_id)
     _, again = rw.search(lambda x, p: ret.search(kb, x, p), q, kb.languages(), SearchParams(k=3))
     assert again.cached and len(calls) == 1
 
