@@ -101,11 +101,12 @@ def _cross_language(query: str, dense: list[int], lexical: list[int], rows: dict
     qlang = query_language(query)
     d_rank = {c: r for r, c in enumerate(dense)}
     l_rank = {c: r for r, c in enumerate(lexical)}
-    best = {c: min(d_rank.get(c, len(dense)), l_rank.get(c, len(lexical)))
+    both = {c: sorted((d_rank.get(c, len(dense)), l_rank.get(c, len(lexical))))
             for c in d_rank.keys() | l_rank.keys() if c in rows and language(rows[c].text) != qlang}  # fmt: skip
+    best = {c: r[0] for c, r in both.items()}
     out = [[-1 if c in best else c for c in dense], [-1 if c in best else c for c in lexical]]
     ranked = [-1] * (max(best.values(), default=-1) + 1 + len(best))
-    for c, r in sorted(best.items(), key=lambda x: (x[1], x[0])):
+    for c, r in sorted(best.items(), key=lambda x: (both[x[0]], x[0])):  # a tie: the better other rank first
         while ranked[r] != -1:  # two chunks at one rank: the later one just after
             r += 1
         ranked[r] = c
