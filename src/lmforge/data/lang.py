@@ -29,14 +29,14 @@ _SCRIPTS = (("ja", re.compile(f"[{KANA}]")), ("ko", re.compile(f"[{HANGUL}\u1100
 
 def language(text: str) -> str:
     """'zh' when at least a tenth of the non-space characters are CJK, else 'en'."""
-    chars = sum(1 for c in text if not c.isspace())
+    chars = len("".join(text.split()))
     return "zh" if chars and len(HAN_RE.findall(text)) / chars >= 0.1 else "en"
 
 
 def query_language(text: str) -> str:
     """The language of a question by its script: ja (kana), ko (hangul), ru (Cyrillic), ar (Arabic) when they
     make up a fifth of its letters, else zh or en as `language` decides."""
-    chars = sum(1 for c in text if not c.isspace())
+    chars = len("".join(text.split()))
     for code, script in _SCRIPTS:
         if chars and len(script.findall(text)) / chars >= 0.2:
             return code

@@ -115,9 +115,15 @@ _STOP_ZH = frozenset(
 _HAN_RUN = re.compile(f"[{HAN}]+")
 _NAME_WORD = re.compile(r"\b([A-Z][a-z]+)\b(['’]s)?")
 _NOT_NAMES = frozenset(
-    ["a", "an", "he", "she", "me", "men", "can", "ban", "fan", "pen", "sun", "ran", "hang", "long", "bang", "die", "lie", "tie", "pie", "gene", "line", "mine", "nine", "pine", "wine", "fine", "dine", "zone", "bone", "tone", "china", "chinese", "june", "dance", "bingo", "tango", "mango", "panda", "banana"]
+    [
+        "a", "an", "he", "she", "me", "men", "can", "ban", "fan", "pen", "sun", "ran", "hang", "long", "bang",
+        "die", "lie", "tie", "pie", "gene", "line", "mine", "nine", "pine", "wine", "fine", "dine", "zone",
+        "bone", "tone", "china", "chinese", "june", "dance", "bingo", "tango", "mango", "panda", "banana",
+    ]
 )  # fmt: skip
 """English words that happen to spell pinyin and are capitalised often enough to be taken for names."""
+_INTERJECTIONS = frozenset({"m", "n", "ng", "hm", "hng"})
+"""Pinyin of interjections (呣, 嗯, 哼): left out of the syllables so that 'poem' is not read po-e-m."""
 PINYIN = "py:"
 """Prefix of the pinyin terms: they never collide with an English word."""
 
@@ -181,13 +187,7 @@ class Analyzer:
             from pypinyin import lazy_pinyin
 
             every = lazy_pinyin("".join(chr(c) for c in range(0x4E00, 0x9FA6)))
-            self._syllables = frozenset(every) - {
-                "m",
-                "n",
-                "ng",
-                "hm",
-                "hng",
-            }  # interjections: 'poem' ≠ po-e-m
+            self._syllables = frozenset(every) - _INTERJECTIONS
         n = len(word)
         best: list[list[str] | None] = [None] * (n + 1)
         best[0] = []

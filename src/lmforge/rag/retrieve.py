@@ -39,8 +39,8 @@ class SearchParams:
     """Results each retriever contributes before fusion."""
     rrf_k: int = 60
     cross_language: bool = True
-    """Hybrid only: BM25 cannot match a question's words in a chunk written in another language, so for such a
-    chunk it abstains rather than votes against: the chunk's dense rank stands in for its missing lexical rank.
+    """Hybrid only: a chunk written in another language than the question holds, in both rankings, the better of
+    its dense and its BM25 rank (BM25 cannot see the question's words in it, the embedder sees it only roughly).
     Without this, a Chinese question ranks every English passage below Chinese ones that merely share words
     (hard set, docs/rag.md)."""
     names: bool = True
@@ -130,12 +130,15 @@ COPY_SIMILARITY = 0.7
 different documents are copies of one another."""
 
 
-def collapse_copies(hits: list[Hit]) -> list[Hit]:
+def collapse_copies(hits: list[Hit], k: int | None = None) -> list[Hit]:
     """`hits` (best first) with each near-identical chunk from a different document than an earlier, better one
-    moved to the back (in order): boilerplate takes one place, not five."""
+    moved to the back (in order): boilerplate takes one place, not five. With `k`, only the first k distinct
+    chunks are sought (the rest keep their order behind them)."""
     kept: list[tuple[Hit, set[str]]] = []
     copies: list[Hit] = []
-    for h in hits:
+    for i, h in enumerate(hits):
+        if k is not None and len(kept) >= k:
+            return [h for h, _ in kept] + copies + hits[i:]
         sh = _shingles(h.text)
         if sh and any(
             d.document != h.document and len(sh & s) >= COPY_SIMILARITY * len(sh | s) for d, s in kept
@@ -257,7 +260,7 @@ class Retriever:
             if cid in rows  # a chunk deleted between index and lookup is simply not returned
         ]
         if params.collapse_copies:
-            hits = collapse_copies(hits)
+            hits = collapse_copies(hits, params.k if not params.rerank else 2 * params.k)
         if params.rerank:
             if self.rerankers is None:
                 raise LmforgeError("rerank is not available here (it needs a chat model to judge relevance)")

@@ -202,7 +202,7 @@ class QueryRewriter:
             rankings.append((self.cfg.original_weight if i == 0 else 1.0, [h.chunk_id for h in hits]))
         fused = [_rescored(by_id[cid], score) for cid, score in rrf(rankings, params.rrf_k)]
         if params.collapse_copies:
-            fused = collapse_copies(fused)
+            fused = collapse_copies(fused, 2 * params.k if rerank is not None else params.k)
         if rerank is not None:
             return rerank(query, fused[: 2 * params.k])[: params.k], rw
         return fused[: params.k], rw
