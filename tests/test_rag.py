@@ -919,6 +919,17 @@ def test_rewrite_replies_lose_their_labels():
     assert parse(reply, "明月在哪首诗里", RewriteConfig()) == [
         "Which poem looks at the moon?", "明月 故乡", "a poem about homesickness",
     ]  # fmt: skip
+    # the key terms written one `term = translation` pair per line (seen on the hard set) are one query, not
+    # three that each outvote the rest, and the HyDE line after them is not cut off
+    glossary = (
+        'What does the AI chatbot say its "robot body" actually is?\n'
+        'chatbot" = "聊天机器人\nrobot" = "机器人\nbody" = "身体\n'
+        "The chatbot says its robot body is an old PC.\n"
+    )
+    assert parse(glossary, "机器人身体是什么？", RewriteConfig()) == [
+        'What does the AI chatbot say its "robot body" actually is?', "chatbot 聊天机器人 robot 机器人 body 身体",
+        "The chatbot says its robot body is an old PC.",
+    ]  # fmt: skip
 
 
 TANG = """# 唐诗选

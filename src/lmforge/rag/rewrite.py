@@ -124,12 +124,28 @@ def clean(line: str) -> str:
     return re.sub(r'["“”]\s*[,，、]\s*["“”]', " ", q)  # "a", "b" (a list of quoted terms) -> a b
 
 
+_GLOSS = re.compile(r"""^["“'‘]?([^=\n]{1,40}?)["”'’]?\s*=\s*["“'‘]?([^=\n]{1,40}?)["”'’.。]?$""")
+"""One term and its translation or synonym on a line of its own ('chatbot" = "聊天机器人'): a small model's way
+of writing the key-terms line over several lines."""
+
+
 def parse(reply: str, query: str, cfg: RewriteConfig) -> list[str]:
+    """The reply's search queries, cleaned; the key terms written as one `term = synonym` pair per line are joined
+    into one query (searched one pair at a time, each outvoted the rest of the rewrite)."""
     out: list[str] = []
+    glossary: list[str] = []
+    at = None
     for line in reply.splitlines():
+        m = _GLOSS.match(_NUMBERING.sub("", line).strip())
+        if m:
+            at = len(out) if at is None else at
+            glossary += [t for t in (m.group(1).strip(), m.group(2).strip()) if t and t not in glossary]
+            continue
         q = clean(line)
         if 2 <= len(q) <= 300 and q != query and q not in out:
             out.append(q)
+    if glossary:
+        out.insert(at, " ".join(glossary))
     return out[: cfg.variants + (1 if cfg.hyde else 0)]
 
 
