@@ -49,7 +49,6 @@ HARD_CONFIGS = ("baseline", "headers", "names", "rewrite", "rewrite-nohyde", "re
 """baseline: no chunk headers, none of the rules below; headers: contextual chunk headers alone; names: + pinyin
 names, cross-language fusion and boilerplate copies collapsed (the default without a model); rewrite: + the
 model's rewrites with HyDE (the default of kb ask); rerank: names + the pointwise reranker; all: everything."""
-PLAIN_RULES = {"cross_language": False, "collapse_copies": False, "names": False}
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -389,7 +388,7 @@ def bench_hard(tmp: Path, model: str, kb_name: str | None, answers: bool, config
             rerank, rewrite = name in ("rerank", "all"), name in ("rewrite", "rewrite-nohyde", "all")
             params = replace(params, rerank=model if rerank else None)
             if name in ("baseline", "headers"):
-                params = replace(params, **PLAIN_RULES)
+                params = params.plain()
             if rewrite:
                 rr = reranker if rerank else None
                 hits = rewriters[name != "rewrite-nohyde"].search(

@@ -295,6 +295,8 @@ def test_kb_built_before_contextual_headers_says_how_to_upgrade(cli, tmp_path):
     r = cli("kb", "search", "docs", "厨房几点关门？")
     assert r.returncode == 0 and "reindex" not in r.stderr and "kitchen.txt" in r.stdout
     assert "the question is in Chinese but the knowledge base holds English text" in r.stderr
+    r = cli("kb", "search", "docs", "When does the kitchen close?", "--plain-fusion", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)[0]["document"].endswith("kitchen.txt")
     assert_clear_error(cli("kb", "search", "docs", "   "), "empty query")
 
 

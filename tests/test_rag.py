@@ -986,6 +986,7 @@ def test_english_names_of_chinese_titles_are_found_by_pinyin(kbs, tmp_path):
     q = "In Li Bai's poem about leaving Baidi City at dawn, how long does the journey back to Jiangling take?"
     (top,) = ret.search(kb, q, SearchParams(k=1, mode="lexical"))
     assert "千里江陵一日还" in top.text
+    assert all("千里江陵" not in h.text for h in ret.search(kb, q, SearchParams(k=1, mode="lexical").plain()))
     assert "千里江陵一日还" in ret.search(kb, q, SearchParams(k=1))[0].text  # hybrid, the default
     du_fu = "What happened to the chancellor in Du Fu's poem Shu Xiang?"
     assert "出师未捷身先死" in ret.search(kb, du_fu, SearchParams(k=1))[0].text

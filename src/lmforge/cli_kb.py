@@ -223,6 +223,8 @@ def _reranker(model: str, how: str):  # noqa: ANN202
 
 HydeOpt = Annotated[bool, typer.Option("--hyde/--no-hyde", help="With a rewrite: also search a one-sentence "
                                        "hypothetical answer written by the model (HyDE).")]  # fmt: skip
+PlainFusion = Annotated[bool, typer.Option("--plain-fusion", help="Hybrid search without the cross-language rule, "
+                                           "pinyin names and boilerplate collapse (as before them; for comparison).")]  # fmt: skip
 RewriteOpt = Annotated[str | None, typer.Option("--rewrite", help="Rewrite the query with this chat model "
                                                 "(translated into the KB's languages, key terms, a paraphrase; fused by RRF).")]  # fmt: skip
 
@@ -235,6 +237,7 @@ def kb_search(
     rerank_mode: RerankMode = "pointwise",
     rewrite: RewriteOpt = None,
     hyde: HydeOpt = RewriteConfig.hyde,
+    plain_fusion: PlainFusion = False,
 ) -> None:  # fmt: skip
     """Search a knowledge base (no model call unless --rerank or --rewrite)."""
     import json as _json
@@ -243,8 +246,9 @@ def kb_search(
 
     ret = Retriever(rerankers=_rerankers(rerank_mode))
     kb = _open(name)
+    params = SearchParams(k=k, mode=mode, rerank=rerank)
     hits, rw = _rewritten(
-        kb, ret, _rewriter(rewrite, hyde=hyde), query, SearchParams(k=k, mode=mode, rerank=rerank)
+        kb, ret, _rewriter(rewrite, hyde=hyde), query, params.plain() if plain_fusion else params
     )
     if as_json:
         out = [h.to_dict() for h in hits]
@@ -328,6 +332,7 @@ def kb_eval(
     rerank: Annotated[str | None, typer.Option(help="Rerank the candidates with this chat model.")] = None,
     rerank_mode: RerankMode = "pointwise",
     as_json: Annotated[bool, typer.Option("--json", help="Print the results (overall and per group) as JSON.")] = False,
+    plain_fusion: PlainFusion = False,
 ) -> None:  # fmt: skip
     """Chunk-level hit@k and MRR (with --model: answer accuracy, EM, F1, citation precision, abstention on
     unanswerable questions, the verifier's precision/recall on wrong answers), overall, per question type and
@@ -358,11 +363,11 @@ def kb_eval(
 
     search = None
     rewriter = _rewriter(rewrite, backend if rewrite == model else None, hyde)
-    if rewriter is not None or rerank:
+    if rewriter is not None or rerank or plain_fusion:
         ret, langs = Retriever(rerankers=_rerankers(rerank_mode)), kb.languages()
 
         def search(q, params):
-            params = replace(params, rerank=rerank)
+            params = replace(params.plain() if plain_fusion else params, rerank=rerank)
             if rewriter is None:
                 return ret.search(kb, q, params)
             rr = ret.rerankers(rerank) if rerank else None
@@ -380,7 +385,8 @@ def kb_eval(
         groups = group_table(results[-1], k)
         if groups:
             print("\n" + groups)
-    kbs.update_metrics(name, {f"eval:{qa.name}" + (f"+rewrite:{rewrite}" if rewrite else "") + ("-hyde" if rewrite and not hyde else ""): {
+    kbs.update_metrics(name, {f"eval:{qa.name}" + (f"+rewrite:{rewrite}" if rewrite else "") + ("-hyde" if rewrite and not hyde else "")
+                              + ("+plain-fusion" if plain_fusion else ""): {
         r.mode: {"hit@k": r.hit_at_k, "mrr": r.mrr, "k": k, "n": r.n, "f1": r.f1, "accuracy": r.contains,
                  "citation_precision": r.citation_precision, "abstention": r.abstention,
                  "flag_precision": r.flag_precision, "flag_recall": r.flag_recall, "groups": r.groups}

@@ -53,6 +53,11 @@ class SearchParams:
     rerank: str | None = None
     """Chat model that reorders the fused candidates (LLM listwise rerank); None = off."""
 
+    def plain(self) -> SearchParams:
+        """These parameters with the cross-language rule, pinyin names and boilerplate collapse off: hybrid
+        search as it was before them (`--plain-fusion`, for comparison)."""
+        return replace(self, cross_language=False, names=False, collapse_copies=False)
+
     def check(self) -> SearchParams:
         if not 1 <= self.k <= 100:
             raise LmforgeError(f"k must be between 1 and 100, got {self.k}")

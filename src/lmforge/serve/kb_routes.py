@@ -43,6 +43,9 @@ class KBSearch(BaseModel):
     dense_weight: float = Field(default=1.0, ge=0, le=100)
     lexical_weight: float = Field(default=1.0, ge=0, le=100)
     rerank: str | None = None  # a chat model to rerank the candidates with
+    cross_language: bool = True  # SearchParams: the cross-language fusion rule
+    names: bool = True  # SearchParams: pinyin names
+    collapse_copies: bool = True  # SearchParams: boilerplate copies take one place
 
 
 class KBBatchSearch(BaseModel):
@@ -178,7 +181,9 @@ def kb_router(ctx: ServerContext) -> APIRouter:
         def work() -> dict:
             kb = kbs.open(name)
             params = SearchParams(k=req.k, mode=req.mode, dense_weight=req.dense_weight,
-                                  lexical_weight=req.lexical_weight, rerank=req.rerank)  # fmt: skip
+                                  lexical_weight=req.lexical_weight, rerank=req.rerank,
+                                  cross_language=req.cross_language, names=req.names,
+                                  collapse_copies=req.collapse_copies)  # fmt: skip
             hits = retriever.search(kb, req.query, params, caller=g)
             out = {"kb": name, "version": kb.version, "hits": [h.to_dict() for h in hits]}
             notes = search_notes(kb, req.query, rewriting=False)
