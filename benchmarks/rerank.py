@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     full = load_backend(reg, args.model, LoadConfig(logits_all=True))
     rr, old = PointwiseReranker(judge), PointwiseReranker(full)
     # the new tokens of each candidate: its prompt past the shared question prefix
-    prompts = {q: [rr._prompt(q, t) for t in texts] for q in questions}
+    prompts = {q: rr.prompts(q, texts) for q in questions}
     head = {q: len(rr.backend.tokenize(rr._head.format(q=q), add_special=False)) for q in questions}
     new_tokens = {q: [i for p in prompts[q] for i in p[head[q] :]] for q in questions}
     print(f"model {args.model}; {len(texts)} candidates (passages cut to {rr.cfg.max_passage_tokens} tokens); "

@@ -140,13 +140,18 @@ Weights = Callable[[Iterable[str]], dict[str, float]]
 """Terms → how much finding each one says (KnowledgeBase.term_weights: inverse document frequency)."""
 
 
+def _weighed(terms: set[str], weights: Weights | None) -> dict[str, float]:
+    """Each term's weight: `weights`' when given, else 1."""
+    return weights(terms) if weights and terms else dict.fromkeys(terms, 1.0)
+
+
 def relevant(question: str, hits: Iterable[Hit], analyzer: Analyzer, cfg: AnswerConfig,
              weights: Weights | None = None) -> list[Hit]:  # fmt: skip
     """The hits an answer may rest on: cosine ≥ min_similarity, or min_term_share of the question's terms in the
     passage — each term counted by its `weights` when given (a passage sharing the frame of the question,
     中文历史问答语料里谁发明了…, but not its one rare word, 电话, does not pass)."""
     q_terms = set(analyzer.terms(question))
-    w = weights(q_terms) if weights and q_terms else dict.fromkeys(q_terms, 1.0)
+    w = _weighed(q_terms, weights)
     total = sum(w.values())
     out = []
     for h in hits:
@@ -354,8 +359,9 @@ def addresses(question: str, answer: str, claims: list[Claim], p: Prepared, anal
         h = p.sources[n - 1]
         ground |= set(analyzer.terms(f"{h.text} {h.heading} {h.title}"))
     missing = sorted(focus - ground)
-    w = weights(focus) if weights and focus else dict.fromkeys(focus, 1.0)
-    share = 1.0 - sum(w[t] for t in missing) / sum(w.values()) if focus and sum(w.values()) > 0 else 1.0
+    w = _weighed(focus, weights)
+    total = sum(w.values())
+    share = 1.0 - sum(w[t] for t in missing) / total if total > 0 else 1.0
     rel = None
     if embedder is not None:
         rel = round(float(embedder.queries([question])[0] @ embedder.passages([answer])[0]), 4)

@@ -75,14 +75,19 @@ class PointwiseReranker:
             )
         return ids
 
-    def _prompt(self, question: str, text: str) -> list[int]:
+    def prompts(self, question: str, texts: list[str]) -> list[list[int]]:
+        """The judge's prompt for each passage: the question's head and the tail tokenized once for all."""
         head = self.backend.tokenize(self._head.format(q=question), add_special=False)
-        body = self.backend.tokenize(text, add_special=False)[: self.cfg.max_passage_tokens]
-        return head + body + self.backend.tokenize(self._tail, add_special=False)
+        tail = self.backend.tokenize(self._tail, add_special=False)
+        return [head + self.backend.tokenize(t, add_special=False)[: self.cfg.max_passage_tokens] + tail
+                for t in texts]  # fmt: skip
+
+    def _prompt(self, question: str, text: str) -> list[int]:
+        return self.prompts(question, [text])[0]
 
     def scores(self, question: str, texts: list[str]) -> list[float]:
         """p(yes) / (p(yes) + p(no)) for each passage."""
-        prompts = [self._prompt(question, t) for t in texts]
+        prompts = self.prompts(question, texts)
         if not self.backend.capabilities.judge:
             return [self._scored(p) for p in prompts]
         out = []
