@@ -1,0 +1,65 @@
+"""What the retrieval rules cost per search: hybrid search with the cross-language rule, pinyin names and
+boilerplate collapse (the default) beside the same search without them (`SearchParams.plain()`, the reference),
+on a KB of examples/rag/docs, with the query vectors computed beforehand (so the embedder is not timed).
+
+    LMFORGE_HOME=... python benchmarks/rag_rules.py [--kb NAME] [--rounds 4]
+
+Questions: both QA sets of examples/rag (118). Each round runs every question once per configuration,
+alternating which goes first, on a fresh Retriever without a cache; the first call of each configuration is
+left out (it loads the pinyin syllable table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pct(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(len(s) * p / 100))]
+
+
+def main(argv: list[str] | None = None) -> None:
+    from lmforge.eval.rag import load_qa
+    from lmforge.home import Registry
+    from lmforge.rag.pipeline import EmbedderCache, KnowledgeBases
+    from lmforge.rag.retrieve import Retriever, SearchParams
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kb", default=None, help="a registered KB of examples/rag/docs (default: build one)")
+    ap.add_argument("--rounds", type=int, default=4)
+    args = ap.parse_args(argv)
+    if args.kb:
+        kb = KnowledgeBases(Registry()).open(args.kb)
+    else:
+        kb = KnowledgeBases(Path(tempfile.mkdtemp(prefix="lmforge-rules-")), EmbedderCache()).create("docs")
+        kb.add([ROOT / "examples" / "rag" / "docs"])
+    qs = [it.question for f in ("qa-hard", "qa") for it in load_qa(ROOT / "examples" / "rag" / f"{f}.jsonl")]
+    vecs = kb.embedder.queries(qs)
+    configs = {"plain fusion (reference)": SearchParams().plain(), "rules on (default)": SearchParams()}
+    times: dict[str, list[float]] = {name: [] for name in configs}
+    for p in configs.values():  # warm-up: syllable table, shard load
+        Retriever(cache_size=0).search(kb, qs[0], p, qvec=vecs[0])
+    for r in range(args.rounds):
+        order = list(configs) if r % 2 == 0 else list(reversed(configs))
+        for name in order:
+            ret = Retriever(cache_size=0)
+            for q, v in zip(qs, vecs, strict=True):
+                t = time.perf_counter()
+                ret.search(kb, q, configs[name], qvec=v)
+                times[name].append(time.perf_counter() - t)
+    chunks = sum(d.chunks for d in kb.store.documents())
+    print(f"{chunks} chunks, {len(qs)} questions x {args.rounds} rounds, hybrid k=5, query vector given:")
+    for name, ts in times.items():
+        print(f"  {name:26} p50 {1000 * pct(ts, 50):.2f} ms   p95 {1000 * pct(ts, 95):.2f} ms")
+    base, rules = (pct(times[n], 50) for n in configs)
+    print(f"  cost of the rules: +{1000 * (rules - base):.2f} ms p50")
+
+
+if __name__ == "__main__":
+    main()
