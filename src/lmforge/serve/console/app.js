@@ -293,6 +293,7 @@
   let modelsData = [], selectedModel = ls.get("modelSel"), lineageSeq = 0;
   async function loadModelsPage() {
     const tb = document.querySelector("#models-table tbody"), status = $("models-status");
+    document.body.dataset.lineage = "loading"; // 'ready' again once the list is redrawn and the lineage drawn
     status.className = "notice"; status.textContent = t("loading");
     let data;
     try { data = await api("/api/models"); } catch (e) { status.className = "msg-error"; status.textContent = e.status === 401 ? t("unauthorized") : e.message; return; }
@@ -320,7 +321,7 @@
       }
     }
     if (order.length) selectModel(order.includes(selectedModel) ? selectedModel : order[0]);
-    else $("model-detail").hidden = true;
+    else { $("model-detail").hidden = true; document.body.dataset.lineage = "ready"; }
   }
   async function selectModel(name) {
     const m = modelsData.find((x) => x.name === name); if (!m) return;
