@@ -199,7 +199,11 @@ class Analyzer:
                     best[j] = [*best[i], word[i:j]]
         return best[n]
 
-    def terms(self, text: str) -> list[str]:
+    def terms(self, text: str, pieces: bool = True) -> list[str]:
+        """Index terms of `text`: Latin words lower-cased, less stop words; Chinese cut by jieba's search mode, less
+        stop words, and with `pieces` each word of three or more characters that jieba joined by guess (its HMM,
+        not its dictionary) also by its two-character pieces. The guess depends on the neighbours — 瓜洲 alone,
+        but 夜雪瓜洲 in 楼船夜雪瓜洲渡 — so without the pieces a question's 瓜洲 misses that line."""
         out: list[str] = []
         for m in _WORD.finditer(text):
             piece = m.group(0)
@@ -211,6 +215,8 @@ class Analyzer:
                 for w in self._jieba.cut_for_search(piece):
                     if w not in _STOP_ZH:
                         out.append(w)
+                        if pieces and len(w) > 2 and not self._jieba.FREQ.get(w):
+                            out += [w[i : i + 2] for i in range(len(w) - 1)]
         return out
 
 

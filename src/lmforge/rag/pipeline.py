@@ -227,13 +227,21 @@ class KnowledgeBase:
                 f"knowledge base {self.name!r} was built before the pinyin of Chinese titles and headings was "
                 f"indexed (English questions naming 杜甫 as 'Du Fu' find it); {how}"
             )
+        if not self.han_pieces and "zh" in self.languages():
+            return (
+                f"knowledge base {self.name!r} was built before Chinese words that jieba joins by guess were also "
+                f"indexed by their two-character pieces (瓜洲 is found in 夜雪瓜洲渡); {how}"
+            )
         return None
 
-    def _terms(self, title: str, heading: str, indexed: str, context: str, pinyin: bool) -> str:
-        """BM25 terms of a chunk: its indexed text, the title too where the header left it out ('headings': how
-        KBs before contextual headers indexed it), and with `pinyin` the pinyin of its title and heading path (a
-        question in Latin letters names 杜甫 'Du Fu')."""
-        terms = self.analyzer.terms(f"{title}\n{indexed}" if context == "headings" else indexed)
+    def _terms(self, title: str, heading: str, indexed: str, context: str, pinyin: bool, pieces: bool) -> str:
+        """BM25 terms of a chunk: its indexed text (with `pieces`, guessed Chinese words also by their pieces:
+        Analyzer.terms), the title too where the header left it out ('headings': how KBs before contextual
+        headers indexed it), and with `pinyin` the pinyin of its title and heading path (a question in Latin
+        letters names 杜甫 'Du Fu')."""
+        terms = self.analyzer.terms(
+            f"{title}\n{indexed}" if context == "headings" else indexed, pieces=pieces
+        )
         if pinyin:
             terms += self.analyzer.pinyin_terms(f"{title}\n{heading}")
         return " ".join(terms)
@@ -250,6 +258,12 @@ class KnowledgeBase:
         """Whether this KB's index holds the pinyin of titles and headings (KBs built before it do not, until
         `kb reindex`; documents added meanwhile follow the index, so a KB never mixes the two)."""
         return self.store.meta("pinyin") == "1" or self.store.meta("embedder") is None
+
+    @property
+    def han_pieces(self) -> bool:
+        """Whether this KB's index holds the two-character pieces of Chinese words jieba joined by guess (KBs built
+        before it do not, until `kb reindex`; queries and documents added meanwhile follow the index)."""
+        return self.store.meta("han_pieces") == "1" or self.store.meta("embedder") is None
 
     def reindex(
         self, context: str | None = None, progress: Callable[[int, int], None] | None = None, batch: int = 256
@@ -281,7 +295,7 @@ class KnowledgeBase:
                     vectors = embedder.passages(texts)
                     db.executemany(
                         "UPDATE chunks SET vec=?, terms=? WHERE id=?",
-                        [(v.astype(np.float32).tobytes(), self._terms(r[1], r[2], t, context, True), r[0])
+                        [(v.astype(np.float32).tobytes(), self._terms(r[1], r[2], t, context, True, True), r[0])
                          for r, t, v in zip(rows, texts, vectors, strict=True)],
                     )  # fmt: skip
                     done += len(rows)
@@ -291,6 +305,7 @@ class KnowledgeBase:
                 db.execute("UPDATE shards SET version=?", (version,))
                 self.store.set_meta(db, "context", context)
                 self.store.set_meta(db, "pinyin", "1")
+                self.store.set_meta(db, "han_pieces", "1")
                 self.store.set_meta(db, "external_reupload", "1")  # an external index re-uploads every vector
                 self.store.commit(db, version)
             except BaseException:
@@ -359,6 +374,7 @@ class KnowledgeBase:
                     self.store.set_meta(db, "dim", str(embedder.dim))
                     self.store.set_meta(db, "context", self.cfg.context)
                     self.store.set_meta(db, "pinyin", "1")
+                    self.store.set_meta(db, "han_pieces", "1")
                 changed = False
                 for i, (path, name) in enumerate(batch):
                     if progress:
@@ -418,7 +434,7 @@ class KnowledgeBase:
                     b.text, n_red = redact(b.text)
                     report.redacted += n_red
                 doc.blocks = blocks
-            context, pinyin = self.context, self.pinyin
+            context, pinyin, pieces = self.context, self.pinyin, self.han_pieces
             if existing:
                 self.store.delete_doc(db, existing.id, version)
             doc_id = self.store.insert_doc(db, name=name, sha256=sha, title=doc.title, groups=groups, pages=doc.pages,
@@ -431,7 +447,7 @@ class KnowledgeBase:
                 texts = [embed_text(doc.title, c.heading, c.text, context) for c in chunks]
                 vectors = embedder.passages(texts)
                 headings = [" > ".join(h for h in c.heading if h) for c in chunks]
-                rows = [(c.ord, c.text, c.page, h, c.kind, c.tokens, self._terms(doc.title, h, t, context, pinyin))
+                rows = [(c.ord, c.text, c.page, h, c.kind, c.tokens, self._terms(doc.title, h, t, context, pinyin, pieces))
                         for c, h, t in zip(chunks, headings, texts, strict=True)]  # fmt: skip
                 self.store.insert_chunks(db, doc_id, version, rows, vectors)
                 n += len(chunks)

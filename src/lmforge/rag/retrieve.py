@@ -230,7 +230,7 @@ class Retriever:
             dense.sort(key=lambda x: -x[1])
             dense = dense[: params.candidates]
         if params.mode != "dense" and params.lexical_weight > 0:
-            terms = kb.analyzer.terms(query) + (
+            terms = kb.analyzer.terms(query, pieces=kb.han_pieces) + (
                 kb.analyzer.name_terms(query) if params.names and kb.pinyin else []
             )
             for shard in shards:
