@@ -343,7 +343,8 @@ def bench_quality(tmp: Path) -> list:
 
 
 def bench_hard(tmp: Path, model: str, kb_name: str | None, answers: bool, configs: list[str],
-               rerank_weight: float) -> dict:  # fmt: skip
+               rerank_weight: float, rerank_model: str | None = None, rerank_dtype: str = "float32",
+               ) -> dict:  # fmt: skip
     from lmforge.eval.rag import evaluate, group_table, load_qa, table
     from lmforge.home import Registry
     from lmforge.infer.loader import LoadConfig, load_backend
@@ -373,7 +374,10 @@ def bench_hard(tmp: Path, model: str, kb_name: str | None, answers: bool, config
                             RewriteConfig(hyde=hyde))
         for hyde in (False, True)
     }  # fmt: skip
-    reranker = PointwiseReranker(backend, PointwiseConfig(retrieval_weight=rerank_weight))
+    judge = backend
+    if rerank_model and rerank_model != model and {"rerank", "all"} & set(configs):
+        judge = load_backend(reg, rerank_model, LoadConfig(dtype=rerank_dtype))
+    reranker = PointwiseReranker(judge, PointwiseConfig(retrieval_weight=rerank_weight))
     rerank_s: list[float] = []
     langs = next(iter(kbs_by_context.values())).languages()
     generate = backend_generator(backend)
@@ -445,6 +449,15 @@ def main(argv: list[str] | None = None) -> None:
                     help="baseline: no chunk headers; headers: + contextual headers; rewrite / rerank: headers + "
                     "that (the rewrite with a hypothetical answer, HyDE, as by default); rewrite-nohyde: without it; "
                     "all: headers + rewrite + rerank")  # fmt: skip
+    ap.add_argument(
+        "--rerank-model", default=None, help="rerank with this model instead of --model (e.g. its -hf copy)"
+    )
+    ap.add_argument(
+        "--rerank-dtype",
+        default="float32",
+        choices=("float32", "bfloat16"),
+        help="weights of a transformers rerank model",
+    )
     ap.add_argument("--rerank-weight", type=float, default=PointwiseConfig.retrieval_weight,
                     help="PointwiseConfig.retrieval_weight: > 0 fuses the retrieval order with the judge's")  # fmt: skip
     args = ap.parse_args(argv)
@@ -453,7 +466,16 @@ def main(argv: list[str] | None = None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="lmforge-rag-bench-"))
     try:
         if args.hard_only:
-            bench_hard(tmp, args.model, args.kb, args.answers, args.configs, args.rerank_weight)
+            bench_hard(
+                tmp,
+                args.model,
+                args.kb,
+                args.answers,
+                args.configs,
+                args.rerank_weight,
+                args.rerank_model,
+                args.rerank_dtype,
+            )
             return
         if not args.skip_ingest:
             bench_ingest(tmp, args.ingest_rounds)
@@ -461,7 +483,16 @@ def main(argv: list[str] | None = None) -> None:
         if not args.skip_quality:
             bench_quality(tmp)
         if not args.skip_hard:
-            bench_hard(tmp, args.model, args.kb, args.answers, args.configs, args.rerank_weight)
+            bench_hard(
+                tmp,
+                args.model,
+                args.kb,
+                args.answers,
+                args.configs,
+                args.rerank_weight,
+                args.rerank_model,
+                args.rerank_dtype,
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

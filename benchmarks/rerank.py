@@ -1,17 +1,20 @@
-"""Pointwise reranking speed: p(yes) for 20 candidates of up to 96 tokens, beside the machine's prefill limit.
+"""Pointwise reranking speed: p(yes) for 20 candidates, beside the machine's prefill limit.
 
     LMFORGE_HOME=... python benchmarks/rerank.py [--model qwen2.5-coder-0.5b-instruct] [--candidates 20]
-                                                 [--rounds 3] [--extra-gguf MODEL ...] [--hf MODEL]
+                                                 [--rounds 3] [--passage-tokens 48] [--extra-gguf MODEL ...]
+                                                 [--hf MODEL]
 
-Candidates: the longest chunks of examples/rag/docs (so each is cut to the reranker's 96 tokens), three
-questions, each timed from a cold question prefix. What is compared, in one run on the same model:
+Candidates: the longest chunks of examples/rag/docs (so each is cut to the reranker's --passage-tokens, default
+PointwiseConfig's), three questions, each timed from a cold question prefix. What is compared, in one run on the same model:
 - `next_logprobs` (the `judge` capability, what the reranker uses): one position's logits per candidate, the
   question's KV cache reused;
 - the previous path, `prompt_logprobs` on a context that keeps logits for every position (logits_all);
 - the limit: the same new tokens (every candidate's passage and tail) evaluated as one long prefill on a
   fresh context, i.e. what the hardware does at best with these tokens, without and with logits_all;
 - `--extra-gguf`: the prefill rate of other registered GGUF models (e.g. the f16 export);
-- `--hf`: a registered transformers model in bf16 scoring the candidates as one left-padded batch.
+- `--hf`: a registered transformers model (e.g. the default model's dequantized `-hf` copy) scoring the
+  candidates as one batch, in bf16 and fp32, with the shared question prefix evaluated once (what the reranker
+  does) and, for reference, every row whole.
 """
 
 from __future__ import annotations
@@ -51,21 +54,25 @@ def prefill_rate(backend, ids: list[int]) -> float:  # noqa: ANN001 - LlamaCppBa
 def main(argv: list[str] | None = None) -> None:
     from lmforge.home import Registry
     from lmforge.infer.loader import LoadConfig, load_backend
-    from lmforge.rag.rerank import PointwiseReranker
+    from lmforge.rag.rerank import PointwiseConfig, PointwiseReranker
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
     ap.add_argument("--candidates", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3, help="questions timed (of the 3 bundled ones)")
     ap.add_argument("--extra-gguf", nargs="*", default=[], help="other registered GGUF models: prefill rate")
-    ap.add_argument("--hf", default=None, help="a registered transformers model: bf16 batched scoring")
+    ap.add_argument(
+        "--hf", default=None, help="a registered transformers model: batched scoring, bf16 and fp32"
+    )
+    ap.add_argument("--passage-tokens", type=int, default=PointwiseConfig.max_passage_tokens)
     args = ap.parse_args(argv)
     reg = Registry()
     texts = passages(args.candidates)
     questions = QUESTIONS[: args.rounds]
     judge = load_backend(reg, args.model, LoadConfig())
     full = load_backend(reg, args.model, LoadConfig(logits_all=True))
-    rr, old = PointwiseReranker(judge), PointwiseReranker(full)
+    cfg = PointwiseConfig(max_passage_tokens=args.passage_tokens)
+    rr, old = PointwiseReranker(judge, cfg), PointwiseReranker(full, cfg)
     # the new tokens of each candidate: its prompt past the shared question prefix
     prompts = {q: rr.prompts(q, texts) for q in questions}
     head = {q: len(rr.backend.tokenize(rr._head.format(q=q), add_special=False)) for q in questions}
@@ -102,18 +109,22 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  prefill {name}: {prefill_rate(b, sample):.0f} tokens/s")
         b.close()
     if args.hf:
-        hf = load_backend(reg, args.hf, LoadConfig(dtype="bfloat16"))
-        hr = PointwiseReranker(hf)
-        hr.scores("warm-up", texts[:2])
-        ts = []
-        for q in questions:
-            t = time.perf_counter()
-            hr.scores(q, texts)
-            ts.append(time.perf_counter() - t)
         n = sum(len(p) for p in prompts[questions[0]])
-        print(f"  transformers bf16, one left-padded batch ({args.hf}): median {statistics.median(ts):.2f} s "
-              f"({n / statistics.median(ts):.0f} prompt tokens/s, no prefix reuse)")  # fmt: skip
-        hf.close()
+        for dtype in ("bfloat16", "float32"):
+            hf = load_backend(reg, args.hf, LoadConfig(dtype=dtype))
+            hr = PointwiseReranker(hf, cfg)
+            hr.scores("warm-up", texts[:2])
+            for share in (True, False):
+                ts = []
+                for q in questions:
+                    hp = hr.prompts(q, texts)
+                    t = time.perf_counter()
+                    hf.next_logprobs(hp, hr._yes + hr._no, share_prefix=share)
+                    ts.append(time.perf_counter() - t)
+                how = "question prefix shared (the reranker)" if share else "every row whole"
+                print(f"  transformers {dtype}, one batch, {how} ({args.hf}): median {statistics.median(ts):.2f} s "
+                      f"({n} prompt tokens)")  # fmt: skip
+            hf.close()
 
 
 if __name__ == "__main__":

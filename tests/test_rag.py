@@ -796,9 +796,9 @@ def test_kb_eval_scores_types_pairs_abstention_and_the_verifier(kbs, docs, tmp_p
 def test_pointwise_rerank_reads_p_yes_with_the_prefix_cached(kbs, docs, tiny_gguf, tiny_qwen2_dir):
     """Each candidate is scored by p(yes)/(p(yes)+p(no)) from one position's logits (no generation, no
     logits_all context): the same probabilities as the full prompt_logprobs path, from llama.cpp (prefix reused)
-    and from a transformers model scoring all candidates as one left-padded batch; the order follows them, or
-    fuses them with the retrieval order when asked."""
-    from lmforge.infer.hf import TransformersBackend
+    and from a transformers model scoring all candidates as one batch (the shared prefix evaluated once); the
+    order follows them, or fuses them with the retrieval order when asked."""
+    from lmforge.infer.hf import SHARED_PREFIX_MIN, TransformersBackend, _shared_prefix
     from lmforge.infer.llamacpp import LlamaCppBackend
     from lmforge.rag.rerank import PointwiseConfig, PointwiseReranker
 
@@ -838,6 +838,17 @@ def test_pointwise_rerank_reads_p_yes_with_the_prefix_cached(kbs, docs, tiny_ggu
         rr = PointwiseReranker(hf, cfg)
         one_by_one = [rr.scores(q, [t])[0] for t in texts]  # no padding
         assert rr.scores(q, texts) == pytest.approx(one_by_one, abs=1e-4)  # padded batch: the same
+        # the question's prefix is evaluated once and its KV cache shared by every row: the same numbers as
+        # running every row whole
+        prompts, yes_no = rr.prompts(q, texts), rr._yes + rr._no
+        assert _shared_prefix(prompts) >= SHARED_PREFIX_MIN
+        shared, whole = (hf.next_logprobs(prompts, yes_no, share_prefix=s) for s in (True, False))
+        assert [x for row in shared for x in row] == pytest.approx(
+            [x for row in whole for x in row], abs=1e-4
+        )
+        assert [_shared_prefix(x) for x in ([[1, 2, 3, 4], [1, 2, 5]], [[1, 2]], [[1], [1]], [[1, 2], [3]])] == [
+            2, 1, 0, 0,
+        ]  # fmt: skip
         every = PointwiseReranker(hf, PointwiseConfig(max_passage_tokens=40, top=hf.tokenizer.vocab_size - 1))
         assert rr.scores(q, texts) == pytest.approx(
             [every._scored(rr._prompt(q, t)) for t in texts], abs=1e-4

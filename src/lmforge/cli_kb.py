@@ -197,19 +197,24 @@ RerankMode = Annotated[Literal["pointwise", "listwise"], typer.Option(
          "listwise: the model orders the list in one generation (any model).")]  # fmt: skip
 
 
-def _rerankers(how: str):  # noqa: ANN202
+RerankDtype = Annotated[Literal["float32", "bfloat16"], typer.Option(
+    help="Weights of a transformers (HF) rerank model: bfloat16 judges ~3x faster on CPUs with AVX512-BF16 or "
+         "AMX and slower on others (benchmarks/rerank.py measures both).")]  # fmt: skip
+
+
+def _rerankers(how: str, dtype: str = "float32"):  # noqa: ANN202
     """model name -> reranker, each model loaded once."""
     loaded: dict = {}
 
     def get(model: str):  # noqa: ANN202
         if model not in loaded:
-            loaded[model] = _reranker(model, how)
+            loaded[model] = _reranker(model, how, dtype)
         return loaded[model]
 
     return get
 
 
-def _reranker(model: str, how: str):  # noqa: ANN202
+def _reranker(model: str, how: str, dtype: str):  # noqa: ANN202
     from lmforge.infer.loader import LoadConfig, load_backend
     from lmforge.rag.answer import backend_generator
     from lmforge.rag.retrieve import LLMReranker
@@ -217,7 +222,7 @@ def _reranker(model: str, how: str):  # noqa: ANN202
     if how == "pointwise":
         from lmforge.rag.rerank import PointwiseReranker
 
-        return PointwiseReranker(load_backend(_registry(), model, LoadConfig()))
+        return PointwiseReranker(load_backend(_registry(), model, LoadConfig(dtype=dtype)))
     return LLMReranker(backend_generator(_load(model, "auto", None, None), max_tokens=32))
 
 
@@ -235,6 +240,7 @@ def kb_search(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     rerank: Annotated[str | None, typer.Option(help="Rerank the candidates with this chat model.")] = None,
     rerank_mode: RerankMode = "pointwise",
+    rerank_dtype: RerankDtype = "float32",
     rewrite: RewriteOpt = None,
     hyde: HydeOpt = RewriteConfig.hyde,
     plain_fusion: PlainFusion = False,
@@ -244,7 +250,7 @@ def kb_search(
 
     from lmforge.rag.retrieve import Retriever, SearchParams
 
-    ret = Retriever(rerankers=_rerankers(rerank_mode))
+    ret = Retriever(rerankers=_rerankers(rerank_mode, rerank_dtype))
     kb = _open(name)
     params = SearchParams(k=k, mode=mode, rerank=rerank)
     hits, rw = _rewritten(
@@ -331,6 +337,7 @@ def kb_eval(
     hyde: HydeOpt = RewriteConfig.hyde,
     rerank: Annotated[str | None, typer.Option(help="Rerank the candidates with this chat model.")] = None,
     rerank_mode: RerankMode = "pointwise",
+    rerank_dtype: RerankDtype = "float32",
     as_json: Annotated[bool, typer.Option("--json", help="Print the results (overall and per group) as JSON.")] = False,
     plain_fusion: PlainFusion = False,
 ) -> None:  # fmt: skip
@@ -364,7 +371,7 @@ def kb_eval(
     search = None
     rewriter = _rewriter(rewrite, backend if rewrite == model else None, hyde)
     if rewriter is not None or rerank or plain_fusion:
-        ret, langs = Retriever(rerankers=_rerankers(rerank_mode)), kb.languages()
+        ret, langs = Retriever(rerankers=_rerankers(rerank_mode, rerank_dtype)), kb.languages()
 
         def search(q, params):
             params = replace(params.plain() if plain_fusion else params, rerank=rerank)

@@ -277,10 +277,12 @@ class TransformersBackend:
             return rows
 
     def next_logprobs(
-        self, prompts: list[list[int]], tokens: list[int], batch: int = 16
+        self, prompts: list[list[int]], tokens: list[int], batch: int = 32, share_prefix: bool = True
     ) -> list[list[float]]:
-        """log p(token | prompt) for each prompt and each of `tokens`: prompts run `batch` at a time, left-padded
-        into one forward pass, and only the last position goes through the output layer."""
+        """log p(token | prompt) for each prompt and each of `tokens`: prompts run `batch` at a time in one forward
+        pass, and only the last position goes through the output layer. With `share_prefix`, the tokens every
+        prompt of a batch starts with (a reranker's instructions and question) are evaluated once and their KV
+        cache shared by all rows, so each row costs only its own tail (its passage)."""
         if self._embedding:
             raise CapabilityError(self.kind, self.model_name, "judge")
         for ids in [*prompts, tokens]:
@@ -290,17 +292,26 @@ class TransformersBackend:
         with self._lock, torch.inference_mode():
             for i in range(0, len(prompts), batch):
                 group = prompts[i : i + batch]
-                width = max(len(p) for p in group)
+                shared = _shared_prefix(group) if share_prefix else 0
+                cache = None
+                if shared >= SHARED_PREFIX_MIN:
+                    cache = self.model(input_ids=torch.tensor([group[0][:shared]]), use_cache=True).cache
+                    cache.batch_repeat_interleave(len(group))
+                else:
+                    shared = 0
+                tails = [p[shared:] for p in group]
+                width = max(len(t) for t in tails)
                 ids = torch.zeros((len(group), width), dtype=torch.long)
-                mask = torch.zeros((len(group), width), dtype=torch.long)
-                for r, p in enumerate(group):
-                    ids[r, width - len(p) :] = torch.tensor(p)
-                    mask[r, width - len(p) :] = 1
-                position = (mask.cumsum(-1) - 1).clamp(min=0)
-                # left padding: every prompt ends at the last column, the only one put through the output layer
-                logits = self.model(
-                    input_ids=ids, attention_mask=mask, position_ids=position, logits_to_keep=1
-                ).logits
+                mask = torch.zeros((len(group), shared + width), dtype=torch.long)
+                mask[:, :shared] = 1
+                for r, t in enumerate(tails):
+                    ids[r, width - len(t) :] = torch.tensor(t)
+                    mask[r, shared + width - len(t) :] = 1
+                position = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+                # left padding (between the shared prefix and each tail): every prompt ends at the last column,
+                # the only one put through the output layer
+                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=position, cache=cache,
+                                    use_cache=cache is not None, logits_to_keep=1).logits  # fmt: skip
                 logp = torch.log_softmax(logits[:, -1].float(), dim=-1)
                 out.extend(logp[:, tokens].tolist())
         return out
@@ -328,3 +339,19 @@ class TransformersBackend:
 
     def close(self) -> None:
         self.model = None
+
+
+SHARED_PREFIX_MIN = 8
+"""Shortest prefix shared by a batch of judge prompts that is evaluated once (below it, the rows run whole)."""
+
+
+def _shared_prefix(prompts: list[list[int]]) -> int:
+    """How many leading tokens all `prompts` share, leaving at least one token of each to run."""
+    n = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    for p in prompts[1:]:
+        k = 0
+        while k < n and p[k] == first[k]:
+            k += 1
+        n = k
+    return max(n, 0)
