@@ -30,7 +30,7 @@ class PointwiseConfig:
     max_passage_tokens: int = 48
     """Tokens of each passage shown (the start of the chunk). The judge's cost is these tokens times the
     candidates; on the hard set the default model judged as well from 48 as from 96 (hit@5 0.667 both, MRR 0.450
-    against 0.436, transformers bf16) in 1.57 s for 20 candidates against 2.70 s (benchmarks/rerank.py)."""
+    against 0.436, transformers bf16) in 1.45 s for 20 candidates against 2.33 s (benchmarks/rerank.py)."""
     top: int = 20
     """Alternatives read at the answer position to find "no" beside "yes" (backends without `judge`)."""
     retrieval_weight: float = 1.0
