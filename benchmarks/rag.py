@@ -37,6 +37,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -464,18 +465,11 @@ def main(argv: list[str] | None = None) -> None:
     if not 1 <= args.rounds <= args.queries or args.ingest_rounds < 1:
         ap.error("need 1 <= --rounds <= --queries and --ingest-rounds >= 1")
     tmp = Path(tempfile.mkdtemp(prefix="lmforge-rag-bench-"))
+    hard = partial(bench_hard, tmp, args.model, args.kb, args.answers, args.configs, args.rerank_weight,
+                   args.rerank_model, args.rerank_dtype)  # fmt: skip
     try:
         if args.hard_only:
-            bench_hard(
-                tmp,
-                args.model,
-                args.kb,
-                args.answers,
-                args.configs,
-                args.rerank_weight,
-                args.rerank_model,
-                args.rerank_dtype,
-            )
+            hard()
             return
         if not args.skip_ingest:
             bench_ingest(tmp, args.ingest_rounds)
@@ -483,16 +477,7 @@ def main(argv: list[str] | None = None) -> None:
         if not args.skip_quality:
             bench_quality(tmp)
         if not args.skip_hard:
-            bench_hard(
-                tmp,
-                args.model,
-                args.kb,
-                args.answers,
-                args.configs,
-                args.rerank_weight,
-                args.rerank_model,
-                args.rerank_dtype,
-            )
+            hard()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
