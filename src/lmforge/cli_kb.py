@@ -197,12 +197,12 @@ RerankMode = Annotated[Literal["pointwise", "listwise"], typer.Option(
          "listwise: the model orders the list in one generation (any model).")]  # fmt: skip
 
 
-RerankDtype = Annotated[Literal["float32", "bfloat16"], typer.Option(
-    help="Weights of a transformers (HF) rerank model: bfloat16 judges ~3x faster on CPUs with AVX512-BF16 or "
-         "AMX and slower on others (benchmarks/rerank.py measures both).")]  # fmt: skip
+RerankDtype = Annotated[Literal["auto", "float32", "bfloat16"], typer.Option(
+    help="Weights of a transformers (HF) rerank model: auto = whichever judges faster on this machine, measured "
+         "once (bfloat16 is ~3.6x faster on CPUs with AVX512-BF16, slower on others).")]  # fmt: skip
 
 
-def _rerankers(how: str, dtype: str = "float32"):  # noqa: ANN202
+def _rerankers(how: str, dtype: str = "auto"):  # noqa: ANN202
     """model name -> reranker, each model loaded once."""
     loaded: dict = {}
 
@@ -215,14 +215,15 @@ def _rerankers(how: str, dtype: str = "float32"):  # noqa: ANN202
 
 
 def _reranker(model: str, how: str, dtype: str):  # noqa: ANN202
-    from lmforge.infer.loader import LoadConfig, load_backend
     from lmforge.rag.answer import backend_generator
     from lmforge.rag.retrieve import LLMReranker
 
     if how == "pointwise":
-        from lmforge.rag.rerank import PointwiseReranker
+        from lmforge.rag.rerank import PointwiseReranker, load_judge
 
-        return PointwiseReranker(load_backend(_registry(), model, LoadConfig(dtype=dtype)))
+        return PointwiseReranker(
+            load_judge(_registry(), model, dtype, say=lambda m: print(m, file=sys.stderr))
+        )
     return LLMReranker(backend_generator(_load(model, "auto", None, None), max_tokens=32))
 
 
@@ -240,7 +241,7 @@ def kb_search(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     rerank: Annotated[str | None, typer.Option(help="Rerank the candidates with this chat model.")] = None,
     rerank_mode: RerankMode = "pointwise",
-    rerank_dtype: RerankDtype = "float32",
+    rerank_dtype: RerankDtype = "auto",
     rewrite: RewriteOpt = None,
     hyde: HydeOpt = RewriteConfig.hyde,
     plain_fusion: PlainFusion = False,
@@ -337,7 +338,7 @@ def kb_eval(
     hyde: HydeOpt = RewriteConfig.hyde,
     rerank: Annotated[str | None, typer.Option(help="Rerank the candidates with this chat model.")] = None,
     rerank_mode: RerankMode = "pointwise",
-    rerank_dtype: RerankDtype = "float32",
+    rerank_dtype: RerankDtype = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the results (overall and per group) as JSON.")] = False,
     plain_fusion: PlainFusion = False,
 ) -> None:  # fmt: skip

@@ -3,7 +3,6 @@ suggestions (lmforge.plan's docstring has the whole picture)."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -157,22 +156,12 @@ def cpu_facts(registry: Registry, *, measure: bool = True) -> CpuFacts:
     """RAM, physical cores and memory bandwidth (measured and remembered on first use when `measure`)."""
     import psutil
 
-    path = registry.root / "hardware.json"
-    try:
-        known = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        known = {}
-    bw = known.get(BANDWIDTH_KEY)
+    from lmforge.hardware import recall, remember
+
+    bw = recall(registry, BANDWIDTH_KEY)
     if bw is None and measure:
         bw = measure_memory_bandwidth()
-        try:  # re-read: pretraining's precision cache shares the file
-            known = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            known = {}
-        known[BANDWIDTH_KEY] = bw
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known, indent=2), encoding="utf-8")
-        os.replace(tmp, path)
+        remember(registry, BANDWIDTH_KEY, bw)
     cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
     return CpuFacts(
         round(psutil.virtual_memory().total / GB, 1), cores, float(bw) if bw is not None else None

@@ -201,35 +201,18 @@ def choose_precision(
 ) -> dict[str, Any]:
     """fp32 or bf16 autocast, whichever trains this model faster here, measured once per (machine, shape)
     and remembered in LMFORGE_HOME/hardware.json. On CPUs without AVX512-BF16/AMX bf16 is slower."""
-    path = registry.root / "hardware.json"
-    try:
-        known = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        known = {}
-    cpu = _cpu_name() if device_type == "cpu" else device_type
+    from lmforge.hardware import cpu_name, recall, remember
+
+    cpu = cpu_name() if device_type == "cpu" else device_type
     full_key = f"{cpu}|{key}"
-    if full_key in known:
-        return known[full_key] | {"cached": True}
+    known = recall(registry, full_key)
+    if known is not None:
+        return known | {"cached": True}
     fp32, bf16 = time_steps(model, inputs, device_type)
     choice = {"used": "bf16" if bf16 < fp32 * 0.95 else "fp32", "fp32_s_per_step": round(fp32, 4),
               "bf16_s_per_step": round(bf16, 4), "device": cpu}  # fmt: skip
-    known[full_key] = choice
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(known, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    remember(registry, full_key, choice)
     return choice | {"cached": False}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                flags = Path("/proc/cpuinfo").read_text()
-                return line.split(":", 1)[1].strip() + (" avx512_bf16" if "avx512_bf16" in flags else "") + (
-                    " amx" if "amx_bf16" in flags else "")  # fmt: skip
-    except OSError:
-        pass
-    return "cpu"
 
 
 # -- the run -------------------------------------------------------------------------------------
