@@ -222,6 +222,23 @@ def test_cpu_serving_uses_this_machines_facts():
     assert not tight.fits and any(s.change.startswith("--precision q") and s.fits for s in tight.suggestions)
 
 
+def test_hardware_json_keeps_every_measurement_and_survives_a_broken_file(registry):
+    """hardware.py is the one reader/writer of hardware.json: a write keeps what other commands measured, and a
+    broken file reads as nothing measured (it is measured again) instead of failing the command."""
+    from lmforge.hardware import recall, remember
+
+    path = registry.root / "hardware.json"
+    path.write_text("{not json")
+    assert recall(registry, "memory_bandwidth_gbs") is None
+    remember(registry, "memory_bandwidth_gbs", 30.8)
+    remember(registry, "cpu|judge|m|1", {"used": "bfloat16"})
+    assert (
+        recall(registry, "memory_bandwidth_gbs") == 30.8
+        and recall(registry, "cpu|judge|m|1")["used"] == "bfloat16"
+    )
+    assert not list(registry.root.glob("hardware.*.tmp"))  # replaced atomically, nothing left behind
+
+
 def test_bandwidth_is_measured_once_and_shares_hardware_json(registry, monkeypatch):
     path = registry.root / "hardware.json"
     path.write_text(json.dumps({"AMD EPYC|sft|lora|1|2|(4, 90)": {"used": "bf16"}}))
