@@ -300,11 +300,13 @@ def test_kb_built_before_contextual_headers_says_how_to_upgrade(cli, tmp_path):
     assert_clear_error(cli("kb", "search", "docs", "   "), "empty query")
 
 
-def test_kb_search_reranks_with_a_transformers_model_in_the_faster_precision(cli, tmp_path, tiny_qwen2_dir):
+def test_kb_search_reranks_with_a_transformers_model_in_the_faster_precision(
+    cli, tmp_path, tiny_qwen2_dir, monkeypatch
+):
     """`--rerank MODEL` (pointwise) with an HF model: by default whichever of float32 and bfloat16 judges faster
     here, measured once and remembered in hardware.json (bfloat16 is ~3.6x faster on AVX512-BF16 CPUs, slower on
     others); `--rerank-dtype` forces one. Every candidate comes back, reordered; an unknown precision is refused
-    by name."""
+    by name. `kb ask --rerank` answers from the reranked candidates."""
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "kitchen.txt").write_text(
@@ -328,6 +330,21 @@ def test_kb_search_reranks_with_a_transformers_model_in_the_faster_precision(cli
     assert_clear_error(
         cli("kb", "search", "docs", q, "--rerank", "tiny-hf", "--rerank-dtype", "int3"), "int3"
     )
+    # kb ask --rerank: the answer is written from the reranked candidates (the tiny model's 256-token context
+    # cannot hold a grounded prompt, so the answering step records what it is given)
+    from lmforge.cli import main
+
+    monkeypatch.setenv("LMFORGE_HOME", str(tmp_path / "home"))
+    given = []
+    monkeypatch.setattr("lmforge.rag.answer.ask", lambda question, hits, *a, **kw: given.append(hits) or {
+        "answer": "-", "sources": [], "claims": [], "filtered": [], "model": "tiny-hf"})  # fmt: skip
+    assert (
+        main(["kb", "ask", "docs", q, "-m", "tiny-hf", "--no-rewrite", "--rerank", "tiny-hf", "--json"]) == 0
+    )
+    (hits,) = given
+    assert sorted(h.chunk_id for h in hits) == plain
+    retrieval = max(h["score"] for h in json.loads(cli("kb", "search", "docs", q, "--json").stdout))
+    assert all(h.score > retrieval for h in hits)  # fused with the judge's order (RRF k=10), not retrieval's
 
 
 def test_generate_raw_needs_the_tokens_capability(monkeypatch, capsys):

@@ -197,6 +197,9 @@ RerankMode = Annotated[Literal["pointwise", "listwise"], typer.Option(
          "listwise: the model orders the list in one generation (any model).")]  # fmt: skip
 
 
+RerankOpt = Annotated[
+    str | None, typer.Option("--rerank", help="Rerank the candidates with this chat model.")
+]
 RerankDtype = Annotated[Literal["auto", "float32", "bfloat16"], typer.Option(
     help="Weights of a transformers (HF) rerank model: auto = whichever judges faster on this machine, measured "
          "once (bfloat16 is ~3.6x faster on CPUs with AVX512-BF16, slower on others).")]  # fmt: skip
@@ -239,7 +242,7 @@ RewriteOpt = Annotated[str | None, typer.Option("--rewrite", help="Rewrite the q
 def kb_search(
     name: str, query: str, k: K = 5, mode: Mode = "hybrid",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    rerank: Annotated[str | None, typer.Option(help="Rerank the candidates with this chat model.")] = None,
+    rerank: RerankOpt = None,
     rerank_mode: RerankMode = "pointwise",
     rerank_dtype: RerankDtype = "auto",
     rewrite: RewriteOpt = None,
@@ -277,9 +280,12 @@ def kb_ask(
     rewrite: RewriteOpt = None,
     hyde: HydeOpt = RewriteConfig.hyde,
     no_rewrite: Annotated[bool, typer.Option("--no-rewrite", help="Search the question as it is.")] = False,
+    rerank: RerankOpt = None,
+    rerank_mode: RerankMode = "pointwise",
+    rerank_dtype: RerankDtype = "auto",
 ) -> None:  # fmt: skip
     """Answer from the knowledge base with numbered, checked citations; the question is rewritten for search by
-    the answering model unless --no-rewrite (or by --rewrite MODEL)."""
+    the answering model unless --no-rewrite (or by --rewrite MODEL), and the candidates reranked with --rerank."""
     import json as _json
 
     from lmforge.rag.answer import ask, backend_generator
@@ -292,7 +298,8 @@ def kb_ask(
         if no_rewrite
         else _rewriter(rewrite or model, backend if (rewrite or model) == model else None, hyde)
     )
-    hits, rw = _rewritten(kb, Retriever(), rewriter, question, SearchParams(k=k, mode=mode))
+    ret = Retriever(rerankers=_rerankers(rerank_mode, rerank_dtype))
+    hits, rw = _rewritten(kb, ret, rewriter, question, SearchParams(k=k, mode=mode, rerank=rerank))
     generate = backend_generator(backend)
     r = ask(question, hits, generate, kb.analyzer, kb.embedder, model, weights=kb.term_weights)
     if rw is not None:
@@ -336,7 +343,7 @@ def kb_eval(
     modes: Annotated[list[str] | None, typer.Option("--mode", help="Retrieval modes to run (repeatable; default dense, lexical, hybrid).")] = None,
     rewrite: RewriteOpt = None,
     hyde: HydeOpt = RewriteConfig.hyde,
-    rerank: Annotated[str | None, typer.Option(help="Rerank the candidates with this chat model.")] = None,
+    rerank: RerankOpt = None,
     rerank_mode: RerankMode = "pointwise",
     rerank_dtype: RerankDtype = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the results (overall and per group) as JSON.")] = False,
