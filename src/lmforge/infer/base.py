@@ -124,6 +124,16 @@ def check_token_ids(ids: list[int], n_vocab: int) -> None:
         raise LmforgeError(f"token id {bad} is outside the vocabulary (0..{n_vocab - 1})")
 
 
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the longest common prefix of two token lists (what a KV cache can keep)."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 @dataclass
 class ChatOptions:
     """Per-request extras of a chat call (the OpenAI request fields beyond sampling)."""

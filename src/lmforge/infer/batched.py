@@ -40,9 +40,10 @@ from lmforge.infer.base import (
     ChatStream,
     Chunk,
     check_token_ids,
+    common_prefix,
     stream_tokens,
 )
-from lmforge.infer.llamacpp import LlamaCppBackend, common_prefix, log_softmax_rows
+from lmforge.infer.llamacpp import LlamaCppBackend, log_softmax_rows
 from lmforge.infer.sampling import SamplingParams
 
 END = -1  # queue sentinel: the slot is finished

@@ -21,6 +21,7 @@ from lmforge.infer.base import (
     ChatStream,
     Chunk,
     check_token_ids,
+    common_prefix,
     stream_tokens,
 )
 from lmforge.infer.sampling import SamplingParams
@@ -348,10 +349,6 @@ SHARED_PREFIX_MIN = 8
 def _shared_prefix(prompts: list[list[int]]) -> int:
     """How many leading tokens all `prompts` share, leaving at least one token of each to run."""
     n = min(len(p) for p in prompts) - 1
-    first = prompts[0]
     for p in prompts[1:]:
-        k = 0
-        while k < n and p[k] == first[k]:
-            k += 1
-        n = k
+        n = min(n, common_prefix(prompts[0], p))
     return max(n, 0)

@@ -28,6 +28,7 @@ from lmforge.infer.base import (
     ChatStream,
     Chunk,
     check_token_ids,
+    common_prefix,
     stream_tokens,
 )
 from lmforge.infer.sampling import SamplingParams
@@ -300,13 +301,3 @@ class LlamaCppBackend:
 
     def close(self) -> None:
         self._llama.close()
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    """Length of the longest common prefix of two token lists (what a KV cache can keep)."""
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n

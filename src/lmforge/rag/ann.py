@@ -7,8 +7,8 @@ beside the shard's other indexes, and access control. A search with an ACL mask 
 least `filter_min_visible` of the shard visible walks the graph with faiss's bitmap filter (hidden
 rows skipped during the walk); one that sees less over-fetches: it asks the graph for
 `overfetch * k / visible-fraction` rows, keeps the visible ones, and grows the request by `overfetch`
-while fewer than k survive. When the request would pass `max_fetch` of the shard (a caller who sees few of its rows), or the graph
-still returns too few, the search falls back to the exact scan over the shard's vectors, so a
+while fewer than k survive. When the request would pass `max_fetch` of the shard (a caller who sees
+few of its rows), or the graph still returns too few, the search falls back to the exact scan over the shard's vectors, so a
 masked search returns exactly as many rows as an exact one would: k, or every visible row when
 fewer than k are visible. Hidden rows are never returned.
 

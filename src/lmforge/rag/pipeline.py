@@ -178,6 +178,16 @@ class ReindexReport:
     previous: str
 
 
+LEXICAL_FEATURES = {
+    "pinyin": "the pinyin of Chinese titles and headings was indexed (English questions naming 杜甫 as 'Du Fu' find it)",
+    "han_pieces": "Chinese words that jieba joins by guess were also indexed by their two-character pieces (瓜洲 is "
+    "found in 夜雪瓜洲渡)",
+}
+"""Features of the BM25 index of Chinese text (store meta KEY = "1") that KBs built before them lack, and what each
+brings. A KB is built with all of them; an older one says which it lacks (`upgrade_hint`) and `kb reindex` adds
+them; until then its queries and the documents added to it follow the index it has, so a KB never mixes the two."""
+
+
 class KnowledgeBase:
     def __init__(
         self, name: str, folder: Path, cfg: KBConfig, embedders: EmbedderCache,
@@ -222,16 +232,9 @@ class KnowledgeBase:
                 f"knowledge base {self.name!r} was built before contextual chunk headers (document title + heading "
                 f"path with each chunk); {how}"
             )
-        if not self.pinyin and "zh" in self.languages():
-            return (
-                f"knowledge base {self.name!r} was built before the pinyin of Chinese titles and headings was "
-                f"indexed (English questions naming 杜甫 as 'Du Fu' find it); {how}"
-            )
-        if not self.han_pieces and "zh" in self.languages():
-            return (
-                f"knowledge base {self.name!r} was built before Chinese words that jieba joins by guess were also "
-                f"indexed by their two-character pieces (瓜洲 is found in 夜雪瓜洲渡); {how}"
-            )
+        missing = [what for feature, what in LEXICAL_FEATURES.items() if not self._has(feature)]
+        if missing and "zh" in self.languages():
+            return f"knowledge base {self.name!r} was built before {missing[0]}; {how}"
         return None
 
     def _terms(self, title: str, heading: str, indexed: str, context: str, pinyin: bool, pieces: bool) -> str:
@@ -253,17 +256,20 @@ class KnowledgeBase:
         n = sum(s.lexical.n for s in shards)
         return {t: math.log(1 + n / (1 + sum(s.lexical.doc_freq(t) for s in shards))) for t in set(terms)}
 
+    def _has(self, feature: str) -> bool:
+        """Whether this KB's index has one of the LEXICAL_FEATURES (an empty KB will be built with all of them)."""
+        return self.store.meta(feature) == "1" or self.store.meta("embedder") is None
+
     @property
     def pinyin(self) -> bool:
-        """Whether this KB's index holds the pinyin of titles and headings (KBs built before it do not, until
-        `kb reindex`; documents added meanwhile follow the index, so a KB never mixes the two)."""
-        return self.store.meta("pinyin") == "1" or self.store.meta("embedder") is None
+        """Whether this KB's index holds the pinyin of titles and headings (LEXICAL_FEATURES)."""
+        return self._has("pinyin")
 
     @property
     def han_pieces(self) -> bool:
-        """Whether this KB's index holds the two-character pieces of Chinese words jieba joined by guess (KBs built
-        before it do not, until `kb reindex`; queries and documents added meanwhile follow the index)."""
-        return self.store.meta("han_pieces") == "1" or self.store.meta("embedder") is None
+        """Whether this KB's index holds the two-character pieces of Chinese words jieba joined by guess
+        (LEXICAL_FEATURES)."""
+        return self._has("han_pieces")
 
     def reindex(
         self, context: str | None = None, progress: Callable[[int, int], None] | None = None, batch: int = 256
@@ -304,8 +310,8 @@ class KnowledgeBase:
                         progress(done, total)
                 db.execute("UPDATE shards SET version=?", (version,))
                 self.store.set_meta(db, "context", context)
-                self.store.set_meta(db, "pinyin", "1")
-                self.store.set_meta(db, "han_pieces", "1")
+                for feature in LEXICAL_FEATURES:
+                    self.store.set_meta(db, feature, "1")
                 self.store.set_meta(db, "external_reupload", "1")  # an external index re-uploads every vector
                 self.store.commit(db, version)
             except BaseException:
@@ -373,8 +379,8 @@ class KnowledgeBase:
                     self.store.set_meta(db, "embedder", embedder.identity)
                     self.store.set_meta(db, "dim", str(embedder.dim))
                     self.store.set_meta(db, "context", self.cfg.context)
-                    self.store.set_meta(db, "pinyin", "1")
-                    self.store.set_meta(db, "han_pieces", "1")
+                    for feature in LEXICAL_FEATURES:
+                        self.store.set_meta(db, feature, "1")
                 changed = False
                 for i, (path, name) in enumerate(batch):
                     if progress:
