@@ -46,10 +46,11 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "rag"
 
 
-HARD_CONFIGS = ("baseline", "headers", "names", "rewrite", "rewrite-nohyde", "rerank", "all")
+HARD_CONFIGS = ("baseline", "headers", "names", "dictionary", "rewrite", "rewrite-nohyde", "rerank", "all")
 """baseline: no chunk headers, none of the rules below; headers: contextual chunk headers alone; names: + pinyin
-names, cross-language fusion and boilerplate copies collapsed (the default without a model); rewrite: + the
-model's rewrites with HyDE (the default of kb ask); rerank: names + the pointwise reranker; all: everything."""
+names, cross-language fusion and boilerplate copies collapsed; dictionary: + the question's words translated by
+dictionary (the default without a model); rewrite: + the model's rewrites with HyDE (the default of kb ask);
+rerank: dictionary + the pointwise reranker; all: everything."""
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -394,6 +395,8 @@ def bench_hard(tmp: Path, model: str, kb_name: str | None, answers: bool, config
             params = replace(params, rerank=model if rerank else None)
             if name in ("baseline", "headers"):
                 params = params.plain()
+            elif name == "names":
+                params = replace(params, translate=False)
             if rewrite:
                 rr = reranker if rerank else None
                 hits = rewriters[name != "rewrite-nohyde"].search(
@@ -447,9 +450,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kb", default=None, help="a registered KB of examples/rag/docs to reuse (part 4)")
     ap.add_argument("--answers", action="store_true", help="part 4: the model answers too")
     ap.add_argument("--configs", nargs="+", default=list(HARD_CONFIGS), choices=HARD_CONFIGS,
-                    help="baseline: no chunk headers; headers: + contextual headers; rewrite / rerank: headers + "
-                    "that (the rewrite with a hypothetical answer, HyDE, as by default); rewrite-nohyde: without it; "
-                    "all: headers + rewrite + rerank")  # fmt: skip
+                    help="baseline: no chunk headers; headers: + contextual headers; names: + pinyin names, "
+                    "cross-language fusion, copies collapsed; dictionary: + dictionary translation (the default); "
+                    "rewrite / rerank: dictionary + that (the rewrite with a hypothetical answer, HyDE, as by "
+                    "default); rewrite-nohyde: without it; all: everything")  # fmt: skip
     ap.add_argument(
         "--rerank-model", default=None, help="rerank with this model instead of --model (e.g. its -hf copy)"
     )

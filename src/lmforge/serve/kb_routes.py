@@ -46,6 +46,7 @@ class KBSearch(BaseModel):
     cross_language: bool = True  # SearchParams: the cross-language fusion rule
     names: bool = True  # SearchParams: pinyin names
     collapse_copies: bool = True  # SearchParams: boilerplate copies take one place
+    translate: bool = True  # SearchParams: zh⇄en dictionary translation searched by BM25
 
 
 class KBBatchSearch(BaseModel):
@@ -183,7 +184,7 @@ def kb_router(ctx: ServerContext) -> APIRouter:
             params = SearchParams(k=req.k, mode=req.mode, dense_weight=req.dense_weight,
                                   lexical_weight=req.lexical_weight, rerank=req.rerank,
                                   cross_language=req.cross_language, names=req.names,
-                                  collapse_copies=req.collapse_copies)  # fmt: skip
+                                  collapse_copies=req.collapse_copies, translate=req.translate)  # fmt: skip
             hits = retriever.search(kb, req.query, params, caller=g)
             out = {"kb": name, "version": kb.version, "hits": [h.to_dict() for h in hits]}
             notes = search_notes(kb, req.query, rewriting=False)
