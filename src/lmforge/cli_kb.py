@@ -234,6 +234,8 @@ HydeOpt = Annotated[bool, typer.Option("--hyde/--no-hyde", help="With a rewrite:
                                        "hypothetical answer written by the model (HyDE).")]  # fmt: skip
 PlainFusion = Annotated[bool, typer.Option("--plain-fusion", help="Hybrid search without the cross-language rule, "
                                            "pinyin names and boilerplate collapse (as before them; for comparison).")]  # fmt: skip
+NoTranslate = Annotated[bool, typer.Option("--no-translate", help="Hybrid search without the zh-en dictionary "
+                                           "translation of the question (for comparison).")]  # fmt: skip
 RewriteOpt = Annotated[str | None, typer.Option("--rewrite", help="Rewrite the query with this chat model "
                                                 "(translated into the KB's languages, key terms, a paraphrase; fused by RRF).")]  # fmt: skip
 
@@ -248,6 +250,7 @@ def kb_search(
     rewrite: RewriteOpt = None,
     hyde: HydeOpt = RewriteConfig.hyde,
     plain_fusion: PlainFusion = False,
+    no_translate: NoTranslate = False,
 ) -> None:  # fmt: skip
     """Search a knowledge base (no model call unless --rerank or --rewrite)."""
     import json as _json
@@ -256,7 +259,7 @@ def kb_search(
 
     ret = Retriever(rerankers=_rerankers(rerank_mode, rerank_dtype))
     kb = _open(name)
-    params = SearchParams(k=k, mode=mode, rerank=rerank)
+    params = SearchParams(k=k, mode=mode, rerank=rerank, translate=not no_translate)
     hits, rw = _rewritten(
         kb, ret, _rewriter(rewrite, hyde=hyde), query, params.plain() if plain_fusion else params
     )
@@ -348,6 +351,7 @@ def kb_eval(
     rerank_dtype: RerankDtype = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the results (overall and per group) as JSON.")] = False,
     plain_fusion: PlainFusion = False,
+    no_translate: NoTranslate = False,
 ) -> None:  # fmt: skip
     """Chunk-level hit@k and MRR (with --model: answer accuracy, EM, F1, citation precision, abstention on
     unanswerable questions, the verifier's precision/recall on wrong answers), overall, per question type and
@@ -378,11 +382,12 @@ def kb_eval(
 
     search = None
     rewriter = _rewriter(rewrite, backend if rewrite == model else None, hyde)
-    if rewriter is not None or rerank or plain_fusion:
+    if rewriter is not None or rerank or plain_fusion or no_translate:
         ret, langs = Retriever(rerankers=_rerankers(rerank_mode, rerank_dtype)), kb.languages()
 
         def search(q, params):
             params = replace(params.plain() if plain_fusion else params, rerank=rerank)
+            params = replace(params, translate=params.translate and not no_translate)
             if rewriter is None:
                 return ret.search(kb, q, params)
             rr = ret.rerankers(rerank) if rerank else None
@@ -401,7 +406,7 @@ def kb_eval(
         if groups:
             print("\n" + groups)
     kbs.update_metrics(name, {f"eval:{qa.name}" + (f"+rewrite:{rewrite}" if rewrite else "") + ("-hyde" if rewrite and not hyde else "")
-                              + ("+plain-fusion" if plain_fusion else ""): {
+                              + ("+plain-fusion" if plain_fusion else "") + ("+no-translate" if no_translate else ""): {
         r.mode: {"hit@k": r.hit_at_k, "mrr": r.mrr, "k": k, "n": r.n, "f1": r.f1, "accuracy": r.contains,
                  "citation_precision": r.citation_precision, "abstention": r.abstention,
                  "flag_precision": r.flag_precision, "flag_recall": r.flag_recall, "groups": r.groups}

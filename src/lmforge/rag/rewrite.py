@@ -32,10 +32,11 @@ LANG_NAMES = {
 class RewriteConfig:
     variants: int = 3
     """Rewritten queries kept (besides the original)."""
-    hyde: bool = True
-    """Also ask for a one-sentence hypothetical answer and search with it (HyDE). On by default: on the hard set
-    with the default model it lifted hit@5 0.639 → 0.694, paraphrases 0.583 → 0.750, cross-language 0.625 →
-    0.688, at the same p50 latency (benchmarks/rag.py part 4)."""
+    hyde: bool = False
+    """Also ask for a one-sentence hypothetical answer and search with it (HyDE; `--hyde`). Off by default since
+    the question is also translated by dictionary (SearchParams.translate): with it, HyDE lowered hit@5 on the
+    hard set 0.889 → 0.861 and on the easy set 0.886 → 0.857 (benchmarks/rag.py part 4). Before the dictionary
+    it had helped (0.806 → 0.833)."""
     max_tokens: int = 160
     original_weight: float = 3.0
     """The original query's weight in the fusion; each rewrite counts 1. 3 since the question itself is also
@@ -81,14 +82,15 @@ def language_note(query: str, langs: set[str], rewriting: bool) -> str | None:
         return (
             f"the question is in {name} and the knowledge base holds {held} text: the rewriter translates it"
         )
-    bridge = (  # SearchParams.translate: BM25 over the question's words translated by dictionary
-        "the multilingual embedder and a zh-en dictionary bridge"
-        if {q, *langs} <= {"zh", "en"}
-        else "only the multilingual embedder bridges"
-    )
+    if {q, *langs} <= {"zh", "en"}:  # SearchParams.translate: BM25 over the question translated by dictionary
+        return (
+            f"the question is in {name} but the knowledge base holds {held} text: the multilingual embedder and a "
+            f"zh-en dictionary bridge the two (docs/rag.md); a rewrite (--rewrite MODEL) adds the model's translation"
+        )
     return (
-        f"the question is in {name} but the knowledge base holds {held} text: {bridge} the two, which misses "
-        f"more often (docs/rag.md); rewrite the question (--rewrite MODEL, or ask in {held})"
+        f"the question is in {name} but the knowledge base holds {held} text: only the multilingual embedder "
+        f"bridges the two, which misses more often (docs/rag.md); rewrite the question (--rewrite MODEL, or "
+        f"ask in {held})"
     )
 
 
