@@ -405,7 +405,7 @@ def kb_eval(
         groups = group_table(results[-1], k)
         if groups:
             print("\n" + groups)
-    kbs.update_metrics(name, {f"eval:{qa.name}" + (f"+rewrite:{rewrite}" if rewrite else "") + ("-hyde" if rewrite and not hyde else "")
+    kbs.update_metrics(name, {f"eval:{qa.name}" + (f"+rewrite:{rewrite}" if rewrite else "") + ("+hyde" if rewrite and hyde else "")
                               + ("+plain-fusion" if plain_fusion else "") + ("+no-translate" if no_translate else ""): {
         r.mode: {"hit@k": r.hit_at_k, "mrr": r.mrr, "k": k, "n": r.n, "f1": r.f1, "accuracy": r.contains,
                  "citation_precision": r.citation_precision, "abstention": r.abstention,
