@@ -971,6 +971,17 @@ Visitors to the old shrine should arrive before noon, when the gates close for t
 """
 
 
+def _kb_of(kbs, tmp_path: Path, name: str, files: dict[str, str]):
+    """A new KB `name` holding `files` (file name → text), written under tmp_path/name."""
+    d = tmp_path / name
+    d.mkdir()
+    for fname, text in files.items():
+        (d / fname).write_text(text, encoding="utf-8")
+    kb = kbs.create(name)
+    kb.add([d])
+    return kb
+
+
 def test_english_names_of_chinese_titles_are_found_by_pinyin(kbs, tmp_path):
     """An English question names Chinese poets and places in pinyin ('Li Bai', 'Baidi', "Du Fu's"): titles and
     headings are indexed by their pinyin too, so BM25 finds the poem, and (a chunk in another language than the
@@ -989,12 +1000,7 @@ def test_english_names_of_chinese_titles_are_found_by_pinyin(kbs, tmp_path):
     assert a.name_terms("He said so. Can the Chinese dialogues tell?") == []
     assert {"py:bai", "py:di", "py:baidi"} <= set(a.pinyin_terms("《早发白帝城》 李白"))
 
-    d = tmp_path / "names"
-    d.mkdir()
-    (d / "tang.md").write_text(TANG, encoding="utf-8")
-    (d / "travel.md").write_text(TRAVEL, encoding="utf-8")
-    kb = kbs.create("names")
-    kb.add([d])
+    kb = _kb_of(kbs, tmp_path, "names", {"tang.md": TANG, "travel.md": TRAVEL})
     ret = Retriever()
     q = "In Li Bai's poem about leaving Baidi City at dawn, how long does the journey back to Jiangling take?"
     (top,) = ret.search(kb, q, SearchParams(k=1, mode="lexical"))
@@ -1220,12 +1226,7 @@ def test_a_question_finds_passages_in_the_other_language_by_dictionary(kbs, tmp_
 
     from lmforge.rag.retrieve import _cosines
 
-    d = tmp_path / "bilingual"
-    d.mkdir()
-    (d / "tang.md").write_text(TANG, encoding="utf-8")
-    (d / "travel.md").write_text(TRAVEL, encoding="utf-8")
-    kb = kbs.create("bilingual")
-    kb.add([d])
+    kb = _kb_of(kbs, tmp_path, "bilingual", {"tang.md": TANG, "travel.md": TRAVEL})
     ret = Retriever()
     shrine, ferry = "参观古老的神殿应该在几点之前到？", "渡船早上出发，要多久到下一个城镇？"
     for q, passage in ((shrine, "Visitors to the old shrine"), (ferry, "The morning boat")):
@@ -1244,9 +1245,5 @@ def test_a_question_finds_passages_in_the_other_language_by_dictionary(kbs, tmp_
     (row,) = [i for s in shards for i in np.flatnonzero(s.ids == cid)]
     assert _cosines(q, [cid], shards)[cid] == pytest.approx(float(shards[0].vectors[row] @ q), abs=1e-6)
 
-    only_zh = tmp_path / "zh"
-    only_zh.mkdir()
-    (only_zh / "tang.md").write_text(TANG, encoding="utf-8")
-    zh_kb = kbs.create("zh-only")
-    zh_kb.add([only_zh])
+    zh_kb = _kb_of(kbs, tmp_path, "zh-only", {"tang.md": TANG})
     assert ret._translated(zh_kb, shrine, SearchParams(), zh_kb.store.shards(), None) == []
