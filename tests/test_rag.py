@@ -1247,3 +1247,5 @@ def test_a_question_finds_passages_in_the_other_language_by_dictionary(kbs, tmp_
 
     zh_kb = _kb_of(kbs, tmp_path, "zh-only", {"tang.md": TANG})
     assert ret._translated(zh_kb, shrine, SearchParams(), zh_kb.store.shards(), None) == []
+    with pytest.raises(LmforgeError, match="translate_weight must be >= 0"):
+        ret.search(kb, shrine, SearchParams(translate_weight=-1))

@@ -386,8 +386,8 @@ def kb_eval(
         ret, langs = Retriever(rerankers=_rerankers(rerank_mode, rerank_dtype)), kb.languages()
 
         def search(q, params):
-            params = replace(params.plain() if plain_fusion else params, rerank=rerank)
-            params = replace(params, translate=params.translate and not no_translate)
+            base = params.plain() if plain_fusion else params
+            params = replace(base, rerank=rerank, translate=base.translate and not no_translate)
             if rewriter is None:
                 return ret.search(kb, q, params)
             rr = ret.rerankers(rerank) if rerank else None

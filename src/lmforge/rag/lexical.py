@@ -216,13 +216,11 @@ class Analyzer:
         d = self.dictionary
         if d is None:
             return []
+        words = self.terms(query, pieces=False)
         if into == "zh":
-            words = [t for t in self.terms(query, pieces=False) if t.isascii() and t.isalpha()]
-            return d.to_chinese(words, known, lambda w: self._jieba.FREQ.get(w, 0))
-        words = [
-            w for run in _HAN_RUN.findall(query) for w in self._jieba.cut_for_search(run) if w not in _STOP_ZH
-        ]
-        return d.to_english(words, known)
+            english = [t for t in words if t.isascii() and t.isalpha()]
+            return d.to_chinese(english, known, lambda w: self._jieba.FREQ.get(w, 0))
+        return d.to_english([t for t in words if not t.isascii()], known)
 
     def terms(self, text: str, pieces: bool = True) -> list[str]:
         """Index terms of `text`: Latin words lower-cased, less stop words; Chinese cut by jieba's search mode, less

@@ -130,11 +130,15 @@ def _cross_language(query: str, dense: list[int], lexical: list[int], rows: dict
 
 
 def _cosines(q: np.ndarray, ids: list[int], shards: list) -> dict[int, float]:
-    """Cosine of the query vector with each of the chunks `ids`, read from the shards' vectors."""
+    """Cosine of the query vector with each of the chunks `ids`, read from the shards' vectors (a shard's ids are
+    in ascending order, Store._build, so each is found by binary search, not by a pass over the shard)."""
     out: dict[int, float] = {}
     want = np.asarray(ids, dtype=np.int64)
     for shard in shards if ids else []:
-        at = np.flatnonzero(np.isin(shard.ids, want))
+        if not len(shard.ids):
+            continue
+        pos = np.minimum(np.searchsorted(shard.ids, want), len(shard.ids) - 1)
+        at = pos[shard.ids[pos] == want]
         if len(at):
             sims = np.asarray(shard.vectors[at], dtype=np.float32) @ q
             out.update(zip(shard.ids[at].tolist(), sims.tolist(), strict=True))

@@ -82,15 +82,13 @@ def language_note(query: str, langs: set[str], rewriting: bool) -> str | None:
         return (
             f"the question is in {name} and the knowledge base holds {held} text: the rewriter translates it"
         )
+    where = f"the question is in {name} but the knowledge base holds {held} text"
     if {q, *langs} <= {"zh", "en"}:  # SearchParams.translate: BM25 over the question translated by dictionary
-        return (
-            f"the question is in {name} but the knowledge base holds {held} text: the multilingual embedder and a "
-            f"zh-en dictionary bridge the two (docs/rag.md); a rewrite (--rewrite MODEL) adds the model's translation"
-        )
+        return (f"{where}: the multilingual embedder and a zh-en dictionary bridge the two (docs/rag.md); a rewrite "
+                "(--rewrite MODEL) adds the model's translation")  # fmt: skip
     return (
-        f"the question is in {name} but the knowledge base holds {held} text: only the multilingual embedder "
-        f"bridges the two, which misses more often (docs/rag.md); rewrite the question (--rewrite MODEL, or "
-        f"ask in {held})"
+        f"{where}: only the multilingual embedder bridges the two, which misses more often (docs/rag.md); rewrite "
+        f"the question (--rewrite MODEL, or ask in {held})"
     )
 
 
