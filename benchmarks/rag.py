@@ -46,11 +46,22 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "rag"
 
 
-HARD_CONFIGS = ("baseline", "headers", "names", "dictionary", "rewrite", "rewrite-hyde", "rerank", "all")
+HARD_CONFIGS = (
+    "baseline",
+    "headers",
+    "names",
+    "dictionary",
+    "opinion",
+    "rewrite",
+    "rewrite-hyde",
+    "rerank",
+    "all",
+)
 """baseline: no chunk headers, none of the rules below; headers: contextual chunk headers alone; names: + pinyin
 names, cross-language fusion and boilerplate copies collapsed; dictionary: + the question's words translated by
-dictionary (the default without a model); rewrite: + the model's rewrites (the default of kb ask); rewrite-hyde:
-with a hypothetical answer (HyDE) among them; rerank: dictionary + the pointwise reranker; all: everything."""
+dictionary; opinion: + the English embedder's second opinion (all-minilm-l6-v2, pulled; the default without a
+model); rewrite: + the model's rewrites (the default of kb ask); rewrite-hyde: with a hypothetical answer (HyDE)
+among them; rerank: opinion + the pointwise reranker; all: everything."""
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -353,10 +364,14 @@ def bench_hard(tmp: Path, model: str, kb_name: str | None, answers: bool, config
     from lmforge.rag.answer import ask, backend_generator
     from lmforge.rag.pipeline import EmbedderCache, KBConfig, KnowledgeBases
     from lmforge.rag.rerank import PointwiseConfig, PointwiseReranker
-    from lmforge.rag.retrieve import Retriever
+    from lmforge.rag.retrieve import Retriever, SearchParams
     from lmforge.rag.rewrite import QueryRewriter, RewriteConfig
 
     reg = Registry()
+    if "opinion" in configs and not reg.exists(SearchParams.second_opinion):
+        raise SystemExit(
+            f"configuration 'opinion' needs {SearchParams.second_opinion}: lmforge pull it first"
+        )
     local = KnowledgeBases(tmp / "kbh", EmbedderCache())
     kbs_by_context = {}
     for context in ("none", "title"):
@@ -396,7 +411,9 @@ def bench_hard(tmp: Path, model: str, kb_name: str | None, answers: bool, config
             if name in ("baseline", "headers"):
                 params = params.plain()
             elif name == "names":
-                params = replace(params, translate=False)
+                params = replace(params, translate=False, second_opinion=None)
+            elif name == "dictionary":
+                params = replace(params, second_opinion=None)
             if rewrite:
                 rr = reranker if rerank else None
                 hits = rewriters[name == "rewrite-hyde"].search(

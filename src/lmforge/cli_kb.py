@@ -159,8 +159,8 @@ def _rewritten(kb, ret, rewriter, query: str, params) -> tuple[list, object | No
 
     if not query.strip():
         raise LmforgeError("empty query: give the question to search for")
-    note = language_note(query, kb.languages(), rewriter is not None)
-    if note:
+    notes = [language_note(query, kb.languages(), rewriter is not None), *ret.notes(kb, query, params)]
+    for note in filter(None, notes):
         print(f"note: {note}", file=sys.stderr)
     if rewriter is None:
         return ret.search(kb, query, params), None
@@ -236,6 +236,8 @@ PlainFusion = Annotated[bool, typer.Option("--plain-fusion", help="Hybrid search
                                            "pinyin names and boilerplate collapse (as before them; for comparison).")]  # fmt: skip
 NoTranslate = Annotated[bool, typer.Option("--no-translate", help="Hybrid search without the zh-en dictionary "
                                            "translation of the question (for comparison).")]  # fmt: skip
+NoOpinion = Annotated[bool, typer.Option("--no-second-opinion", help="Hybrid search without the English "
+                                         "embedder's second opinion on English passages (for comparison).")]  # fmt: skip
 RewriteOpt = Annotated[str | None, typer.Option("--rewrite", help="Rewrite the query with this chat model "
                                                 "(translated into the KB's languages, key terms, a paraphrase; fused by RRF).")]  # fmt: skip
 
@@ -251,15 +253,18 @@ def kb_search(
     hyde: HydeOpt = RewriteConfig.hyde,
     plain_fusion: PlainFusion = False,
     no_translate: NoTranslate = False,
+    no_second_opinion: NoOpinion = False,
 ) -> None:  # fmt: skip
     """Search a knowledge base (no model call unless --rerank or --rewrite)."""
     import json as _json
+    from dataclasses import replace
 
     from lmforge.rag.retrieve import Retriever, SearchParams
 
     ret = Retriever(rerankers=_rerankers(rerank_mode, rerank_dtype))
     kb = _open(name)
     params = SearchParams(k=k, mode=mode, rerank=rerank, translate=not no_translate)
+    params = replace(params, second_opinion=None) if no_second_opinion else params
     hits, rw = _rewritten(
         kb, ret, _rewriter(rewrite, hyde=hyde), query, params.plain() if plain_fusion else params
     )
@@ -352,6 +357,7 @@ def kb_eval(
     as_json: Annotated[bool, typer.Option("--json", help="Print the results (overall and per group) as JSON.")] = False,
     plain_fusion: PlainFusion = False,
     no_translate: NoTranslate = False,
+    no_second_opinion: NoOpinion = False,
 ) -> None:  # fmt: skip
     """Chunk-level hit@k and MRR (with --model: answer accuracy, EM, F1, citation precision, abstention on
     unanswerable questions, the verifier's precision/recall on wrong answers), overall, per question type and
@@ -359,10 +365,11 @@ def kb_eval(
     import json as _json
     from dataclasses import asdict, replace
 
+    from lmforge.data.lang import query_language
     from lmforge.eval.rag import MODES, evaluate, group_table, load_qa, table
     from lmforge.progress import steps_progress
     from lmforge.rag.answer import ask, backend_generator
-    from lmforge.rag.retrieve import Retriever
+    from lmforge.rag.retrieve import Retriever, SearchParams
 
     chosen = tuple(modes or MODES)
     bad = [m for m in chosen if m not in MODES]
@@ -372,6 +379,9 @@ def kb_eval(
     kb = kbs.open(name)
     _upgrade_note(kb)
     items = load_qa(qa)
+    english = next((i.question for i in items if query_language(i.question) == "en"), None)
+    for note in Retriever().notes(kb, english, SearchParams()) if english and not no_second_opinion else []:
+        print(f"note: {note}", file=sys.stderr)
     answer = None
     backend = _load(model, "auto", None, threads) if model else None
     if backend is not None:
@@ -382,12 +392,13 @@ def kb_eval(
 
     search = None
     rewriter = _rewriter(rewrite, backend if rewrite == model else None, hyde)
-    if rewriter is not None or rerank or plain_fusion or no_translate:
+    if rewriter is not None or rerank or plain_fusion or no_translate or no_second_opinion:
         ret, langs = Retriever(rerankers=_rerankers(rerank_mode, rerank_dtype)), kb.languages()
 
         def search(q, params):
             base = params.plain() if plain_fusion else params
-            params = replace(base, rerank=rerank, translate=base.translate and not no_translate)
+            params = replace(base, rerank=rerank, translate=base.translate and not no_translate,
+                             second_opinion=None if no_second_opinion else base.second_opinion)  # fmt: skip
             if rewriter is None:
                 return ret.search(kb, q, params)
             rr = ret.rerankers(rerank) if rerank else None
@@ -406,7 +417,8 @@ def kb_eval(
         if groups:
             print("\n" + groups)
     kbs.update_metrics(name, {f"eval:{qa.name}" + (f"+rewrite:{rewrite}" if rewrite else "") + ("+hyde" if rewrite and hyde else "")
-                              + ("+plain-fusion" if plain_fusion else "") + ("+no-translate" if no_translate else ""): {
+                              + ("+plain-fusion" if plain_fusion else "") + ("+no-translate" if no_translate else "")
+                              + ("+no-second-opinion" if no_second_opinion else ""): {
         r.mode: {"hit@k": r.hit_at_k, "mrr": r.mrr, "k": k, "n": r.n, "f1": r.f1, "accuracy": r.contains,
                  "citation_precision": r.citation_precision, "abstention": r.abstention,
                  "flag_precision": r.flag_precision, "flag_recall": r.flag_recall, "groups": r.groups}

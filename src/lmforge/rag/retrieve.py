@@ -85,8 +85,9 @@ class SearchParams:
             raise LmforgeError(f"mode must be hybrid, dense or lexical, got {self.mode!r}")
         if self.dense_weight < 0 or self.lexical_weight < 0 or self.dense_weight + self.lexical_weight == 0:
             raise LmforgeError("weights must be >= 0 and not both 0")
-        if self.translate_weight < 0 or self.opinion_weight < 0:
-            raise LmforgeError("translate_weight and opinion_weight must be >= 0")
+        for name in ("translate_weight", "opinion_weight"):
+            if getattr(self, name) < 0:
+                raise LmforgeError(f"{name} must be >= 0, got {getattr(self, name)}")
         return replace(self, candidates=max(self.candidates, self.k))
 
 
@@ -327,6 +328,17 @@ class Retriever:
                 raise LmforgeError("rerank is not available here (it needs a chat model to judge relevance)")
             hits = self.rerankers(params.rerank)(query, hits[: min(len(hits), 2 * params.k)])
         return hits[: params.k]
+
+    def notes(self, kb: KnowledgeBase, query: str, params: SearchParams) -> list[str]:
+        """What a search of `query` should tell its reader about this retriever: an English question over
+        English passages gets no second opinion while its embedder is not pulled, and how to get it."""
+        name = params.second_opinion
+        if params.mode != "hybrid" or not name or query_language(query) != "en" or "en" not in kb.languages():
+            return []
+        if self.opinions(name) is not None:
+            return []
+        return [f"no second opinion on English passages: its embedder {name} is not pulled or did not load "
+                f"(`lmforge pull {name}`, docs/rag.md)"]  # fmt: skip
 
     def _translated(self, kb: KnowledgeBase, query: str, params: SearchParams, shards: list,
                     caller: frozenset[str] | None) -> list[tuple[int, float]]:  # fmt: skip

@@ -34,6 +34,7 @@ from lmforge.home import Registry
 from lmforge.infer.pool import ModelPool
 from lmforge.infer.scheduler import Scheduler
 from lmforge.jobs import JobQueue
+from lmforge.rag.opinion import installed, registered
 from lmforge.rag.pipeline import KnowledgeBases
 from lmforge.rag.retrieve import LLMReranker, Retriever
 from lmforge.serve.auth import KeyStore
@@ -79,7 +80,8 @@ def create_app(
     service = ChatService(registry, scheduler)
     kbs = kbs or KnowledgeBases(registry)
     retriever = Retriever(
-        rerankers=lambda model: LLMReranker(lambda msgs: service.greedy(model, msgs, RERANK_TOKENS))
+        rerankers=lambda model: LLMReranker(lambda msgs: service.greedy(model, msgs, RERANK_TOKENS)),
+        opinions=installed(registered(registry)),
     )
     guard = Guard.load(
         settings.safety, keys.audit_safety

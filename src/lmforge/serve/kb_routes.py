@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -47,6 +48,7 @@ class KBSearch(BaseModel):
     names: bool = True  # SearchParams: pinyin names
     collapse_copies: bool = True  # SearchParams: boilerplate copies take one place
     translate: bool = True  # SearchParams: zh⇄en dictionary translation searched by BM25
+    second_opinion: bool = True  # SearchParams: the English embedder's opinion on English passages
 
 
 class KBBatchSearch(BaseModel):
@@ -185,9 +187,10 @@ def kb_router(ctx: ServerContext) -> APIRouter:
                                   lexical_weight=req.lexical_weight, rerank=req.rerank,
                                   cross_language=req.cross_language, names=req.names,
                                   collapse_copies=req.collapse_copies, translate=req.translate)  # fmt: skip
+            params = params if req.second_opinion else replace(params, second_opinion=None)
             hits = retriever.search(kb, req.query, params, caller=g)
             out = {"kb": name, "version": kb.version, "hits": [h.to_dict() for h in hits]}
-            notes = search_notes(kb, req.query, rewriting=False)
+            notes = search_notes(kb, req.query, rewriting=False) + retriever.notes(kb, req.query, params)
             return {**out, "notes": notes} if notes else out
 
         return await call(work)
@@ -207,8 +210,9 @@ def kb_router(ctx: ServerContext) -> APIRouter:
 
         def hits():  # noqa: ANN202
             kb = kbs.open(name)
-            notes.extend(search_notes(kb, req.question, rewriting=req.rewrite))
             params = SearchParams(k=req.k, mode=req.mode)
+            notes.extend(search_notes(kb, req.question, rewriting=req.rewrite))
+            notes.extend(retriever.notes(kb, req.question, params))
             if not req.rewrite:
                 return kb, retriever.search(kb, req.question, params, caller=g)
             rw = rewriters.get(req.model)
