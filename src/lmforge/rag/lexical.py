@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -141,6 +142,7 @@ class Analyzer:
         self._jieba.initialize()
         self._syllables: frozenset[str] | None = None
         self._dictionary: Dictionary | None | bool = False  # False: not loaded yet; None: not installed
+        self._dictionary_lock = threading.Lock()  # a server's first searches and its warm-up may race for it
 
     def pinyin_terms(self, text: str) -> list[str]:
         """Terms that let a question written in Latin letters name what this Chinese text names (杜甫 → 'Du
@@ -205,9 +207,10 @@ class Analyzer:
     @property
     def dictionary(self) -> Dictionary | None:
         """The zh⇄en dictionary (CC-CEDICT, read on first use, ~0.6 s); None when it is not installed."""
-        if self._dictionary is False:
-            path = cedict_path()
-            self._dictionary = Dictionary.load(path, _STOP_EN) if path else None
+        with self._dictionary_lock:
+            if self._dictionary is False:
+                path = cedict_path()
+                self._dictionary = Dictionary.load(path, _STOP_EN) if path else None
         return self._dictionary  # type: ignore[return-value]
 
     def translate(self, query: str, into: str, known: Callable[[str], bool]) -> list[str]:

@@ -104,7 +104,10 @@ def create_app(
                 await asyncio.to_thread(pool.reap_idle)
 
         task = asyncio.create_task(reaper())
+        # the knowledge bases' first searches should not wait for the second opinion's model or the dictionary
+        warm = asyncio.create_task(asyncio.to_thread(retriever.warm, kbs))
         yield
+        warm.cancel()
         stop.set()
         task.cancel()
         await asyncio.to_thread(pool.close)
