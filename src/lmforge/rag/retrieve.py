@@ -330,23 +330,22 @@ class Retriever:
         return hits[: params.k]
 
     def warm(self, kbs: KnowledgeBases, params: SearchParams | None = None) -> list[str]:
-        """Load now what the first searches of `kbs`' knowledge bases would otherwise wait for (a server calls
-        this at start, in the background): the English embedder of the second opinion for a knowledge base
-        holding English (when pulled; ~1–3 s) and the zh⇄en dictionary for one holding both (~0.7 s). Returns
-        what was loaded."""
-        params = params or SearchParams()
-        langs: set[str] = set()
+        """One uncached search per language of each of `kbs`' knowledge bases, so that their first real searches
+        do not wait for what loads on first use: the shards' indexes (with BM25's compiled scorer), the
+        embedder, the second opinion's model (English; when pulled) and the zh⇄en dictionary (a knowledge base
+        holding both). A server calls this at start, in the background. Returns the knowledge bases warmed."""
+        params = (params or SearchParams()).check()
+        probes = {"en": "What does this document say?", "zh": "这份文档讲了什么？"}
+        warmed = []
         for name in kbs.names():
             try:
-                langs |= kbs.open(name).languages()
+                kb = kbs.open(name)
+                for lang in sorted(kb.languages() & probes.keys()) or ["en"]:
+                    self._search(kb, probes[lang], params, None, None)
             except Exception:  # noqa: BLE001 - dropped or broken meanwhile: its own searches will say so
                 continue
-        loaded = []
-        if "en" in langs and params.second_opinion and self.opinions(params.second_opinion) is not None:
-            loaded.append(params.second_opinion)
-        if {"zh", "en"} <= langs and params.translate and kbs.embedders.analyzer().dictionary is not None:
-            loaded.append("zh-en dictionary")
-        return loaded
+            warmed.append(name)
+        return warmed
 
     def notes(self, kb: KnowledgeBase, query: str, params: SearchParams) -> list[str]:
         """What a search of `query` should tell its reader about this retriever: an English question over
