@@ -1329,6 +1329,8 @@ def test_retriever_asks_the_second_opinion_for_english_questions_only(kbs, tmp_p
     assert Retriever(opinions=lambda name: None).notes(kb, "渡船几点出发？", SearchParams()) == []
     with pytest.raises(LmforgeError, match="opinion_weight must be >= 0"):
         ret.search(kb, q, SearchParams(opinion_weight=-1))
+    with pytest.raises(LmforgeError, match="opinion_candidates must be between 1 and 100"):
+        ret.search(kb, q, SearchParams(opinion_candidates=0))
     # a server warms up at start with one search per language of each KB: the English one asks the opinion
     before = len([c for c in calls if c[1]])
     _kb_of(kbs, tmp_path, "poems", {"tang.md": TANG})

@@ -379,8 +379,9 @@ def kb_eval(
     kb = kbs.open(name)
     _upgrade_note(kb)
     items = load_qa(qa)
+    ret, langs = Retriever(rerankers=_rerankers(rerank_mode, rerank_dtype)), kb.languages()
     english = next((i.question for i in items if query_language(i.question) == "en"), None)
-    for note in Retriever().notes(kb, english, SearchParams()) if english and not no_second_opinion else []:
+    for note in ret.notes(kb, english, SearchParams()) if english and not no_second_opinion else []:
         print(f"note: {note}", file=sys.stderr)
     answer = None
     backend = _load(model, "auto", None, threads) if model else None
@@ -393,7 +394,6 @@ def kb_eval(
     search = None
     rewriter = _rewriter(rewrite, backend if rewrite == model else None, hyde)
     if rewriter is not None or rerank or plain_fusion or no_translate or no_second_opinion:
-        ret, langs = Retriever(rerankers=_rerankers(rerank_mode, rerank_dtype)), kb.languages()
 
         def search(q, params):
             base = params.plain() if plain_fusion else params
@@ -406,7 +406,7 @@ def kb_eval(
 
     with steps_progress() as bar:
         task = bar.add_task("evaluating", total=len(items) * len(chosen))
-        results = evaluate(kb, items, k=k, answer=answer, modes=chosen, search=search,
+        results = evaluate(kb, items, k=k, answer=answer, modes=chosen, search=search, retriever=ret,
                            progress=lambda d, t: bar.update(task, completed=d))  # fmt: skip
     if as_json:
         print(_json.dumps([{kk: v for kk, v in asdict(r).items() if kk != "per_question"} for r in results],

@@ -31,9 +31,9 @@ from lmforge.progress import bytes_progress
 DEFAULT_CHAT_MODEL = "qwen2.5-coder-0.5b-instruct"
 """The chat model `scripts/start.sh`, `lmforge kb ask` and the docs use unless told otherwise."""
 DEFAULT_EMBEDDER = "multilingual-e5-small"
+"""The embedding model knowledge bases use unless told otherwise (`lmforge kb create --embed`)."""
 ENGLISH_EMBEDDER = "all-minilm-l6-v2"
 """The English sentence embedder whose second opinion reorders English search results (rag/opinion.py)."""
-"""The embedding model knowledge bases use unless told otherwise (`lmforge kb create --embed`)."""
 
 
 @dataclass(frozen=True)

@@ -102,12 +102,17 @@ def installed(load: Callable[[str], Embedder | None]) -> Callable[[str], SecondO
     return get
 
 
-def registered(registry: Registry) -> Callable[[str], Embedder | None]:
-    """Loads an embedder that is pulled or registered in `registry`; None when it is not."""
+def registered(registry: Registry | None = None) -> Callable[[str], Embedder | None]:
+    """Loads an embedder that is pulled or registered in `registry` (default: LMFORGE_HOME's, opened on first
+    use); None when it is not."""
+    opened: list[Registry] = [registry] if registry is not None else []
 
     def load(name: str) -> Embedder | None:
+        from lmforge.home import Registry
         from lmforge.rag.embed import load_embedder
 
-        return load_embedder(name, registry) if registry.exists(name) else None
+        if not opened:
+            opened.append(Registry())
+        return load_embedder(name, opened[0]) if opened[0].exists(name) else None
 
     return load
