@@ -1336,6 +1336,7 @@ def test_retriever_asks_the_second_opinion_for_english_questions_only(kbs, tmp_p
     _kb_of(kbs, tmp_path, "poems", {"tang.md": TANG})
     assert sorted(ret.warm(kbs, params)) == ["opinion", "poems"]
     assert len([c for c in calls if c[1]]) == before + 1
+    assert ret.warm(kbs, params, stopping=lambda: True) == []  # the server is shutting down
 
     seen: list = []
 

@@ -332,15 +332,19 @@ class Retriever:
             hits = self.rerankers(params.rerank)(query, hits[: min(len(hits), 2 * params.k)])
         return hits[: params.k]
 
-    def warm(self, kbs: KnowledgeBases, params: SearchParams | None = None) -> list[str]:
+    def warm(self, kbs: KnowledgeBases, params: SearchParams | None = None,
+             stopping: Callable[[], bool] = lambda: False) -> list[str]:  # fmt: skip
         """One uncached search per language of each of `kbs`' knowledge bases, so that their first real searches
         do not wait for what loads on first use: the shards' indexes (with BM25's compiled scorer), the
         embedder, the second opinion's model (English; when pulled) and the zh⇄en dictionary (a knowledge base
-        holding both). A server calls this at start, in the background. Returns the knowledge bases warmed."""
+        holding both). A server calls this at start, in the background, and stops it (`stopping`) between
+        knowledge bases when it shuts down. Returns the knowledge bases warmed."""
         params = (params or SearchParams()).check()
         probes = {"en": "What does this document say?", "zh": "这份文档讲了什么？"}
         warmed = []
         for name in kbs.names():
+            if stopping():
+                break
             try:
                 kb = kbs.open(name)
                 for lang in sorted(kb.languages() & probes.keys()) or ["en"]:

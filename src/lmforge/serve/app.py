@@ -104,11 +104,11 @@ def create_app(
                 await asyncio.to_thread(pool.reap_idle)
 
         task = asyncio.create_task(reaper())
-        # the knowledge bases' first searches should not wait for the second opinion's model or the dictionary
-        warm = asyncio.create_task(asyncio.to_thread(retriever.warm, kbs))
+        # the knowledge bases' first searches should not wait for what loads on first use (Retriever.warm)
+        warm = asyncio.create_task(asyncio.to_thread(retriever.warm, kbs, None, stop.is_set))
         yield
-        warm.cancel()
         stop.set()
+        warm.cancel()
         task.cancel()
         await asyncio.to_thread(pool.close)
         await asyncio.to_thread(kbs.close)
