@@ -129,6 +129,12 @@ def test_knowledge_page_upload_search_ask(tmp_path, tiny_gguf_long, browser):
         page.click("#kb-search-btn")
         page.wait_for_selector("#kb-results li")
         assert "黄河入海流" in page.inner_text("#kb-results li >> nth=0")
+        # an English search on a server without the English embedder: the notes say how to get its second opinion
+        page.fill("#kb-query", "When does the office open?")
+        page.click("#kb-search-btn")
+        page.wait_for_selector("#kb-results li.notice")
+        assert "handbook.txt" in page.inner_text("#kb-results li >> nth=0")
+        assert "lmforge pull all-minilm-l6-v2" in page.inner_text("#kb-results li.notice")
         page.fill("#kb-question", "When does the office open?")
         page.click("#kb-ask-btn")
         page.wait_for_function("document.body.dataset.asking === '0'", timeout=120000)

@@ -747,6 +747,7 @@
       const r = await apiJson("POST", `/v1/kb/${encodeURIComponent(kbName())}/search`, { query: q, k: 5 });
       if (!r.hits.length) out.append(el("li", "notice", t("noResults")));
       for (const h of r.hits) out.append(hitItem(h));
+      for (const n of r.notes || []) out.append(el("li", "notice", `ℹ ${n}`));
     } catch (err) { out.append(el("li", "msg-error", err.message)); }
   };
   let kbSources = [];
