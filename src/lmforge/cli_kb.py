@@ -381,7 +381,10 @@ def kb_eval(
     items = load_qa(qa)
     ret, langs = Retriever(rerankers=_rerankers(rerank_mode, rerank_dtype)), kb.languages()
     english = next((i.question for i in items if query_language(i.question) == "en"), None)
-    for note in ret.notes(kb, english, SearchParams()) if english and not no_second_opinion else []:
+    noted = (
+        SearchParams().plain() if plain_fusion else SearchParams()
+    )  # --plain-fusion turns the opinion off too
+    for note in ret.notes(kb, english, noted) if english and not no_second_opinion else []:
         print(f"note: {note}", file=sys.stderr)
     answer = None
     backend = _load(model, "auto", None, threads) if model else None

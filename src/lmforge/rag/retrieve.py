@@ -226,6 +226,11 @@ class LLMReranker:
         return [hits[i] for i in order]
 
 
+def _asks_opinion(query: str, params: SearchParams) -> bool:
+    """Whether a search of `query` asks the English embedder's second opinion: an English question, hybrid."""
+    return params.mode == "hybrid" and bool(params.second_opinion) and query_language(query) == "en"
+
+
 class Retriever:
     """Searches knowledge bases; thread-safe; owns the retrieval cache."""
 
@@ -319,13 +324,14 @@ class Retriever:
             for cid, score in fused
             if cid in rows  # a chunk deleted between index and lookup is simply not returned
         ]
+        opinion = (
+            self.opinions(params.second_opinion) if _asks_opinion(query, params) else None
+        )  # None: not pulled
         if params.collapse_copies:
-            depth = max(params.k if not params.rerank else 2 * params.k, params.opinion_candidates)
-            hits = collapse_copies(hits, depth)
-        if hybrid and params.second_opinion and query_language(query) == "en":
-            opinion = self.opinions(params.second_opinion)  # None while it is not pulled
-            if opinion is not None:
-                hits = opinion(query, hits, params.opinion_candidates, params.opinion_weight, params.rrf_k)
+            depth = params.k if not params.rerank else 2 * params.k
+            hits = collapse_copies(hits, max(depth, params.opinion_candidates) if opinion else depth)
+        if opinion is not None:
+            hits = opinion(query, hits, params.opinion_candidates, params.opinion_weight, params.rrf_k)
         if params.rerank:
             if self.rerankers is None:
                 raise LmforgeError("rerank is not available here (it needs a chat model to judge relevance)")
@@ -358,9 +364,7 @@ class Retriever:
         """What a search of `query` should tell its reader about this retriever: an English question over
         English passages gets no second opinion while its embedder is not pulled, and how to get it."""
         name = params.second_opinion
-        if params.mode != "hybrid" or not name or query_language(query) != "en" or "en" not in kb.languages():
-            return []
-        if self.opinions(name) is not None:
+        if not _asks_opinion(query, params) or "en" not in kb.languages() or self.opinions(name) is not None:
             return []
         return [f"no second opinion on English passages: its embedder {name} is not pulled or did not load "
                 f"(`lmforge pull {name}`, docs/rag.md)"]  # fmt: skip
