@@ -6,7 +6,7 @@ import shutil
 
 import httpx
 import pytest
-from conftest import LiveServer, make_server, put_lineage_chain, slow_loader
+from conftest import LiveServer, cite_loader, make_server, put_lineage_chain, slow_loader
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 HAVE_CHROMIUM = shutil.which("chromium") is not None
@@ -108,7 +108,9 @@ def test_language_toggle_models_page_and_phone_layout(live, browser):
 
 def test_knowledge_page_upload_search_ask(tmp_path, tiny_gguf_long, browser):
     """Create a KB, upload two files with progress, list, search, ask and open a cited passage."""
-    with LiveServer(make_server(tmp_path / "home", tiny_gguf_long, ctx=2048)) as srv:
+    app = make_server(tmp_path / "home", tiny_gguf_long, ctx=2048, loader=cite_loader,
+                      extra_models=[(tiny_gguf_long, "cite")])  # fmt: skip
+    with LiveServer(app) as srv:
         page = browser.new_page()
         page.goto(srv.url + "/")
         page.wait_for_selector("#model-select option[value=tiny]", state="attached")
@@ -146,6 +148,14 @@ def test_knowledge_page_upload_search_ask(tmp_path, tiny_gguf_long, browser):
         )
         page.click("#kb-sources li >> nth=0")
         assert "nine o'clock" in page.inner_text("#kb-passage")
+        # a model that first answers "[1]" alone: asked again, the answer shown is the second, and the flags say so
+        page.click("button.tab[data-view=chat]")  # the model is chosen on the chat page's toolbar
+        page.select_option("#model-select", "cite")
+        page.click("button.tab[data-view=kb]")
+        page.click("#kb-ask-btn")
+        page.wait_for_function("document.body.dataset.asking === '0'", timeout=120000)
+        assert page.inner_text("#kb-answer").strip().startswith("The office opens at nine o'clock")
+        assert "[1]" in page.inner_text(".kb-retried") and "asked again" in page.inner_text(".kb-retried")
         # the same page in Chinese
         page.click("#lang")
         assert page.inner_text("button.tab[data-view=kb]") == "知识库"

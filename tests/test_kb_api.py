@@ -6,7 +6,7 @@ import json
 
 import httpx
 import pytest
-from conftest import LiveServer, make_server
+from conftest import CiteModel, LiveServer, make_server
 
 from lmforge.cli import main
 from lmforge.serve.auth import KeyStore
@@ -42,7 +42,7 @@ def echo_loader(reg, name, cfg):
     from lmforge.infer.pool import default_loader
 
     backend = default_loader(reg, name, cfg)
-    return EchoModel(backend) if name == "echo" else backend
+    return EchoModel(backend) if name == "echo" else CiteModel(backend) if name == "cite" else backend
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,12 @@ def server(tmp_path_factory, tiny_gguf_long):
         "writer": keys.create("writer", ("kb:read", "kb:write"), 1000, 10**7, ("staff",)),
     }
     app = make_server(
-        home, tiny_gguf_long, keys=keys, ctx=2048, loader=echo_loader, extra_models=[(tiny_gguf_long, "echo")]
+        home,
+        tiny_gguf_long,
+        keys=keys,
+        ctx=2048,
+        loader=echo_loader,
+        extra_models=[(tiny_gguf_long, "echo"), (tiny_gguf_long, "cite")],
     )
     with LiveServer(app) as srv:
         srv.secrets = secrets
@@ -220,7 +225,8 @@ def test_ask_with_sources_stream_and_not(server):
                 events.append(json.loads(line[6:]))
     assert events[0]["type"] == "sources" and events[0]["sources"][0]["document"] == "handbook.txt"
     assert events[0]["rewrite"]["queries"][0] == "When does the office open?"
-    streamed = "".join(e["content"] for e in events if e["type"] == "delta").strip()
+    after_retry = events[max(i for i, e in enumerate(events) if e["type"] in ("sources", "retry")) :]
+    streamed = "".join(e["content"] for e in after_retry if e["type"] == "delta").strip()
     done = events[-1]
     assert done["type"] == "done"
     # the checked answer is what was streamed, or — when it does not address the question (the tiny model's
@@ -247,6 +253,23 @@ def test_ask_with_sources_stream_and_not(server):
         _c(server, "embed").post("/v1/kb/askme/ask", json={"question": "x", "model": "tiny"}).status_code
         == 403
     )
+
+
+def test_a_bare_citation_is_asked_again_over_http(server):
+    """The model answers "[1]" alone: the server asks it once more for the answer itself. Streaming, the client
+    sees the first attempt, a retry event (start over), the second attempt, and the checked answer."""
+    admin, staff = _c(server, "admin"), _c(server, "staff")
+    admin.post("/v1/kb", json={"name": "cites"})
+    _upload(admin, "cites", [("handbook.txt", HANDBOOK.encode())])
+    ask = {"question": "When does the office open?", "model": "cite", "rewrite": False}
+    body = staff.post("/v1/kb/cites/ask", json=ask).json()
+    assert body["answer"] == "The office opens at nine o'clock [1]." and body["claims"][0]["supported"]
+    assert body["retried"] == {"reason": "citation only", "first_answer": "[1]"}
+    events = _ask_stream(staff, "cites", ask)
+    assert [e["type"] for e in events] == ["sources", "delta", "retry", "delta", "done"]
+    assert events[1]["content"] == "[1]" and events[2]["first_answer"] == "[1]"
+    assert events[3]["content"] == events[-1]["answer"] == body["answer"]
+    assert events[-1]["retried"] == body["retried"] and events[-1]["claims"] == body["claims"]
 
 
 def _ask_stream(client, kb, payload) -> list[dict]:

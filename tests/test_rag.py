@@ -713,6 +713,68 @@ def test_an_answer_to_another_question_is_caught(kbs, tmp_path):
     assert all(c["supported"] for c in true_figure["claims"]), true_figure["claims"]
 
 
+def test_a_bare_citation_is_asked_again(kbs, docs):
+    """Seen on both QA sets: the 0.5B model answers "[1]" alone — it points at the source instead of saying what
+    it says. One follow-up turn asks for the answer itself; the first answer is kept in `retried`."""
+    from lmforge.rag.answer import RETRY, AnswerConfig, bare
+
+    assert bare("[1]") and bare(" [1] [2]。") and bare("【1】") and bare("")
+    assert not bare("Ten o'clock [1].") and not bare("十点[1]")
+    kb = kbs.create("t")
+    kb.add([docs])
+    q = "When does the kitchen close?"
+    hits = _hits(kb, q)
+    calls: list[list[dict]] = []
+
+    def model(*answers: str):
+        def generate(messages):
+            calls.append(messages)
+            return answers[len(calls) - 1]
+
+        return generate
+
+    r = ask(q, hits, model("[1]", "The kitchen closes at ten o'clock [1]."), kb.analyzer, kb.embedder, "m")
+    assert r["answer"] == "The kitchen closes at ten o'clock [1]." and r["claims"][0]["supported"]
+    assert r["retried"] == {"reason": "citation only", "first_answer": "[1]"}
+    first, second = calls
+    assert second[: len(first)] == first
+    assert second[len(first) :] == [
+        {"role": "assistant", "content": "[1]"},
+        {"role": "user", "content": RETRY["en"]},
+    ]
+    calls.clear()  # a real answer is not asked twice
+    r = ask(q, hits, model("Ten o'clock [1]."), kb.analyzer, kb.embedder, "m")
+    assert len(calls) == 1 and "retried" not in r
+    calls.clear()  # turned off: the bare citation stands (and is flagged: it says nothing)
+    off = ask(q, hits, model("[1]"), kb.analyzer, kb.embedder, "m", AnswerConfig(retry_bare=False))
+    assert len(calls) == 1 and off["answer"] == "[1]" and "retried" not in off
+    assert off["addresses_question"]["addresses"] is False and off["addresses_question"]["bare_citation"]
+
+
+def test_a_how_long_question_needs_a_quantity_and_short_answers_skip_the_cosine(kbs, docs):
+    """Seen on the easy set: "how long does the copyright holder have…" answered with a sentence about notice that
+    states no duration passed every check; and right one-word answers ("Talc") were flagged because a word is far
+    from any question by cosine."""
+    from lmforge.rag.answer import lacks_quantity
+
+    assert lacks_quantity("How long does the licence last?", "It lasts as long as you comply.")
+    assert not lacks_quantity("How long does the licence last?", "Thirty days [1].")
+    assert not lacks_quantity("金星绕太阳转一圈要多少个地球日？", "大约225个地球日。")
+    assert lacks_quantity("金星绕太阳转一圈要多少个地球日？", "金星绕着太阳转。")
+    assert not lacks_quantity("Who wrote it?", "Nobody knows.")
+    kb = kbs.create("t")
+    kb.add([docs])
+    q = "How long is breakfast served in the main hall?"
+    hits = _hits(kb, q)
+    vague = ask(q, hits, lambda m: "The hall serves it every day [1].", kb.analyzer, kb.embedder, "m")
+    assert vague["addresses_question"]["addresses"] is False and vague["addresses_question"]["no_quantity"]
+    timed = ask(q, hits, lambda m: "From seven until nine [1].", kb.analyzer, kb.embedder, "m")
+    assert timed["addresses_question"]["addresses"], timed["addresses_question"]
+    short = ask("Where is breakfast served?", _hits(kb, "Where is breakfast served?"), lambda m: "The main hall [1].",
+                kb.analyzer, kb.embedder, "m")  # fmt: skip
+    assert short["addresses_question"]["relevance"] is None and short["addresses_question"]["addresses"]
+
+
 def test_query_rewrite_fuses_translations_and_falls_back(kbs, docs):
     """An English question over Chinese poems: the rewriter's Chinese query brings the poem into the top hits;
     the rewrite is cached; a rewriter that fails leaves the plain search, with the reason."""

@@ -325,9 +325,16 @@ def kb_ask(
     for c in r["claims"]:
         if not c["supported"]:
             print(f"  ! {c['problem']}: {c['text'][:100]}", file=sys.stderr)
+    if "retried" in r:
+        print(f"  ! the first answer was only a citation ({r['retried']['first_answer']!r}): asked again",
+              file=sys.stderr)  # fmt: skip
     check = r.get("addresses_question") or {}
     if check.get("restates_question"):
         print("  ! the answer only restates the question", file=sys.stderr)
+    elif check.get("bare_citation"):
+        print("  ! the answer is only a citation", file=sys.stderr)
+    elif check.get("no_quantity"):
+        print("  ! the question asks how many / how long, and the answer states no quantity", file=sys.stderr)
     elif check.get("addresses") is False:
         print(f"  ! the answer does not address the question (missing: {', '.join(check['missing']) or '-'}; "
               f"relevance {check['relevance']})" + (f": withheld {r['off_topic_answer'][:100]!r}"

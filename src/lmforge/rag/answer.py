@@ -77,6 +77,12 @@ ASK = {
     "If they do not answer the question, say you don't know.",
     "zh": "问题：{q}\n\n只根据上面的资料回答，并像 [1] 这样标注来源。资料中没有答案就说不知道。",
 }
+RETRY = {
+    "en": "That is only a citation. Write the answer itself in one sentence, then cite the source like [1].",
+    "zh": "这只是来源编号。请用一句话写出答案本身，再标注来源，如 [1]。",
+}
+"""The follow-up turn when the first answer is a bare citation ("[1]"): small models often point at the source
+instead of saying what it says."""
 
 
 @dataclass(frozen=True)
@@ -96,12 +102,18 @@ class AnswerConfig:
     """An answer addresses the question when the answer and the sources it cites (or, uncited, all sources)
     hold at least this share of the question's focus terms (what it asks about)..."""
     min_answer_relevance: float = 0.8
-    """...and question and answer have at least this cosine similarity (multilingual-e5)."""
+    """...and question and answer have at least this cosine similarity (multilingual-e5)..."""
+    min_relevance_terms: int = 4
+    """...judged only for answers of at least this many distinct terms: a short answer ("Talc", "Charles Babbage")
+    is far from any question by cosine, whatever it says, and is judged by its focus terms alone."""
     off_topic: str = "flag"
     """What happens to an answer that does not address the question: 'flag' (kept, `addresses_question` says
     so) or 'abstain' (replaced by "I don't know", the model's text kept in `off_topic_answer`). Flag by
     default: on paraphrased questions the focus terms are legitimately absent from the passage, and abstaining
     withheld right answers (measured on examples/rag/qa-hard.jsonl)."""
+    retry_bare: bool = True
+    """An answer that is nothing but citations ("[1]", "[1] [2]") gets one follow-up turn asking for the answer
+    itself (RETRY), and the second answer replaces it; the response keeps the first under `retried`."""
 
 
 def neutralise(text: str) -> str:
@@ -357,6 +369,23 @@ def restates(question: str, answer: str) -> bool:
     return bool(a) and SequenceMatcher(None, a, q).ratio() >= 0.8
 
 
+_HOW_MUCH = re.compile(
+    r"\bhow (?:many|much|long|old|far|often)\b|\bwhat (?:year|percentage|share)\b|多少|多久|多长|多远|几[个天年岁次位]",
+    re.IGNORECASE,
+)
+_QUANTITY = re.compile(
+    r"\d|[一二两三四五六七八九十百千万亿半]|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
+    r"twenty|thirty|forty|fifty|sixty|hundred|thousand|million|billion|half|dozen|once|twice)\b",
+    re.IGNORECASE,
+)
+
+
+def lacks_quantity(question: str, answer: str) -> bool:
+    """The question asks for a quantity (how many / how long / 多少 / 几天…) and the answer states none: "The
+    copyright holder has to notify the violator…" does not say *how long*."""
+    return bool(_HOW_MUCH.search(question)) and not _QUANTITY.search(_CITE.sub("", answer))
+
+
 def addresses(question: str, answer: str, claims: list[Claim], p: Prepared, analyzer: Analyzer,
               embedder: Embedder | None, cfg: AnswerConfig | None = None, weights: Weights | None = None,
               ) -> dict:  # fmt: skip
@@ -369,9 +398,15 @@ def addresses(question: str, answer: str, claims: list[Claim], p: Prepared, anal
     cfg = cfg or AnswerConfig()
     if any(r in answer.lower() for r in REFUSALS) or not p.sources:
         return {"addresses": True, "refusal": True, "focus_share": None, "relevance": None, "missing": []}
+    if bare(answer):
+        return {"addresses": False, "refusal": False, "focus_share": None, "relevance": None, "missing": [],
+                "bare_citation": True}  # fmt: skip
     if restates(question, answer):
         return {"addresses": False, "refusal": False, "focus_share": None, "relevance": None, "missing": [],
                 "restates_question": True}  # fmt: skip
+    if lacks_quantity(question, answer):
+        return {"addresses": False, "refusal": False, "focus_share": None, "relevance": None, "missing": [],
+                "no_quantity": True}  # fmt: skip
     focus = focus_terms(question, analyzer)
     cited = sorted({n for c in claims for n in c.citations if 1 <= n <= len(p.sources)}) or list(
         range(1, len(p.sources) + 1)
@@ -385,7 +420,7 @@ def addresses(question: str, answer: str, claims: list[Claim], p: Prepared, anal
     total = sum(w.values())
     share = 1.0 - sum(w[t] for t in missing) / total if total > 0 else 1.0
     rel = None
-    if embedder is not None:
+    if embedder is not None and len(set(analyzer.terms(_CITE.sub("", answer)))) >= cfg.min_relevance_terms:
         rel = round(float(embedder.queries([question])[0] @ embedder.passages([answer])[0]), 4)
     ok = share >= cfg.min_focus_share and (rel is None or rel >= cfg.min_answer_relevance)
     return {
@@ -446,7 +481,26 @@ def ask(question: str, hits: list[Hit], generate: Callable[[list[dict]], str], a
     if not p.answerable:
         return response(p, NO_ANSWER[p.lang], [], model)
     text = generate(p.messages).strip()
-    return checked(p, text, analyzer, embedder, model, cfg, weights)
+    if not (cfg.retry_bare and bare(text)):
+        return checked(p, text, analyzer, embedder, model, cfg, weights)
+    again = generate(follow_up(p, text)).strip()
+    return retried(checked(p, again or text, analyzer, embedder, model, cfg, weights), text)
+
+
+def bare(text: str) -> bool:
+    """The answer is nothing but citations ("[1]", "[1] [2]", "【1】")."""
+    return not re.search(r"\w", _CITE.sub("", text))
+
+
+def follow_up(p: Prepared, answer: str) -> list[dict]:
+    """The conversation that asks again for an answer that was only a citation (`bare`)."""
+    return [*p.messages, {"role": "assistant", "content": answer}, {"role": "user", "content": RETRY[p.lang]}]
+
+
+def retried(out: dict, first: str) -> dict:
+    """Mark a response whose answer came from the follow-up turn (`follow_up`): the first answer is kept."""
+    out["retried"] = {"reason": "citation only", "first_answer": first}
+    return out
 
 
 def checked(p: Prepared, text: str, analyzer: Analyzer, embedder: Embedder | None, model: str,

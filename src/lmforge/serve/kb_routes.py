@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -21,7 +21,18 @@ from pydantic import BaseModel, Field
 
 from lmforge.errors import ForbiddenError, NotFoundError
 from lmforge.hub import DEFAULT_EMBEDDER
-from lmforge.rag.answer import DEFAULT_ANSWER_TOKENS, NO_ANSWER, AnswerConfig, ask, checked, prepare, response
+from lmforge.rag.answer import (
+    DEFAULT_ANSWER_TOKENS,
+    NO_ANSWER,
+    AnswerConfig,
+    ask,
+    bare,
+    checked,
+    follow_up,
+    prepare,
+    response,
+    retried,
+)
 from lmforge.rag.pipeline import KBConfig, check_doc_name
 from lmforge.rag.retrieve import SearchParams
 from lmforge.rag.rewrite import QueryRewriter, RewriteConfig, search_notes
@@ -256,46 +267,59 @@ def kb_router(ctx: ServerContext) -> APIRouter:
 
         kb, p = await call(prepared)
 
+        def attempt(messages: list[dict]) -> Generator[dict, None, str | None]:
+            """Stream the model's answer to `messages` as delta events, through the content filter; return what
+            was shown, or None after a closing content_filter event when the filter blocked it."""
+            shown: list[str] = []
+            filt = guard.stream(who, "kb.ask", req.model) if guard is not None else None
+            pieces, cancel = ctx.service.greedy_stream(req.model, messages, req.max_tokens)
+            try:
+                for piece in pieces:
+                    out = filt.feed(piece) if filt is not None else piece
+                    if out:
+                        shown.append(out)
+                        yield {"type": "delta", "content": out}
+                    if filt is not None and filt.blocked:
+                        break
+            finally:
+                cancel()
+            if filt is not None:
+                tail = "" if filt.blocked else filt.finish()
+                if tail:
+                    shown.append(tail)
+                    yield {"type": "delta", "content": tail}
+                if filt.blocked:
+                    yield {"type": "done", "finish_reason": "content_filter",
+                           **response(p, "".join(shown).strip(), [], req.model)}  # fmt: skip
+                    return None
+            return "".join(shown).strip()
+
         def events() -> Iterator[dict]:
             extra = {
                 **({"notes": notes} if notes else {}),
                 **({"rewrite": rewrite_info} if rewrite_info else {}),
             }
             yield {"type": "sources", **response(p, "", [], req.model), **extra}
-            text = NO_ANSWER[p.lang]
+            text, first, cfg = NO_ANSWER[p.lang], None, AnswerConfig()
             if p.answerable:
-                parts, shown = [], []
-                filt = guard.stream(who, "kb.ask", req.model) if guard is not None else None
-                pieces, cancel = ctx.service.greedy_stream(req.model, p.messages, req.max_tokens)
-                try:
-                    for piece in pieces:
-                        parts.append(piece)
-                        out = filt.feed(piece) if filt is not None else piece
-                        if out:
-                            shown.append(out)
-                            yield {"type": "delta", "content": out}
-                        if filt is not None and filt.blocked:
-                            break
-                finally:
-                    cancel()
-                if filt is not None:
-                    tail = "" if filt.blocked else filt.finish()
-                    if tail:
-                        shown.append(tail)
-                        yield {"type": "delta", "content": tail}
-                    if filt.blocked:
-                        yield {"type": "done", "finish_reason": "content_filter",
-                               **response(p, "".join(shown).strip(), [], req.model)}  # fmt: skip
+                said = yield from attempt(p.messages)
+                if said is None:
+                    return
+                text = said
+                if cfg.retry_bare and bare(text):  # "[1]" alone: asked once more; the client starts over
+                    yield {"type": "retry", "reason": "citation only", "first_answer": text}
+                    again = yield from attempt(follow_up(p, text))
+                    if again is None:
                         return
-                text = "".join(shown).strip()
+                    first, text = text, again or text
             else:
                 yield {"type": "delta", "content": text}
             final = (
-                checked(p, text, kb.analyzer, kb.embedder, req.model, AnswerConfig(), kb.term_weights)
+                checked(p, text, kb.analyzer, kb.embedder, req.model, cfg, kb.term_weights)
                 if p.answerable
                 else response(p, text, [], req.model)
             )
-            yield {"type": "done", **final}
+            yield {"type": "done", **(final if first is None else retried(final, first))}
 
         return ctx.run_stream("kb.ask", key, req.model, req.question, events(), lambda: None)
 

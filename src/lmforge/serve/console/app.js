@@ -18,7 +18,7 @@
       documents: "Documents", pages: "Pages", chunks: "Chunks", groups: "Groups", search: "Search", searchPh: "Search the documents",
       askSources: "Ask with sources", ask: "Ask", askPh: "Ask a question about these documents", rewriteQ: "Rewrite for search", searched: "searched", indexing: "Indexing…",
       uploaded: "added", replaced: "replaced", unchanged: "unchanged", failed: "failed", noKb: "No knowledge base yet: create one above.",
-      unsupported: "Not supported by its sources", noResults: "No results.", all: "(all)", remove: "Remove",
+      unsupported: "Not supported by its sources", retried: "The first answer was only a citation; the model was asked again", noResults: "No results.", all: "(all)", remove: "Remove",
       tasksTab: "Tasks", explainTab: "Explain", explainAttention: "attention maps", explainTokens: "token attributions", explainTargetPh: "target label or next token (optional)", explainTextPh: "Text to explain (HF models; GGUF: dequantize first)", taskLabelsPh: "labels, comma-separated (classify, ner)", taskExtraPh: "qa: context · extract: JSON schema · translate: target language (en, zh, …)", taskTextPh: "Paste text, or upload a UTF-8 file", runBtn: "Run", dropped: "named by the model but not in the text: dropped",
       evalTab: "Evaluate", results: "Suite results", arena: "Blind comparison", arenaPh: "A prompt for both models", compareBtn: "Compare",
       voteA: "A is better", voteB: "B is better", voteTie: "Tie", opponent: "Opponent", winRate: "Win rate (95% CI)", suite: "Suite",
@@ -47,7 +47,7 @@
       documents: "文档", pages: "页数", chunks: "分块", groups: "分组", search: "检索", searchPh: "检索文档",
       askSources: "带出处问答", ask: "提问", askPh: "就这些文档提问", rewriteQ: "改写问题再检索", searched: "检索了", indexing: "正在建立索引…",
       uploaded: "新增", replaced: "替换", unchanged: "未变", failed: "失败", noKb: "还没有知识库：请在上方创建。",
-      unsupported: "与引用的资料不符", noResults: "没有结果。", all: "（全部）", remove: "删除",
+      unsupported: "与引用的资料不符", retried: "第一次回答只有来源编号，已让模型重新回答", noResults: "没有结果。", all: "（全部）", remove: "删除",
       tasksTab: "任务", explainTab: "可解释性", explainAttention: "注意力图", explainTokens: "词元归因", explainTargetPh: "目标标签或下一个词元（可选）", explainTextPh: "要解释的文本（HF 模型；GGUF 需先反量化）", taskLabelsPh: "标签，用逗号分隔（分类、实体识别）", taskExtraPh: "问答：上下文 · 抽取：JSON Schema · 翻译：目标语言（en、zh…）", taskTextPh: "粘贴文本，或上传 UTF-8 文件", runBtn: "运行", dropped: "模型给出但原文中没有，已丢弃",
       evalTab: "评测", results: "评测结果", arena: "盲评对比", arenaPh: "给两个模型的同一个问题", compareBtn: "对比",
       voteA: "A 更好", voteB: "B 更好", voteTie: "平局", opponent: "对手", winRate: "胜率（95% 置信区间）", suite: "评测集",
@@ -798,8 +798,10 @@
             kbSources.forEach((s, k) => { const li = hitItem(s, k + 1); li.onclick = () => showPassage(k + 1); $("kb-sources").append(li); });
           }
           if (ev.type === "delta") { text += ev.content; renderAnswer(text); }
+          if (ev.type === "retry") { text = ""; renderAnswer(text); }
           if (ev.type === "done") {
             renderAnswer(ev.answer);
+            if (ev.retried) $("kb-flags").append(el("li", "kb-retried", `ℹ ${t("retried")}: ${ev.retried.first_answer}`));
             for (const c of ev.claims || []) if (!c.supported) $("kb-flags").append(el("li", "", `⚠ ${t("unsupported")} (${c.problem}): ${c.text}`));
           }
         }
