@@ -53,6 +53,7 @@ HARD_CONFIGS = (
     "dictionary",
     "opinion",
     "rewrite",
+    "rewrite-no-retry",
     "rewrite-hyde",
     "rerank",
     "all",
@@ -60,7 +61,8 @@ HARD_CONFIGS = (
 """baseline: no chunk headers, none of the rules below; headers: contextual chunk headers alone; names: + pinyin
 names, cross-language fusion and boilerplate copies collapsed; dictionary: + the question's words translated by
 dictionary; opinion: + the English embedder's second opinion (all-minilm-l6-v2, pulled; the default without a
-model); rewrite: + the model's rewrites (the default of kb ask); rewrite-hyde: with a hypothetical answer (HyDE)
+model); rewrite: + the model's rewrites (the default of kb ask); rewrite-no-retry: the same, an answer that is only
+a citation kept as it is (AnswerConfig.retry_bare off: the reference for --answers); rewrite-hyde: with a hypothetical answer (HyDE)
 among them; rerank: opinion + the pointwise reranker; all: everything."""
 
 
@@ -362,7 +364,7 @@ def bench_hard(tmp: Path, model: str, kb_name: str | None, answers: bool, config
     from lmforge.eval.rag import evaluate, group_table, load_qa, table
     from lmforge.home import Registry
     from lmforge.infer.loader import LoadConfig, load_backend
-    from lmforge.rag.answer import ask, backend_generator
+    from lmforge.rag.answer import AnswerConfig, ask, backend_generator
     from lmforge.rag.pipeline import EmbedderCache, KBConfig, KnowledgeBases
     from lmforge.rag.rerank import PointwiseConfig, PointwiseReranker
     from lmforge.rag.retrieve import Retriever, SearchParams
@@ -407,7 +409,10 @@ def bench_hard(tmp: Path, model: str, kb_name: str | None, answers: bool, config
 
         def search(q, params, name=name, ret=ret, times=times, kb=kb):
             t = time.perf_counter()
-            rerank, rewrite = name in ("rerank", "all"), name in ("rewrite", "rewrite-hyde", "all")
+            rerank, rewrite = (
+                name in ("rerank", "all"),
+                name in ("rewrite", "rewrite-no-retry", "rewrite-hyde", "all"),
+            )
             params = replace(params, rerank=model if rerank else None)
             if name in ("baseline", "headers"):
                 params = params.plain()
@@ -429,8 +434,8 @@ def bench_hard(tmp: Path, model: str, kb_name: str | None, answers: bool, config
 
         answer = (
             (
-                lambda q, hits, kb=kb: ask(
-                    q, hits, generate, kb.analyzer, kb.embedder, model, weights=kb.term_weights
+                lambda q, hits, kb=kb, cfg=AnswerConfig(retry_bare=name != "rewrite-no-retry"): ask(
+                    q, hits, generate, kb.analyzer, kb.embedder, model, cfg, kb.term_weights
                 )
             )
             if answers

@@ -270,6 +270,10 @@ def test_a_bare_citation_is_asked_again_over_http(server):
     assert events[1]["content"] == "[1]" and events[2]["first_answer"] == "[1]"
     assert events[3]["content"] == events[-1]["answer"] == body["answer"]
     assert events[-1]["retried"] == body["retried"] and events[-1]["claims"] == body["claims"]
+    kept = staff.post("/v1/kb/cites/ask", json={**ask, "retry": False}).json()
+    assert kept["answer"] == "[1]" and "retried" not in kept and kept["addresses_question"]["bare_citation"]
+    events = _ask_stream(staff, "cites", {**ask, "retry": False})
+    assert [e["type"] for e in events] == ["sources", "delta", "done"] and events[-1]["answer"] == "[1]"
 
 
 def _ask_stream(client, kb, payload) -> list[dict]:

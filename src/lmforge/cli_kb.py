@@ -236,6 +236,8 @@ PlainFusion = Annotated[bool, typer.Option("--plain-fusion", help="Hybrid search
                                            "pinyin names and boilerplate collapse (as before them; for comparison).")]  # fmt: skip
 NoTranslate = Annotated[bool, typer.Option("--no-translate", help="Hybrid search without the zh-en dictionary "
                                            "translation of the question (for comparison).")]  # fmt: skip
+NoRetry = Annotated[bool, typer.Option("--no-retry", help="Keep an answer that is only a citation ('[1]') instead "
+                                       "of asking the model once more for the answer itself.")]  # fmt: skip
 NoOpinion = Annotated[bool, typer.Option("--no-second-opinion", help="Hybrid search without the English "
                                          "embedder's second opinion on English passages (for comparison).")]  # fmt: skip
 RewriteOpt = Annotated[str | None, typer.Option("--rewrite", help="Rewrite the query with this chat model "
@@ -291,12 +293,13 @@ def kb_ask(
     rerank: RerankOpt = None,
     rerank_mode: RerankMode = "pointwise",
     rerank_dtype: RerankDtype = "auto",
+    no_retry: NoRetry = False,
 ) -> None:  # fmt: skip
     """Answer from the knowledge base with numbered, checked citations; the question is rewritten for search by
     the answering model unless --no-rewrite (or by --rewrite MODEL), and the candidates reranked with --rerank."""
     import json as _json
 
-    from lmforge.rag.answer import ask, backend_generator
+    from lmforge.rag.answer import AnswerConfig, ask, backend_generator
     from lmforge.rag.retrieve import Retriever, SearchParams
 
     kb = _open(name)
@@ -309,7 +312,8 @@ def kb_ask(
     ret = Retriever(rerankers=_rerankers(rerank_mode, rerank_dtype))
     hits, rw = _rewritten(kb, ret, rewriter, question, SearchParams(k=k, mode=mode, rerank=rerank))
     generate = backend_generator(backend)
-    r = ask(question, hits, generate, kb.analyzer, kb.embedder, model, weights=kb.term_weights)
+    r = ask(question, hits, generate, kb.analyzer, kb.embedder, model, AnswerConfig(retry_bare=not no_retry),
+            kb.term_weights)  # fmt: skip
     if rw is not None:
         r["rewrite"] = rw.to_dict()
     if as_json:
@@ -365,6 +369,7 @@ def kb_eval(
     plain_fusion: PlainFusion = False,
     no_translate: NoTranslate = False,
     no_second_opinion: NoOpinion = False,
+    no_retry: NoRetry = False,
 ) -> None:  # fmt: skip
     """Chunk-level hit@k and MRR (with --model: answer accuracy, EM, F1, citation precision, abstention on
     unanswerable questions, the verifier's precision/recall on wrong answers), overall, per question type and
@@ -375,7 +380,7 @@ def kb_eval(
     from lmforge.data.lang import query_language
     from lmforge.eval.rag import MODES, evaluate, group_table, load_qa, table
     from lmforge.progress import steps_progress
-    from lmforge.rag.answer import ask, backend_generator
+    from lmforge.rag.answer import AnswerConfig, ask, backend_generator
     from lmforge.rag.retrieve import Retriever, SearchParams
 
     chosen = tuple(modes or MODES)
@@ -399,7 +404,8 @@ def kb_eval(
         generate = backend_generator(backend)
 
         def answer(question, hits):
-            return ask(question, hits, generate, kb.analyzer, kb.embedder, model, weights=kb.term_weights)
+            return ask(question, hits, generate, kb.analyzer, kb.embedder, model,
+                       AnswerConfig(retry_bare=not no_retry), kb.term_weights)  # fmt: skip
 
     search = None
     rewriter = _rewriter(rewrite, backend if rewrite == model else None, hyde)
@@ -428,7 +434,8 @@ def kb_eval(
             print("\n" + groups)
     kbs.update_metrics(name, {f"eval:{qa.name}" + (f"+rewrite:{rewrite}" if rewrite else "") + ("+hyde" if rewrite and hyde else "")
                               + ("+plain-fusion" if plain_fusion else "") + ("+no-translate" if no_translate else "")
-                              + ("+no-second-opinion" if no_second_opinion else ""): {
+                              + ("+no-second-opinion" if no_second_opinion else "")
+                              + ("+no-retry" if no_retry and model else ""): {
         r.mode: {"hit@k": r.hit_at_k, "mrr": r.mrr, "k": k, "n": r.n, "f1": r.f1, "accuracy": r.contains,
                  "citation_precision": r.citation_precision, "abstention": r.abstention,
                  "flag_precision": r.flag_precision, "flag_recall": r.flag_recall, "groups": r.groups}

@@ -80,6 +80,8 @@ class KBAsk(BaseModel):
     """Rewrite the question for search with the answering model (translated into the KB's languages, key
     terms, a paraphrase; fused by RRF), as `kb ask` and the console do; the response's `rewrite` says what was
     searched and how long it took. False searches the question as it is (one generation less)."""
+    retry: bool = True
+    """Ask the model once more when its answer is only a citation ("[1]"); AnswerConfig.retry_bare."""
 
 
 def caller_groups(key: ApiKey | None) -> frozenset[str] | None:
@@ -240,14 +242,9 @@ def kb_router(ctx: ServerContext) -> APIRouter:
             def work() -> dict:
                 kb, found = hits()
                 generate = lambda msgs: ctx.service.greedy(req.model, msgs, req.max_tokens)  # noqa: E731
+                cfg = AnswerConfig(retry_bare=req.retry)
                 out = ask(
-                    req.question,
-                    found,
-                    generate,
-                    kb.analyzer,
-                    kb.embedder,
-                    req.model,
-                    weights=kb.term_weights,
+                    req.question, found, generate, kb.analyzer, kb.embedder, req.model, cfg, kb.term_weights
                 )
                 if rewrite_info:
                     out["rewrite"] = rewrite_info
@@ -300,7 +297,7 @@ def kb_router(ctx: ServerContext) -> APIRouter:
                 **({"rewrite": rewrite_info} if rewrite_info else {}),
             }
             yield {"type": "sources", **response(p, "", [], req.model), **extra}
-            text, first, cfg = NO_ANSWER[p.lang], None, AnswerConfig()
+            text, first, cfg = NO_ANSWER[p.lang], None, AnswerConfig(retry_bare=req.retry)
             if p.answerable:
                 said = yield from attempt(p.messages)
                 if said is None:
