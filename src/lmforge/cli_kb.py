@@ -340,9 +340,13 @@ def kb_ask(
     elif check.get("no_quantity"):
         print("  ! the question asks how many / how long, and the answer states no quantity", file=sys.stderr)
     elif check.get("addresses") is False:
-        print(f"  ! the answer does not address the question (missing: {', '.join(check['missing']) or '-'}; "
-              f"relevance {check['relevance']})" + (f": withheld {r['off_topic_answer'][:100]!r}"
-                                                    if "off_topic_answer" in r else ""), file=sys.stderr)  # fmt: skip
+        rel = "" if check["relevance"] is None else f"; relevance {check['relevance']}"
+        withheld = f": withheld {r['off_topic_answer'][:100]!r}" if "off_topic_answer" in r else ""
+        missing = ", ".join(check["missing"]) or "-"
+        print(
+            f"  ! the answer does not address the question (missing: {missing}{rel}){withheld}",
+            file=sys.stderr,
+        )
     for f in r["filtered"]:
         print(f"  ! removed instruction-like text from [{f['n']}] {f['document']}", file=sys.stderr)
 
