@@ -12,6 +12,9 @@
    against source n by lexical support (share of the claim's terms found in the passage) and
    embedding support (cosine of claim and passage). A claim whose citations are all unsupported,
    a citation of a source that does not exist, and an uncited factual sentence are all flagged.
+4. Against the question: an answer that is only a citation, repeats the question, states no quantity for a
+   how-many question, or misses the question's focus terms does not address it (`addresses`). An answer that is
+   only a citation ("[1]") is first asked again once (`follow_up`).
 """
 
 from __future__ import annotations
@@ -497,9 +500,14 @@ def follow_up(p: Prepared, answer: str) -> list[dict]:
     return [*p.messages, {"role": "assistant", "content": answer}, {"role": "user", "content": RETRY[p.lang]}]
 
 
+def retry_note(first: str) -> dict:
+    """Why and from what an answer was asked again (a response's `retried`, a stream's `retry` event)."""
+    return {"reason": "citation only", "first_answer": first}
+
+
 def retried(out: dict, first: str) -> dict:
     """Mark a response whose answer came from the follow-up turn (`follow_up`): the first answer is kept."""
-    out["retried"] = {"reason": "citation only", "first_answer": first}
+    out["retried"] = retry_note(first)
     return out
 
 

@@ -32,6 +32,7 @@ from lmforge.rag.answer import (
     prepare,
     response,
     retried,
+    retry_note,
 )
 from lmforge.rag.pipeline import KBConfig, check_doc_name
 from lmforge.rag.retrieve import SearchParams
@@ -304,7 +305,7 @@ def kb_router(ctx: ServerContext) -> APIRouter:
                     return
                 text = said
                 if cfg.retry_bare and bare(text):  # "[1]" alone: asked once more; the client starts over
-                    yield {"type": "retry", "reason": "citation only", "first_answer": text}
+                    yield {"type": "retry", **retry_note(text)}
                     again = yield from attempt(follow_up(p, text))
                     if again is None:
                         return
