@@ -826,8 +826,9 @@ def test_query_rewrite_fuses_translations_and_falls_back(kbs, docs):
 
 def test_kb_eval_scores_types_pairs_abstention_and_the_verifier(kbs, docs, tmp_path):
     """Chunk-level hits need every evidence span (multi-passage); unanswerable questions count for abstention
-    only; a wrong answer the verifier flagged is caught."""
-    from lmforge.eval.rag import evaluate, load_qa
+    only; a wrong answer the verifier flagged is caught; answers asked again are counted."""
+    from lmforge.eval.rag import evaluate, load_qa, table
+    from lmforge.rag.answer import retry_note
 
     kb = kbs.create("t")
     kb.add([docs])
@@ -846,9 +847,9 @@ def test_kb_eval_scores_types_pairs_abstention_and_the_verifier(kbs, docs, tmp_p
     assert items[1].doc == ["poems.md", "poems.md"] and not items[2].answerable and items[1].pair == "en→zh"
 
     def answer(question, hits):
-        if "作者" in question:  # right
+        if "作者" in question:  # right, once asked again (the first answer was "[1]")
             return {"answer": "李白 [1]", "answerable": True, "unsupported": [], "claims": [],
-                    "addresses_question": {"addresses": True}}  # fmt: skip
+                    "addresses_question": {"addresses": True}, "retried": retry_note("[1]")}  # fmt: skip
         if "holiday" in question:  # should abstain; says something wrong, the verifier flags it
             return {"answer": "Twenty-five days [1].", "answerable": True, "unsupported": ["Twenty-five days"],
                     "claims": [], "addresses_question": {"addresses": True}}  # fmt: skip
@@ -860,6 +861,7 @@ def test_kb_eval_scores_types_pairs_abstention_and_the_verifier(kbs, docs, tmp_p
     assert set(res.groups) >= {"type:multi-passage", "type:unanswerable", "pair:en→zh", "pair:zh→zh"}
     assert res.groups["type:unanswerable"]["hit_at_k"] is None
     assert {r["id"]: r["rank"] for r in res.per_question}["a"] == 1
+    assert res.retried == 1 and "hybrid: 1 of 3 answers asked again" in table([res], 5)
 
 
 def test_pointwise_rerank_reads_p_yes_with_the_prefix_cached(kbs, docs, tiny_gguf, tiny_qwen2_dir):

@@ -442,7 +442,8 @@ def kb_eval(
                               + ("+no-retry" if no_retry and model else ""): {
         r.mode: {"hit@k": r.hit_at_k, "mrr": r.mrr, "k": k, "n": r.n, "f1": r.f1, "accuracy": r.contains,
                  "citation_precision": r.citation_precision, "abstention": r.abstention,
-                 "flag_precision": r.flag_precision, "flag_recall": r.flag_recall, "groups": r.groups}
+                 "flag_precision": r.flag_precision, "flag_recall": r.flag_recall, "retried": r.retried,
+                 "groups": r.groups}
         for r in results}})  # fmt: skip
 
 

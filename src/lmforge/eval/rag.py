@@ -117,6 +117,8 @@ class ModeResult:
     flag_precision: float | None = None
     flag_recall: float | None = None
     """Of the wrong answers the model gave, the share the verifier flagged (unsupported / off the question)."""
+    retried: int | None = None
+    """Answers the model was asked again for, its first being only a citation ("[1]"; AnswerConfig.retry_bare)."""
     per_question: list[dict] = field(default_factory=list)
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per question type ("type:paraphrase") and language pair ("pair:en→zh"): n, hit@k, mrr, accuracy, ..."""
@@ -151,7 +153,8 @@ def _answer_row(item: QAItem, r: dict) -> dict:
     return {"prediction": text, "em": exact_match(text, item.answer) if item.answerable else None,
             "f1": token_f1(text, item.answer) if item.answerable else None, "correct": correct,
             "abstained": abstained, "gave_answer": gave_answer, "wrong": wrong, "flagged": flagged and gave_answer,
-            "citations": len(checks), "supported": sum(1 for c in checks if c["supported"])}  # fmt: skip
+            "citations": len(checks), "supported": sum(1 for c in checks if c["supported"]),
+            "retried": "retried" in r}  # fmt: skip
 
 
 def summarise(rows: list[dict], k: int, answered: bool) -> dict[str, Any]:
@@ -219,6 +222,7 @@ def evaluate(
             res.flag_precision, res.flag_recall = overall["flag_precision"], overall["flag_recall"]
             cites = sum(r["citations"] for r in rows)
             res.citation_precision = sum(r["supported"] for r in rows) / cites if cites else None
+            res.retried = sum(r["retried"] for r in rows)
         keys = sorted({f"type:{r['type']}" for r in rows if r["type"]} | {f"pair:{r['pair']}" for r in rows})
         if len(keys) > 1:
             for key in keys:
@@ -242,6 +246,8 @@ def table(results: list[ModeResult], k: int) -> str:
         lines.append(f"{r.mode:{w}} {r.hit_at_k:>7.3f} {r.mrr:>6.3f} {_f(r.exact_match):>6} {_f(r.f1):>6} "
                      f"{_f(r.contains):>8} {_f(r.citation_precision):>9} {_f(r.abstention):>7} "
                      f"{_f(r.flag_precision):>6} {_f(r.flag_recall):>6}  {r.n}")  # fmt: skip
+    lines += [f"{r.mode}: {r.retried} of {r.n} answers asked again (the first was only a citation)"
+              for r in results if r.retried]  # fmt: skip
     return "\n".join(lines)
 
 
