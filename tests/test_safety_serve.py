@@ -183,3 +183,37 @@ def test_a_malformed_safety_file_stops_the_server(tmp_path, monkeypatch, capsys)
     assert main(["serve", "--safety", str(bad), "--port", "8999"]) == 2
     err = capsys.readouterr().err
     assert "line 3" in err and "blok" in err
+
+
+def _kb_stream(server, kb: str, question: str) -> list[dict]:
+    import json
+
+    h = {"Authorization": f"Bearer {server.secrets['ops']}"}
+    events = []
+    with httpx.stream("POST", f"{server.url}/v1/kb/{kb}/ask", headers=h, timeout=120,
+                      json={"question": question, "model": "tiny", "rewrite": False, "stream": True}) as s:  # fmt: skip
+        assert s.status_code == 200
+        for line in s.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                events.append(json.loads(line[6:]))
+    return events
+
+
+def test_kb_answers_stream_through_the_output_filter(server):
+    """A grounded answer streamed through the filter: a masked phrase split across chunks is starred in the
+    deltas and the checked answer; a blocked one ends the stream with content_filter."""
+    c = httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {server.secrets['ops']}"}, timeout=120
+    )
+    for kb, name, text in (("billing", "billing.txt", "Invoices are issued on the first day of each month.\n"),
+                           ("club", "club.txt", "Members may visit the casino room on Fridays after six.\n")):  # fmt: skip
+        assert c.post("/v1/kb", json={"name": kb}).status_code in (200, 201)
+        r = c.post(f"/v1/kb/{kb}/documents", files=[("files", (name, text.encode()))])
+        assert r.status_code in (200, 201), r.text
+    # the model answers its "invoice" text: 代开发票 arrives split across two-character chunks
+    events = _kb_stream(server, "billing", "When are invoices issued?")
+    streamed = "".join(e["content"] for e in events if e["type"] == "delta")
+    assert streamed == events[-1]["answer"] == "我们可以****，请联系。" and events[-1]["type"] == "done"
+    events = _kb_stream(server, "club", "When may members visit the room?")  # the source makes it say casino
+    assert events[-1]["type"] == "done" and events[-1]["finish_reason"] == "content_filter"
+    assert "casino" not in "".join(e.get("content", "") for e in events if e["type"] == "delta")

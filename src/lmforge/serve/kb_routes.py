@@ -265,10 +265,13 @@ def kb_router(ctx: ServerContext) -> APIRouter:
 
         kb, p = await call(prepared)
 
-        def attempt(messages: list[dict]) -> Generator[dict, None, str | None]:
+        def attempt(messages: list[dict], hold: bool) -> Generator[dict, None, str | None]:
             """Stream the model's answer to `messages` as delta events, through the content filter; return what
-            was shown, or None after a closing content_filter event when the filter blocked it."""
+            was shown, or None after a closing content_filter event when the filter blocked it. With `hold`, text
+            that is so far only citations ("[1]") is held back: a bare citation that will be asked again is never
+            sent, and a client that only joins deltas shows the real answer alone."""
             shown: list[str] = []
+            sent = 0
             filt = guard.stream(who, "kb.ask", req.model) if guard is not None else None
             pieces, cancel = ctx.service.greedy_stream(req.model, messages, req.max_tokens)
             try:
@@ -276,7 +279,10 @@ def kb_router(ctx: ServerContext) -> APIRouter:
                     out = filt.feed(piece) if filt is not None else piece
                     if out:
                         shown.append(out)
-                        yield {"type": "delta", "content": out}
+                        text = "".join(shown)
+                        if not (hold and bare(text)):
+                            yield {"type": "delta", "content": text[sent:]}
+                            sent = len(text)
                     if filt is not None and filt.blocked:
                         break
             finally:
@@ -285,7 +291,8 @@ def kb_router(ctx: ServerContext) -> APIRouter:
                 tail = "" if filt.blocked else filt.finish()
                 if tail:
                     shown.append(tail)
-                    yield {"type": "delta", "content": tail}
+                if "".join(shown)[sent:] and not (hold and bare("".join(shown))):
+                    yield {"type": "delta", "content": "".join(shown)[sent:]}
                 if filt.blocked:
                     yield {"type": "done", "finish_reason": "content_filter",
                            **response(p, "".join(shown).strip(), [], req.model)}  # fmt: skip
@@ -300,13 +307,13 @@ def kb_router(ctx: ServerContext) -> APIRouter:
             yield {"type": "sources", **response(p, "", [], req.model), **extra}
             text, first, cfg = NO_ANSWER[p.lang], None, AnswerConfig(retry_bare=req.retry)
             if p.answerable:
-                said = yield from attempt(p.messages)
+                said = yield from attempt(p.messages, hold=cfg.retry_bare)
                 if said is None:
                     return
                 text = said
-                if cfg.retry_bare and bare(text):  # "[1]" alone: asked once more; the client starts over
+                if cfg.retry_bare and bare(text):  # "[1]" alone (held back, never sent): asked once more
                     yield {"type": "retry", **retry_note(text)}
-                    again = yield from attempt(follow_up(p, text))
+                    again = yield from attempt(follow_up(p, text), hold=False)
                     if again is None:
                         return
                     first, text = text, again or text
