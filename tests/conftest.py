@@ -301,7 +301,7 @@ class Wrapped:
 
 class CiteModel:
     """A chat model that first answers with a bare citation ("[1]"), as the 0.5B model often does, and says the
-    answer (`answer`) when the knowledge-base answer's follow-up turn asks again."""
+    answer (`answer`) when the knowledge-base answer's follow-up turn asks again; streamed a character a chunk."""
 
     def __init__(self, inner, answer: str = "The office opens at nine o'clock [1].") -> None:
         self.inner, self.answer = inner, answer
@@ -315,7 +315,12 @@ class CiteModel:
         from lmforge.rag.answer import RETRY
 
         text = self.answer if messages[-1]["content"] in RETRY.values() else "[1]"
-        return ChatStream(iter([Chunk(text, None, "stop", prompt_tokens=1, completion_tokens=1)]))
+        chunks = [
+            Chunk(ch, None, None, prompt_tokens=1, completion_tokens=1) for ch in text[:-1]
+        ]  # a char a chunk
+        return ChatStream(
+            iter([*chunks, Chunk(text[-1], None, "stop", prompt_tokens=1, completion_tokens=len(text))])
+        )
 
     def close(self) -> None:
         self.inner.close()

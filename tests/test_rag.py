@@ -716,10 +716,12 @@ def test_an_answer_to_another_question_is_caught(kbs, tmp_path):
 def test_a_bare_citation_is_asked_again(kbs, docs):
     """Seen on both QA sets: the 0.5B model answers "[1]" alone — it points at the source instead of saying what
     it says. One follow-up turn asks for the answer itself; the first answer is kept in `retried`."""
-    from lmforge.rag.answer import RETRY, AnswerConfig, bare
+    from lmforge.rag.answer import RETRY, AnswerConfig, bare, citation_so_far
 
     assert bare("[1]") and bare(" [1] [2]。") and bare("【1】") and bare("")
     assert not bare("Ten o'clock [1].") and not bare("十点[1]")
+    assert citation_so_far("[1") and citation_so_far("[1] [2") and citation_so_far("60")
+    assert not citation_so_far("60 d") and not citation_so_far("[1] G")
     kb = kbs.create("t")
     kb.add([docs])
     q = "When does the kitchen close?"

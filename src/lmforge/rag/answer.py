@@ -495,6 +495,14 @@ def bare(text: str) -> bool:
     return not re.search(r"\w", _CITE.sub("", text))
 
 
+_CITE_CHARS = re.compile(r"[\s\[\]【】\d,，、.。]*")
+
+
+def citation_so_far(text: str) -> bool:
+    """A streamed answer that may still turn out a bare citation: only brackets, digits and separators yet ("[1")."""
+    return _CITE_CHARS.fullmatch(text) is not None
+
+
 def follow_up(p: Prepared, answer: str) -> list[dict]:
     """The conversation that asks again for an answer that was only a citation (`bare`)."""
     return [*p.messages, {"role": "assistant", "content": answer}, {"role": "user", "content": RETRY[p.lang]}]

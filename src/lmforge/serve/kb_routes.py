@@ -28,6 +28,7 @@ from lmforge.rag.answer import (
     ask,
     bare,
     checked,
+    citation_so_far,
     follow_up,
     prepare,
     response,
@@ -280,24 +281,26 @@ def kb_router(ctx: ServerContext) -> APIRouter:
                     if out:
                         shown.append(out)
                         text = "".join(shown)
-                        if not (hold and bare(text)):
+                        if not (hold and citation_so_far(text)):
                             yield {"type": "delta", "content": text[sent:]}
                             sent = len(text)
                     if filt is not None and filt.blocked:
                         break
             finally:
                 cancel()
-            if filt is not None:
-                tail = "" if filt.blocked else filt.finish()
-                if tail:
-                    shown.append(tail)
-                if "".join(shown)[sent:] and not (hold and bare("".join(shown))):
-                    yield {"type": "delta", "content": "".join(shown)[sent:]}
-                if filt.blocked:
-                    yield {"type": "done", "finish_reason": "content_filter",
-                           **response(p, "".join(shown).strip(), [], req.model)}  # fmt: skip
-                    return None
-            return "".join(shown).strip()
+            if filt is not None and not filt.blocked:
+                shown.append(filt.finish())
+            text = "".join(shown)
+            if text[sent:] and not (hold and bare(text)):  # the held text, unless it will be asked again
+                yield {"type": "delta", "content": text[sent:]}
+            if filt is not None and filt.blocked:
+                yield {
+                    "type": "done",
+                    "finish_reason": "content_filter",
+                    **response(p, text.strip(), [], req.model),
+                }
+                return None
+            return text.strip()
 
         def events() -> Iterator[dict]:
             extra = {
