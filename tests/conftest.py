@@ -334,6 +334,19 @@ def cite_loader(reg, name, cfg):
     return CiteModel(backend) if name == "cite" else backend
 
 
+def kb_ask_stream(client, kb: str, payload: dict) -> list[dict]:
+    """POST /v1/kb/{kb}/ask with "stream": true through an httpx client; the SSE events, parsed."""
+    import json
+
+    events = []
+    with client.stream("POST", f"/v1/kb/{kb}/ask", json={**payload, "stream": True}) as s:
+        assert s.status_code == 200
+        for line in s.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                events.append(json.loads(line[6:]))
+    return events
+
+
 def slow_loader(seconds: float):
     from lmforge.infer.pool import default_loader
 

@@ -6,7 +6,7 @@ import json
 
 import httpx
 import pytest
-from conftest import CiteModel, LiveServer, make_server
+from conftest import CiteModel, LiveServer, kb_ask_stream, make_server
 
 from lmforge.cli import main
 from lmforge.serve.auth import KeyStore
@@ -217,12 +217,9 @@ def test_ask_with_sources_stream_and_not(server):
     r = staff.post("/v1/kb/askme/ask", json={"question": "明朝的开国皇帝是谁？", "model": "tiny"}).json()
     assert r["answer"].startswith("我不知道") and r["sources"] == []
     # streaming: sources first, then deltas, then the checked answer
-    events = []
-    with staff.stream("POST", "/v1/kb/askme/ask", json={"question": "When does the office open?", "model": "tiny",
-                                                         "max_tokens": 8, "stream": True}) as s:  # fmt: skip
-        for line in s.iter_lines():
-            if line.startswith("data: ") and line != "data: [DONE]":
-                events.append(json.loads(line[6:]))
+    events = kb_ask_stream(
+        staff, "askme", {"question": "When does the office open?", "model": "tiny", "max_tokens": 8}
+    )
     assert events[0]["type"] == "sources" and events[0]["sources"][0]["document"] == "handbook.txt"
     assert events[0]["rewrite"]["queries"][0] == "When does the office open?"
     after_retry = events[max(i for i, e in enumerate(events) if e["type"] in ("sources", "retry")) :]
@@ -265,7 +262,7 @@ def test_a_bare_citation_is_asked_again_over_http(server):
     body = staff.post("/v1/kb/cites/ask", json=ask).json()
     assert body["answer"] == "The office opens at nine o'clock [1]." and body["claims"][0]["supported"]
     assert body["retried"] == {"reason": "citation only", "first_answer": "[1]"}
-    events = _ask_stream(staff, "cites", ask)
+    events = kb_ask_stream(staff, "cites", ask)
     # the bare citation is held back, never sent: a client that only joins deltas shows the real answer alone
     assert [e["type"] for e in events[:2]] == ["sources", "retry"] and events[-1]["type"] == "done"
     assert {e["type"] for e in events[2:-1]} == {"delta"}  # "[", "1", "]" were never sent
@@ -274,19 +271,9 @@ def test_a_bare_citation_is_asked_again_over_http(server):
     assert events[-1]["retried"] == body["retried"] and events[-1]["claims"] == body["claims"]
     kept = staff.post("/v1/kb/cites/ask", json={**ask, "retry": False}).json()
     assert kept["answer"] == "[1]" and "retried" not in kept and kept["addresses_question"]["bare_citation"]
-    events = _ask_stream(staff, "cites", {**ask, "retry": False})
+    events = kb_ask_stream(staff, "cites", {**ask, "retry": False})
     assert "".join(e["content"] for e in events if e["type"] == "delta") == events[-1]["answer"] == "[1]"
     assert "retry" not in {e["type"] for e in events}
-
-
-def _ask_stream(client, kb, payload) -> list[dict]:
-    events = []
-    with client.stream("POST", f"/v1/kb/{kb}/ask", json={**payload, "stream": True}) as s:
-        assert s.status_code == 200
-        for line in s.iter_lines():
-            if line.startswith("data: ") and line != "data: [DONE]":
-                events.append(json.loads(line[6:]))
-    return events
 
 
 def test_ask_never_shows_hidden_text(server):
@@ -301,7 +288,7 @@ def test_ask_never_shows_hidden_text(server):
     for who in (admin, hr):
         full = who.post("/v1/kb/acl-ask/ask", json=q).json()
         assert "140k" in full["answer"] and any("140k" in c["text"] for c in full["claims"]), full
-        done = _ask_stream(who, "acl-ask", q)[-1]
+        done = kb_ask_stream(who, "acl-ask", q)[-1]
         assert done["type"] == "done" and "140k" in done["answer"]
     r = staff.post("/v1/kb/acl-ask/ask", json=q)
     assert r.status_code == 200, r.text
@@ -310,7 +297,7 @@ def test_ask_never_shows_hidden_text(server):
     assert body["claims"] and [s["document"] for s in body["sources"]] == ["handbook.txt"]
     dumped = json.dumps(body)
     assert not [h for h in HIDDEN if h in dumped], body
-    events = _ask_stream(staff, "acl-ask", q)
+    events = kb_ask_stream(staff, "acl-ask", q)
     assert [e["type"] for e in events][0] == "sources" and events[-1]["type"] == "done"
     assert any(e["type"] == "delta" and "nine o'clock" in e["content"] for e in events)
     assert events[-1]["answer"] == body["answer"]

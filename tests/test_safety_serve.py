@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from conftest import LiveServer, make_server
+from conftest import LiveServer, kb_ask_stream, make_server
 
 from lmforge.serve.auth import KeyStore
 
@@ -185,20 +185,6 @@ def test_a_malformed_safety_file_stops_the_server(tmp_path, monkeypatch, capsys)
     assert "line 3" in err and "blok" in err
 
 
-def _kb_stream(server, kb: str, question: str) -> list[dict]:
-    import json
-
-    h = {"Authorization": f"Bearer {server.secrets['ops']}"}
-    events = []
-    with httpx.stream("POST", f"{server.url}/v1/kb/{kb}/ask", headers=h, timeout=120,
-                      json={"question": question, "model": "tiny", "rewrite": False, "stream": True}) as s:  # fmt: skip
-        assert s.status_code == 200
-        for line in s.iter_lines():
-            if line.startswith("data: ") and line != "data: [DONE]":
-                events.append(json.loads(line[6:]))
-    return events
-
-
 def test_kb_answers_stream_through_the_output_filter(server):
     """A grounded answer streamed through the filter: a masked phrase split across chunks is starred in the
     deltas and the checked answer; a blocked one ends the stream with content_filter."""
@@ -211,9 +197,12 @@ def test_kb_answers_stream_through_the_output_filter(server):
         r = c.post(f"/v1/kb/{kb}/documents", files=[("files", (name, text.encode()))])
         assert r.status_code in (200, 201), r.text
     # the model answers its "invoice" text: 代开发票 arrives split across two-character chunks
-    events = _kb_stream(server, "billing", "When are invoices issued?")
+    ask = {"model": "tiny", "rewrite": False}
+    events = kb_ask_stream(c, "billing", {**ask, "question": "When are invoices issued?"})
     streamed = "".join(e["content"] for e in events if e["type"] == "delta")
     assert streamed == events[-1]["answer"] == "我们可以****，请联系。" and events[-1]["type"] == "done"
-    events = _kb_stream(server, "club", "When may members visit the room?")  # the source makes it say casino
+    events = kb_ask_stream(
+        c, "club", {**ask, "question": "When may members visit the room?"}
+    )  # it says casino
     assert events[-1]["type"] == "done" and events[-1]["finish_reason"] == "content_filter"
     assert "casino" not in "".join(e.get("content", "") for e in events if e["type"] == "delta")
