@@ -271,16 +271,14 @@ def kb_router(ctx: ServerContext) -> APIRouter:
             was shown, or None after a closing content_filter event when the filter blocked it. With `hold`, text
             that is so far only citations ("[1]") is held back: a bare citation that will be asked again is never
             sent, and a client that only joins deltas shows the real answer alone."""
-            shown: list[str] = []
-            sent = 0
+            text, sent = "", 0  # what the filter let through; how much of it went out as deltas
             filt = guard.stream(who, "kb.ask", req.model) if guard is not None else None
             pieces, cancel = ctx.service.greedy_stream(req.model, messages, req.max_tokens)
             try:
                 for piece in pieces:
                     out = filt.feed(piece) if filt is not None else piece
                     if out:
-                        shown.append(out)
-                        text = "".join(shown)
+                        text += out
                         if not (hold and citation_so_far(text)):
                             yield {"type": "delta", "content": text[sent:]}
                             sent = len(text)
@@ -289,8 +287,7 @@ def kb_router(ctx: ServerContext) -> APIRouter:
             finally:
                 cancel()
             if filt is not None and not filt.blocked:
-                shown.append(filt.finish())
-            text = "".join(shown)
+                text += filt.finish()
             if text[sent:] and not (hold and bare(text)):  # the held text, unless it will be asked again
                 yield {"type": "delta", "content": text[sent:]}
             if filt is not None and filt.blocked:
