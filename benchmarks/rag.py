@@ -432,20 +432,25 @@ def bench_hard(tmp: Path, model: str, kb_name: str | None, answers: bool, config
                 rerank_s.append(reranker.last_seconds)
             return hits
 
-        answer = (
-            (
-                lambda q, hits, kb=kb, cfg=AnswerConfig(retry_bare=name != "rewrite-no-retry"): ask(
-                    q, hits, generate, kb.analyzer, kb.embedder, model, cfg, kb.term_weights
-                )
-            )
-            if answers
-            else None
+        answer_s: list[float] = []
+
+        def answer(q, hits, kb=kb, cfg=AnswerConfig(retry_bare=name != "rewrite-no-retry"), spent=answer_s):
+            t = time.perf_counter()
+            r = ask(q, hits, generate, kb.analyzer, kb.embedder, model, cfg, kb.term_weights)
+            spent.append(
+                time.perf_counter() - t
+            )  # generation(s) and checks; the retry's second call included
+            return r
+
+        (res,) = evaluate(
+            kb, items, k=5, modes=("hybrid",), search=search, answer=answer if answers else None
         )
-        (res,) = evaluate(kb, items, k=5, modes=("hybrid",), search=search, answer=answer)
         res.mode = name
         print(f"\n[{name}] hybrid, {len(items)} questions; search latency p50 {pct(times, 50):.0f} ms, "
               f"p95 {pct(times, 95):.0f} ms (query embedding included)"
-              + (f"; rerank of 10 candidates p50 {pct(rerank_s, 50) / 1000:.2f} s" if rerank_s else ""))  # fmt: skip
+              + (f"; rerank of 10 candidates p50 {pct(rerank_s, 50) / 1000:.2f} s" if rerank_s else "")
+              + (f"; answer p50 {pct(answer_s, 50) / 1000:.2f} s, p95 {pct(answer_s, 95) / 1000:.2f} s, mean "
+                 f"{sum(answer_s) / len(answer_s):.2f} s" if answer_s else ""))  # fmt: skip
         rerank_s.clear()
         print(table([res], 5))
         print(group_table(res, 5))
